@@ -1,0 +1,45 @@
+"""The converter registry: every built-in converter, listed explicitly.
+
+Adding a format adds a module here and a name to ``BUILTINS``; nothing else branches on type.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from converters.base import ConverterSpec
+
+BUILTINS: tuple[str, ...] = (
+    "inspect",  # every file: SHA-256, size, MIME type, kind, basic metadata
+    "image_renditions",  # images: web rendition, previews, EXIF
+    "ocr",  # images: text in the picture
+    "language",  # any text: ISO 639-1 language
+    "text_extract",  # plain text: normalised UTF-8 text
+    "pdf_preview",  # PDF: first-page previews, page count, document metadata
+    "pdf_text",  # PDF: text layer, OCR of pages without one
+    "office_pdf",  # office documents: PDF through LibreOffice (unoserver)
+    "drawing_render",  # DXF: SVG, previews, layers/units/extents
+    "video_probe",  # video: duration, codecs, dimensions, bitrate
+    "video_transcode",  # video: H.264/AAC MP4, faststart, <= 1080p
+    "video_poster",  # video: poster frame and previews
+    "archive_expand",  # ZIP: guarded expansion of members
+)
+
+
+def load(name: str) -> ModuleType:
+    """The module of a converter: a built-in name or, for extensions, a dotted module path."""
+    module = importlib.import_module(name if "." in name else f"converters.{name}")
+    if not isinstance(getattr(module, "SPEC", None), ConverterSpec) or not callable(
+        getattr(module, "convert", None)
+    ):
+        raise TypeError(f"{module.__name__} is not a converter: it needs SPEC and convert()")
+    return module
+
+
+def spec(name: str) -> ConverterSpec:
+    return load(name).SPEC
+
+
+def all_specs() -> dict[str, ConverterSpec]:
+    return {name: spec(name) for name in BUILTINS}

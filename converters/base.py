@@ -1,0 +1,76 @@
+"""What every converter is: a frozen spec and a pure function over files.
+
+A converter module defines ``SPEC`` (a :class:`ConverterSpec`) and
+``convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult``.
+``convert`` reads ``src``, writes its outputs under ``out_dir`` and returns what it made, with
+paths relative to ``out_dir``. It imports no Prefect, reads no environment and keeps no module
+state; heavy libraries are imported inside ``convert`` (through :func:`require`) so that the
+registry stays cheap to import. Errors are raised from :mod:`fileflow.errors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field
+from types import ModuleType
+from typing import Any
+
+ROLES = ("web", "preview", "pdf", "poster", "svg", "text")
+
+
+@dataclass(frozen=True)
+class ConverterSpec:
+    name: str
+    version: str
+    kinds: frozenset[str]
+    """File kinds this converter accepts (image, pdf, office, drawing, video, archive, text, *)."""
+    timeout_s: float = 60.0
+    memory_mb: int = 2048
+    """Address-space limit of the process running the step."""
+    retries: int = 1
+    """How often a transient failure (crash, timeout) is retried."""
+    description: str = ""
+
+
+@dataclass
+class Rendition:
+    role: str
+    path: str
+    mime: str
+    width: int | None = None
+    height: int | None = None
+    bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown rendition role {self.role!r}; expected one of {ROLES}")
+
+
+@dataclass
+class Member:
+    """A file found inside an archive, written under out_dir at ``path``."""
+
+    name: str
+    path: str
+    size: int = 0
+
+
+@dataclass
+class ConversionResult:
+    renditions: list[Rendition] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None
+    language_confidence: float | None = None
+    members: list[Member] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def require(module: str, package: str, debian: str | None = None) -> ModuleType:
+    """Import a heavy dependency, or fail naming what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+        hint = f"pip install {package}" + (f" (and apt-get install {debian})" if debian else "")
+        raise ImportError(f"{module} is missing: {hint}, or run `make setup`") from exc
