@@ -1,0 +1,176 @@
+"""Where fileflow keeps originals, renditions, step results and manifests.
+
+Storage is a Prefect filesystem block: ``LocalFileSystem`` (a folder, the embedded default) or
+prefect-aws ``S3Bucket`` with ``AwsCredentials``. :class:`StorageConfig` is the small, picklable
+description a child process rebuilds the block from; :class:`Store` is the handful of
+operations the pipeline needs, over either block, streaming files rather than holding them in
+memory.
+
+Layout (content-addressed: keys derive from SHA-256 digests, never from user-supplied names,
+so every write is idempotent)::
+
+    originals/<sha[:2]>/<sha>              the uploaded bytes
+    derived/<sha>/<converter>/<file>       renditions made by a converter for that file
+    manifests/<sha>.json                   the manifest downstream systems read
+    tmp/...                                scratch objects; a bucket lifecycle rule expires them
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from fileflow.errors import StorageUnavailable
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    kind: Literal["local", "s3"] = "local"
+    basepath: str = "fileflow-out"
+    """Local folder (kind "local")."""
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.kind == "local":
+            return str(Path(self.basepath).resolve())
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+
+def original_key(sha256: str) -> str:
+    return f"originals/{sha256[:2]}/{sha256}"
+
+
+def derived_prefix(sha256: str, converter: str) -> str:
+    return f"derived/{sha256}/{converter}"
+
+
+def manifest_key(sha256: str) -> str:
+    return f"manifests/{sha256}.json"
+
+
+def check_key(key: str) -> str:
+    """Keys are ours, but a bug must never turn one into a path outside the store."""
+    parts = PurePosixPath(key).parts
+    if not parts or key.startswith("/") or any(p in ("..", ".", "") for p in parts):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
+def make_block(config: StorageConfig):
+    """The Prefect filesystem block for a storage configuration."""
+    if config.kind == "local":
+        from prefect.filesystems import LocalFileSystem
+
+        return LocalFileSystem(basepath=str(Path(config.basepath).resolve()))
+    if config.kind == "s3":
+        from prefect_aws import AwsCredentials, S3Bucket
+        from prefect_aws.client_parameters import AwsClientParameters
+
+        if not config.bucket:
+            raise ValueError("S3 storage needs a bucket (FILEFLOW_STORAGE_BUCKET)")
+        credentials = AwsCredentials(
+            aws_access_key_id=config.access_key_id,
+            aws_secret_access_key=config.secret_access_key,
+            region_name=config.region,
+            aws_client_parameters=AwsClientParameters(endpoint_url=config.endpoint_url),
+        )
+        return S3Bucket(bucket_name=config.bucket, bucket_folder=config.prefix, credentials=credentials)
+    raise ValueError(f"unknown storage kind {config.kind!r}; expected 'local' or 's3'")
+
+
+class Store:
+    """Streaming file operations over a storage block."""
+
+    def __init__(self, config: StorageConfig):
+        self.config = config
+        self.block = make_block(config)
+        self._s3 = None
+
+    # -- local folder -------------------------------------------------------------------
+    def _local(self, key: str) -> Path:
+        return Path(self.block.basepath) / check_key(key)
+
+    # -- S3 -----------------------------------------------------------------------------
+    def _client(self):
+        if self._s3 is None:
+            self._s3 = self.block.credentials.get_s3_client()
+        return self._s3
+
+    def _s3_key(self, key: str) -> str:
+        prefix = self.config.prefix.strip("/")
+        return f"{prefix}/{check_key(key)}" if prefix else check_key(key)
+
+    def _s3_call(self, fn, *args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except ClientError:
+            raise
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 at {self.config.endpoint_url or 'AWS'}: {exc}") from exc
+
+    # -- operations ---------------------------------------------------------------------
+    def put_file(self, path: Path, key: str) -> int:
+        size = path.stat().st_size
+        if self.config.kind == "local":
+            dest = self._local(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.part")
+            shutil.copyfile(path, tmp)
+            tmp.replace(dest)  # readers never see half a file
+        else:
+            self._s3_call(self._client().upload_file, str(path), self.config.bucket, self._s3_key(key))
+        return size
+
+    def get_file(self, key: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.config.kind == "local":
+            src = self._local(key)
+            if not src.is_file():
+                raise FileNotFoundError(f"{key} is not in storage {self.config.describe()}")
+            shutil.copyfile(src, dest)
+        else:
+            self._s3_call(self._client().download_file, self.config.bucket, self._s3_key(key), str(dest))
+        return dest
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        if self.config.kind == "local":
+            dest = self._local(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.part")
+            tmp.write_bytes(data)
+            tmp.replace(dest)
+        else:
+            self._s3_call(
+                self._client().put_object, Bucket=self.config.bucket, Key=self._s3_key(key), Body=data
+            )
+
+    def get_bytes(self, key: str) -> bytes:
+        if self.config.kind == "local":
+            return self._local(key).read_bytes()
+        body = self._s3_call(self._client().get_object, Bucket=self.config.bucket, Key=self._s3_key(key))
+        return body["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        if self.config.kind == "local":
+            return self._local(key).is_file()
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3_call(self._client().head_object, Bucket=self.config.bucket, Key=self._s3_key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True

@@ -1,0 +1,384 @@
+"""The mediator's machinery, shared by every flow under ``flows/``.
+
+A flow describes *which* steps a file goes through; this module is *how* a step is run:
+
+- :class:`FileRef` is what a flow knows about a file (never its bytes).
+- :func:`run_step` is the one Prefect task: it sends the step to a warm child process
+  (:mod:`fileflow.isolation`), which fetches the input from storage, converts and stores the
+  outputs (:mod:`fileflow.execute`). Its result is persisted in storage and cached on the
+  input's content hash, the converter's version and its options, so processing the same file
+  again skips finished steps and a new converter version redoes only its own step. Transient
+  failures (crash, timeout, storage) are retried with backoff; corrupt or unsupported input is
+  not.
+- :class:`Mediation` records each step of one file and, at the end, writes its manifest and
+  a markdown artifact for the Prefect UI.
+- :class:`Runtime` holds what one mediator process shares: settings, storage, the child pool,
+  the warm LibreOffice and the progress tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import threading
+import unicodedata
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from prefect import task
+from prefect.artifacts import acreate_markdown_artifact
+from pydantic import BaseModel
+
+import converters
+from blocks.storage import StorageConfig, Store, derived_prefix, make_block, manifest_key
+from fileflow.errors import FileflowError, ToolError, is_transient
+from fileflow.isolation import ChildPool
+from fileflow.manifest import Manifest, RenditionRecord, StepError, StepRecord
+from fileflow.progress import Tracker
+from fileflow.settings import PipelineSettings, StorageSettings
+
+# ---------------------------------------------------------------------------------------
+# What a flow knows about a file
+# ---------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def display_name(name: str, limit: int = 255) -> str:
+    """A user-supplied name made safe to show and log: no control characters, <= 255 bytes.
+
+    The name is only ever displayed and recorded; storage keys come from content hashes.
+    """
+    name = unicodedata.normalize("NFC", _CONTROL.sub("?", name)).strip() or "unnamed"
+    if len(name.encode()) <= limit:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    ext = f".{ext}" if dot and len(ext.encode()) <= 16 else ""
+    budget = limit - len(ext.encode()) - len("…".encode())
+    short = (stem if ext else name).encode()[:budget].decode(errors="ignore")
+    return f"{short}…{ext}"
+
+
+class FileRef(BaseModel):
+    file_id: str
+    name: str
+    key: str
+    size: int
+    mime: str | None = None
+    kind: str = "unknown"
+    ext: str = "bin"
+    parent: str | None = None
+    depth: int = 0
+
+    @property
+    def token(self) -> str:
+        """Identifies this occurrence of the file (the same bytes may arrive twice in a batch)."""
+        return f"{self.parent or ''}|{self.name}|{self.file_id}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """The input of a step: the original or another step's output."""
+
+    key: str
+    ext: str
+    digest: str
+    """Content identity: the SHA-256 of an original, the cache key of the step that made a derived file."""
+
+
+# ---------------------------------------------------------------------------------------
+# What one mediator process shares
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    pipeline: PipelineSettings
+    storage: StorageConfig
+    tracker: Tracker = field(default_factory=Tracker)
+    pool: ChildPool | None = None
+    _office: Any = None
+    _office_lock: threading.Lock = field(default_factory=threading.Lock)
+    _store: Store | None = None
+    _results: Any = None
+
+    def __post_init__(self) -> None:
+        if self.pool is None:
+            self.pool = ChildPool(self.pipeline.child_processes)
+        # LibreOffice converts one document at a time: more would only queue inside it
+        self.gates = {"office_pdf": threading.Semaphore(1)}
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.storage)
+        return self._store
+
+    async def results_block(self):
+        """Where step results are persisted: ``results/`` beside the files they describe.
+
+        Prefect needs a result storage block saved server-side; it is saved once per process
+        under a name derived from the storage location (idempotent).
+        """
+        if self._results is None:
+            if self.storage.kind == "local":
+                config = replace(self.storage, basepath=str(Path(self.storage.basepath) / "results"))
+            else:
+                config = replace(self.storage, prefix=f"{self.storage.prefix.strip('/')}/results".lstrip("/"))
+            block = make_block(config)
+            name = "fileflow-results-" + hashlib.sha256(config.describe().encode()).hexdigest()[:12]
+            await block.save(name, overwrite=True)
+            self._results = block
+        return self._results
+
+    def office_options(self) -> dict[str, Any]:
+        """Host and port of the warm LibreOffice, started on first use and restarted if dead."""
+        from fileflow.office import UnoServer
+
+        with self._office_lock:
+            if self._office is None:
+                self._office = UnoServer(port=self.pipeline.unoserver_port)
+            self._office.ensure_running()
+            return {"unoserver_host": self._office.host, "unoserver_port": self._office.port}
+
+    def close(self) -> None:
+        if self._office is not None:
+            self._office.stop()
+            self._office = None
+        self.pool.close()
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> Runtime:
+    """The process's runtime; built from the environment when none was installed."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Runtime(PipelineSettings(), StorageSettings().config())
+        return _current
+
+
+@contextmanager
+def runtime(rt: Runtime) -> Iterator[Runtime]:
+    """Install ``rt`` as the process's runtime for the duration of a run."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, rt
+    try:
+        yield rt
+    finally:
+        rt.close()
+        with _current_lock:
+            _current = previous
+
+
+# ---------------------------------------------------------------------------------------
+# The one step task
+# ---------------------------------------------------------------------------------------
+
+
+def _options_digest(options: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def step_cache_key(converter: str, source: Source, options: dict[str, Any]) -> str:
+    spec = converters.spec(converter)
+    # options that only say where a service listens do not change the output
+    stable = {k: v for k, v in options.items() if not k.startswith("unoserver_")}
+    return f"{converter}-{spec.version}-{source.digest[:16]}-{_options_digest(stable)}"
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    return isinstance(state.data, BaseException) and is_transient(state.data)
+
+
+@task(name="step")
+async def _run_step(converter: str, file_id: str, token: str, source: Source, options: dict) -> dict:
+    rt = current()
+    spec = converters.spec(converter)
+    rt.tracker.stage(token, converter)
+    if converter == "office_pdf":
+        options = {**options, **(await asyncio.to_thread(rt.office_options))}
+    payload = {
+        "converter": converter,
+        "storage": rt.storage.to_dict(),
+        "input_key": source.key,
+        "input_ext": source.ext,
+        "output_prefix": derived_prefix(file_id, converter),
+        "options": options,
+        "scratch_dir": str(rt.pipeline.scratch_dir) if rt.pipeline.scratch_dir else None,
+    }
+    return await rt.pool.acall(
+        "fileflow.execute:run_step",
+        payload,
+        timeout_s=spec.timeout_s,
+        memory_mb=spec.memory_mb,
+        gate=rt.gates.get(converter),
+    )
+
+
+async def step_task(converter: str, rt: Runtime, cache_key: str):
+    """The step task configured for one converter: retries, backoff, persisted cached result."""
+    spec = converters.spec(converter)
+    delay = rt.pipeline.retry_delay_s
+    return _run_step.with_options(
+        task_run_name=converter,
+        retries=spec.retries,
+        retry_delay_seconds=[delay * 2**i for i in range(max(spec.retries, 1))],
+        retry_condition_fn=_retry_if_transient,
+        cache_key_fn=lambda *_: cache_key,
+        persist_result=True,
+        result_storage=await rt.results_block(),
+        result_serializer="json",
+        tags=[f"converter:{converter}"],
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# One file's steps and manifest
+# ---------------------------------------------------------------------------------------
+
+
+async def _exception_of(state) -> BaseException:
+    try:
+        data = await state.aresult(raise_on_failure=False)
+    except Exception as exc:  # the failure itself could not be read back
+        data = exc
+    if isinstance(data, BaseException):
+        return data
+    return ToolError(state.message or f"step ended {state.name}")
+
+
+class Mediation:
+    """Runs the steps of one file in a flow and assembles its manifest."""
+
+    def __init__(self, file: FileRef, inspected: dict[str, Any] | None = None) -> None:
+        self.file = file
+        self.rt = current()
+        self.steps: list[StepRecord] = []
+        self.renditions: list[RenditionRecord] = []
+        self.metadata: dict[str, Any] = {}
+        self.text: str | None = None
+        self.language: str | None = None
+        self.language_confidence: float | None = None
+        self.children: list[str] = []
+        if inspected is not None:
+            self._record(len(self.steps), "inspect", inspected, cached=False)
+
+    @property
+    def original(self) -> Source:
+        return Source(self.file.key, self.file.ext, self.file.file_id)
+
+    def source_of(self, result: dict[str, Any] | None, role: str) -> Source | None:
+        """The rendition of ``role`` a step made, as the input of a later step."""
+        if result is None:
+            return None
+        for rendition in result["renditions"]:
+            if rendition["role"] == role:
+                ext = rendition["path"].rsplit(".", 1)[-1]
+                return Source(rendition["path"], ext, result["cache_key"])
+        return None
+
+    async def step(
+        self,
+        converter: str,
+        source: Source | None = None,
+        options: dict[str, Any] | None = None,
+        *,
+        needs: tuple[Any, ...] = (),
+    ) -> dict[str, Any] | None:
+        """Run one converter on the file (or on ``source``); None if it failed or was skipped.
+
+        ``needs`` are results of earlier steps this one depends on: if any of them is None
+        (failed), this step is recorded as skipped.
+        """
+        index = len(self.steps)
+        self.steps.append(StepRecord(name=converter, converter_version=None, status="skipped"))
+        if any(n is None for n in needs):
+            return None
+        source = source or self.original
+        opts = {**self.rt.pipeline.converter_options(), "mime": self.file.mime, "depth": self.file.depth, **(options or {})}
+        key = step_cache_key(converter, source, opts)
+        task = await step_task(converter, self.rt, key)
+        state = await task(converter, self.file.file_id, self.file.token, source, opts, return_state=True)
+        if state.is_completed():
+            result = await state.aresult()
+            result["cache_key"] = key
+            self._record(index, converter, result, cached=state.name == "Cached")
+            return result
+        exc = await _exception_of(state)
+        self.fail(converter, exc, index=index)
+        return None
+
+    def _record(self, index: int, converter: str, result: dict[str, Any], *, cached: bool) -> None:
+        self.steps[index] = StepRecord(
+            name=converter,
+            converter_version=result["converter_version"],
+            status="completed",
+            duration_s=result["duration_s"],
+            cached=cached,
+        )
+        if result["metadata"]:
+            self.metadata[converter] = result["metadata"]
+        for rendition in result["renditions"]:
+            self.renditions.append(RenditionRecord(**rendition))
+            if rendition["role"] == "text":
+                self.text = rendition["path"]
+        if result.get("language"):
+            self.language = result["language"]
+            self.language_confidence = result["language_confidence"]
+
+    def fail(self, converter: str, exc: BaseException, *, index: int | None = None) -> None:
+        """Record a failed step (``index`` of a reserved slot, else a new one)."""
+        etype = type(exc).__name__ if isinstance(exc, FileflowError) else "ToolError"
+        try:
+            version = converters.spec(converter).version
+        except Exception:
+            version = None
+        record = StepRecord(
+            name=converter,
+            converter_version=version,
+            status="failed",
+            error=StepError(type=etype, message=str(exc) or etype),
+        )
+        if index is None:
+            self.steps.append(record)
+        else:
+            self.steps[index] = record
+
+    async def finish(self) -> dict[str, Any]:
+        """Write the manifest to storage, leave it as an artifact on the run, report progress."""
+        failed = any(s.status == "failed" for s in self.steps)
+        manifest = Manifest(
+            file_id=self.file.file_id,
+            name=self.file.name,
+            size=self.file.size,
+            mime=self.file.mime,
+            kind=self.file.kind,  # type: ignore[arg-type]
+            status="failed" if failed else "completed",
+            steps=self.steps,
+            renditions=self.renditions,
+            text=self.text,
+            language=self.language,
+            language_confidence=self.language_confidence,
+            metadata=self.metadata,
+            children=self.children,
+            parent=self.file.parent,
+        )
+        data = manifest.model_dump(mode="json")
+        body = json.dumps(data, indent=2, ensure_ascii=False).encode()
+        await asyncio.to_thread(self.rt.store.put_bytes, body, manifest_key(self.file.file_id))
+        await acreate_markdown_artifact(
+            key=f"manifest-{self.file.file_id[:32]}",
+            markdown=manifest.markdown(),
+            description=f"fileflow manifest of {self.file.name}",
+        )
+        self.rt.tracker.finished(self.file.token, data)
+        return data

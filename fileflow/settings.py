@@ -1,0 +1,68 @@
+"""Settings, one class per concern, read once from the environment and passed down frozen."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from blocks.storage import StorageConfig
+
+
+class StorageSettings(BaseSettings):
+    """Where originals, renditions and manifests go (``FILEFLOW_STORAGE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEFLOW_STORAGE_", frozen=True)
+
+    kind: Literal["local", "s3"] = Field("local", description="local folder or S3 bucket")
+    path: Path = Field(Path("fileflow-out"), description="local folder (kind=local); --out overrides it")
+    bucket: str | None = Field(None, description="S3 bucket name (kind=s3)")
+    prefix: str = Field("", description="key prefix inside the bucket")
+    endpoint_url: str | None = Field(None, description="S3 endpoint, for S3-compatible stores")
+    region: str | None = Field(None, description="S3 region")
+    access_key_id: str | None = Field(None, description="S3 access key (else the AWS default chain)")
+    secret_access_key: SecretStr | None = Field(None, description="S3 secret key")
+
+    def config(self, out: Path | None = None) -> StorageConfig:
+        return StorageConfig(
+            kind=self.kind,
+            basepath=str((out or self.path).resolve()),
+            bucket=self.bucket,
+            prefix=self.prefix,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key.get_secret_value() if self.secret_access_key else None,
+        )
+
+
+class PipelineSettings(BaseSettings):
+    """How the mediator runs steps (``FILEFLOW_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEFLOW_", frozen=True)
+
+    max_active_files: int = Field(
+        4, ge=1, description="files processed at once; Prefect on SQLite fails with 'database is locked' past ~8"
+    )
+    max_active_members: int = Field(2, ge=1, description="members of one archive processed at once")
+    child_processes: int = Field(
+        max(2, os.cpu_count() or 2), ge=1, description="warm child processes that run steps"
+    )
+    scratch_dir: Path | None = Field(None, description="where steps unpack their inputs (default: system temp)")
+    ocr_languages: str = Field("eng", description="Tesseract languages for OCR, e.g. 'eng' or 'deu'")
+    tessdata: Path = Field(Path("/usr/share/tesseract-ocr/5/tessdata"), description="Tesseract data folder")
+    preview_sizes: tuple[int, ...] = Field((160, 480, 1280), description="long side of each preview, px")
+    max_archive_depth: int = Field(3, ge=1, description="how deep archives inside archives are expanded")
+    retry_delay_s: float = Field(1.0, ge=0, description="first retry delay of a transient failure; doubles")
+    unoserver_port: int = Field(0, ge=0, description="port of the warm LibreOffice (0: pick a free one)")
+
+    def converter_options(self) -> dict:
+        return {
+            "ocr_languages": self.ocr_languages,
+            "tessdata": str(self.tessdata),
+            "preview_sizes": list(self.preview_sizes),
+            "max_depth": self.max_archive_depth,
+        }

@@ -1,0 +1,23 @@
+"""Office documents: PDF through the warm LibreOffice, then the PDF steps on that PDF."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prefect import flow
+
+from fileflow.mediator import FileRef, Mediation
+from flows._common import outcome
+
+
+@flow(name="office", flow_run_name="office:{file.name}", persist_result=False)
+async def office_flow(file: FileRef, inspected: dict):
+    m = Mediation(file, inspected)
+    converted = await m.step("office_pdf")
+    pdf = m.source_of(converted, "pdf")
+    _, text = await asyncio.gather(
+        m.step("pdf_preview", pdf, needs=(pdf,)),
+        m.step("pdf_text", pdf, needs=(pdf,)),
+    )
+    await m.step("language", m.source_of(text, "text"), needs=(text,))
+    return outcome(await m.finish())
