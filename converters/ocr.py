@@ -1,0 +1,148 @@
+"""Images: the text in the picture, by Tesseract (tesserocr) with Debian's language data.
+
+Options:
+
+* ``ocr_languages`` (default ``"eng"``): Tesseract language codes joined by ``+``
+  (``"deu"``, ``"eng+fra"``). Mixed-language models misread, so choose them deliberately.
+* ``tessdata`` (default ``/usr/share/tesseract-ocr/5/tessdata``): where the ``*.traineddata``
+  files live (Debian packages ``tesseract-ocr-<lang>``).
+* ``ocr_max_pixels`` (default 16 megapixels): larger pictures are scaled down first; a 300 dpi
+  A4 scan (8.7 MP) or a 12 MP phone photo is read at full resolution.
+* ``max_pixels`` (default 100 megapixels): the decompression-bomb limit, checked from the header
+  before decoding, as in ``image_renditions``.
+
+The picture is decoded upright (EXIF orientation applied), transparency is flattened onto
+white (black text on a transparent background would otherwise turn into black on black) and
+it is converted to greyscale. ``text.txt`` is always written, empty when nothing was read.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.image_renditions import DEFAULT_MAX_PIXELS, int_option, display_image, open_image
+from fileflow.errors import ToolError, UnsupportedInput
+
+SPEC = ConverterSpec(
+    name="ocr",
+    version="1.0.0",
+    kinds=frozenset({"image"}),
+    timeout_s=180,
+    memory_mb=3072,
+    retries=1,
+    description="Text in the picture by Tesseract OCR (tesserocr), upright, greyscale",
+)
+
+DEFAULT_TESSDATA = "/usr/share/tesseract-ocr/5/tessdata"
+DEFAULT_LANGUAGES = "eng"
+DEFAULT_OCR_MAX_PIXELS = 16_000_000
+_LANGUAGE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,31}$")
+
+
+def languages_of(value: Any) -> list[str]:
+    """``"eng+deu"`` (or a list) -> ["eng", "deu"], each checked to be a plain data file name."""
+    if value is None:
+        value = DEFAULT_LANGUAGES
+    parts = list(value) if isinstance(value, (list, tuple)) else re.split(r"[+,\s]+", str(value))
+    parts = [p.strip() for p in parts if p and p.strip()]
+    if not parts:
+        raise ValueError("option 'ocr_languages' is empty; give Tesseract codes such as 'eng' or 'eng+deu'")
+    for part in parts:
+        if not _LANGUAGE.match(part):
+            raise ValueError(f"{part!r} is not a Tesseract language code (such as eng, deu, fra, rus)")
+    return list(dict.fromkeys(parts))
+
+
+def check_tessdata(tessdata: Path, languages: list[str]) -> None:
+    """Fail clearly, naming the Debian packages, when language data is missing."""
+    if not tessdata.is_dir():
+        packages = " ".join(f"tesseract-ocr-{lang}" for lang in languages)
+        raise ToolError(
+            f"the Tesseract data folder {tessdata} does not exist: install tesseract-ocr and the language "
+            f"packages ({packages}) with apt-get, or point the 'tessdata' option at the folder holding "
+            "the *.traineddata files"
+        )
+    missing = [lang for lang in languages if not (tessdata / f"{lang}.traineddata").is_file()]
+    if missing:
+        installed = sorted(p.stem for p in tessdata.glob("*.traineddata") if p.stem != "osd")
+        packages = " ".join(f"tesseract-ocr-{lang}" for lang in missing)
+        raise UnsupportedInput(
+            f"OCR language data for {', '.join(missing)} is not installed in {tessdata} "
+            f"(installed: {', '.join(installed) or 'none'}); install {packages} with apt-get "
+            "or choose installed languages in 'ocr_languages'"
+        )
+
+
+def grayscale_for_ocr(image):
+    """Greyscale with transparency flattened onto white."""
+    if image.mode in ("RGBA", "LA"):
+        Image = require("PIL.Image", "pillow")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.getchannel("A"))
+        image = background
+    return image.convert("L")
+
+
+def recognise(api, image) -> tuple[str, float | None, list[int]]:
+    """Run an open PyTessBaseAPI on one greyscale image: (text, mean confidence, word confidences)."""
+    api.SetImage(image)
+    text = api.GetUTF8Text() or ""
+    confidences = [int(c) for c in api.AllWordConfidences()]
+    mean = float(api.MeanTextConf()) if confidences else None
+    return text, mean, confidences
+
+
+def normalise(text: str) -> str:
+    """Tesseract's text with form feeds dropped, trailing spaces trimmed, blank-line runs collapsed."""
+    text = text.replace("\f", "\n").replace("\r\n", "\n")
+    lines = [line.rstrip() for line in text.split("\n")]
+    out = "\n".join(lines)
+    out = re.sub(r"\n{3,}", "\n\n", out).strip("\n")
+    return out + "\n" if out else ""
+
+
+def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
+    languages = languages_of(options.get("ocr_languages"))
+    tessdata = Path(str(options.get("tessdata") or DEFAULT_TESSDATA))
+    max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS)
+    ocr_max_pixels = int_option(options, "ocr_max_pixels", DEFAULT_OCR_MAX_PIXELS)
+    check_tessdata(tessdata, languages)
+    tesserocr = require("tesserocr", "tesserocr", "tesseract-ocr")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    im = open_image(src, max_pixels)
+    with im:
+        width, height = im.size
+        long_side = None
+        if width * height > ocr_max_pixels:
+            scale = math.sqrt(ocr_max_pixels / (width * height))
+            long_side = max(1, int(max(width, height) * scale))
+        picture = display_image(im, long_side)
+    gray = grayscale_for_ocr(picture)
+    del picture
+
+    try:
+        api = tesserocr.PyTessBaseAPI(path=str(tessdata), lang="+".join(languages))
+    except RuntimeError as exc:
+        raise ToolError(f"Tesseract could not load {'+'.join(languages)} from {tessdata}: {exc}") from None
+    try:
+        text, mean, confidences = recognise(api, gray)
+    finally:
+        api.End()
+    text = normalise(text)
+    (out_dir / "text.txt").write_text(text, encoding="utf-8")
+    return ConversionResult(
+        renditions=[Rendition("text", "text.txt", "text/plain")],
+        metadata={
+            "ocr_languages": "+".join(languages),
+            "mean_confidence": mean,
+            "words": len(text.split()),
+            "chars": len(text),
+            "ocr_width": gray.width,
+            "ocr_height": gray.height,
+        },
+    )
