@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from fileflow.errors import StorageUnavailable
@@ -60,8 +60,8 @@ def manifest_key(sha256: str) -> str:
 
 def check_key(key: str) -> str:
     """Keys are ours, but a bug must never turn one into a path outside the store."""
-    parts = PurePosixPath(key).parts
-    if not parts or key.startswith("/") or any(p in ("..", ".", "") for p in parts):
+    parts = key.split("/")
+    if key.startswith("/") or "\\" in key or any(p in ("..", ".", "") for p in parts):
         raise ValueError(f"invalid storage key {key!r}")
     return key
 

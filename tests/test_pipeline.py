@@ -1,0 +1,210 @@
+"""The whole pipeline on the embedded default: real Prefect server, real converters, real files.
+
+One mixed batch (the committed samples plus hostile files made here) goes through
+``run_batch`` exactly as ``fileflow process`` runs it; the tests then read the manifests and the
+stored renditions and check their content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+from PIL import Image
+from prefect import flow
+
+from blocks.storage import StorageConfig, original_key
+from fileflow.batch import ingest, run_batch
+from fileflow.mediator import FileRef, Mediation, Runtime, runtime
+from fileflow.settings import PipelineSettings
+
+SAMPLES = Path(__file__).parent / "samples"
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "manifest.schema.json").read_text())
+SETTINGS = PipelineSettings(child_processes=2, max_active_files=4, retry_delay_s=0.1)
+
+
+def make_batch(folder: Path) -> list[Path]:
+    folder.mkdir()
+    for sample in SAMPLES.iterdir():
+        shutil.copy(sample, folder / sample.name)
+    shutil.copy(SAMPLES / "scan.pdf", folder / "lies-about-its-type.jpg")
+    (folder / "blob.bin").write_bytes(bytes(range(256)) * 16)
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "drawing.dwg").write_bytes(b"AC1015" + bytes(200))
+    return sorted(folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def batch(prefect_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    files = make_batch(root / "in")
+    out = root / "out"
+    manifests = asyncio.run(run_batch(files, SETTINGS, StorageConfig(basepath=str(out))))
+    return files, out, manifests
+
+
+def by_name(manifests):
+    return {m["name"]: m for m in manifests}
+
+
+def renditions(manifest, role):
+    return [r for r in manifest["renditions"] if r["role"] == role]
+
+
+def stored_text(out: Path, manifest) -> str:
+    return (out / manifest["text"]).read_text()
+
+
+def test_every_file_and_member_has_a_valid_manifest_in_storage(batch):
+    files, out, manifests = batch
+    top = [m for m in manifests if m["parent"] is None]
+    assert sorted(m["name"] for m in top) == sorted(f.name for f in files)
+    for manifest in manifests:
+        jsonschema.validate(manifest, SCHEMA)
+        on_disk = json.loads((out / "manifests" / f"{manifest['file_id']}.json").read_text())
+        assert on_disk["status"] == manifest["status"]
+    # nothing written outside the store's own layout
+    assert {p.name for p in out.iterdir()} <= {"originals", "derived", "manifests", "results"}
+
+
+def test_expected_files_complete_and_bad_ones_fail_with_their_reason(batch):
+    _, _, manifests = batch
+    m = by_name(manifests)
+    failed = {name: man["steps"] for name, man in m.items() if man["status"] != "completed"}
+    assert set(failed) == {"blob.bin", "empty.txt", "drawing.dwg"}, failed
+    errors = {name: next(s["error"] for s in steps if s["error"]) for name, steps in failed.items()}
+    assert errors["blob.bin"]["type"] == "UnsupportedInput"
+    assert errors["empty.txt"]["type"] == "CorruptInput"
+    assert errors["drawing.dwg"]["type"] == "UnsupportedInput" and "DWG" in errors["drawing.dwg"]["message"]
+
+
+def test_image_gets_oriented_web_rendition_previews_and_ocr(batch):
+    _, out, manifests = batch
+    photo = by_name(manifests)["photo.jpg"]
+    assert photo["kind"] == "image" and photo["mime"] == "image/jpeg"
+    (web,) = renditions(photo, "web")
+    assert max(web["width"], web["height"]) <= 2048
+    with Image.open(out / web["path"]) as img:
+        assert img.size == (web["width"], web["height"])
+    sizes = sorted(max(r["width"], r["height"]) for r in renditions(photo, "preview"))
+    assert sizes == [160, 480, 1280]
+    text = stored_text(out, photo).upper()
+    assert "INVOICE" in text and "FILEFLOW" in text
+
+
+def test_extension_is_ignored_type_comes_from_content(batch):
+    _, out, manifests = batch
+    liar = by_name(manifests)["lies-about-its-type.jpg"]
+    assert liar["kind"] == "pdf" and liar["mime"] == "application/pdf"
+    assert liar["status"] == "completed"
+
+
+def test_office_document_becomes_pdf_and_keeps_its_text(batch):
+    _, out, manifests = batch
+    doc = next(m for m in manifests if m["kind"] == "office")
+    (pdf,) = renditions(doc, "pdf")
+    assert (out / pdf["path"]).read_bytes().startswith(b"%PDF")
+    assert len(renditions(doc, "preview")) == 3
+    assert len(stored_text(out, doc).split()) >= 5
+    assert doc["language"] == "en"
+
+
+def test_scanned_pdf_is_ocred(batch):
+    _, out, manifests = batch
+    scan = by_name(manifests)["scan.pdf"]
+    assert scan["metadata"]["pdf_text"]["pages_ocred"] >= 1
+    assert len(stored_text(out, scan).strip()) > 10
+
+
+def test_text_language_is_detected(batch):
+    _, _, manifests = batch
+    assert by_name(manifests)["notes-de.txt"]["language"] == "de"
+
+
+def test_drawing_gets_svg_and_layers(batch):
+    _, out, manifests = batch
+    plan = next(m for m in manifests if m["kind"] == "drawing" and m["status"] == "completed")
+    (svg,) = renditions(plan, "svg")
+    assert b"<svg" in (out / svg["path"]).read_bytes()[:2000]
+    assert plan["metadata"]["drawing_render"]["layers"]
+
+
+def test_video_is_transcoded_to_h264_with_a_poster(batch):
+    import av
+
+    _, out, manifests = batch
+    clip = next(m for m in manifests if m["kind"] == "video")
+    (web,) = renditions(clip, "web")
+    with av.open(str(out / web["path"])) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+    assert renditions(clip, "poster")
+    assert clip["metadata"]["video_probe"]["duration_s"] > 0
+
+
+def test_archive_members_are_files_of_their_own_linked_to_the_parent(batch):
+    _, _, manifests = batch
+    archive = next(m for m in manifests if m["kind"] == "archive" and m["parent"] is None)
+    members = [m for m in manifests if m["parent"] == archive["file_id"]]
+    assert len(members) == len(archive["children"]) >= 3
+    assert {m["file_id"] for m in members} == set(archive["children"])
+    assert all(m["name"].startswith(archive["name"] + "/") for m in members)
+    assert {m["kind"] for m in members} >= {"image", "text"}
+
+
+def test_processing_again_reuses_every_finished_step(batch, tmp_path):
+    files, out, first = batch
+    again = asyncio.run(run_batch(files, SETTINGS, StorageConfig(basepath=str(out))))
+    for manifest in again:
+        if manifest["status"] != "completed":
+            continue
+        steps = [s for s in manifest["steps"] if s["status"] == "completed"]
+        assert all(s["cached"] for s in steps), (manifest["name"], steps)
+    assert sorted(json.dumps(m["renditions"]) for m in again) == sorted(json.dumps(m["renditions"]) for m in first)
+
+
+# -- isolation through the flows: a real segfault and a real hang ---------------------------
+
+
+@flow(name="crash-test")
+async def crash_flow(file: FileRef):
+    m = Mediation(file)
+    crashed, fine = await asyncio.gather(
+        m.step("tests.extra_converters.segfault"),
+        m.step("inspect"),
+    )
+    await m.step("tests.extra_converters.hang")
+    return await m.finish()
+
+
+def test_segfault_and_hang_fail_their_step_only(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    storage = StorageConfig(basepath=str(tmp_path / "out"))
+    sample = tmp_path / "a.txt"
+    sample.write_text("hello " * 50)
+
+    async def scenario():
+        with runtime(Runtime(SETTINGS, storage)) as rt:
+            digest, size = ingest(sample, rt.store)
+            file = FileRef(file_id=digest, name="a.txt", key=original_key(digest), size=size)
+            manifest = await crash_flow(file)
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["tests.extra_converters.segfault"]))
+            )
+        return manifest, runs
+
+    manifest, runs = asyncio.run(scenario())
+    steps = {s["name"]: s for s in manifest["steps"]}
+    assert steps["tests.extra_converters.segfault"]["error"]["type"] == "ToolCrashed"
+    assert "SIGSEGV" in steps["tests.extra_converters.segfault"]["error"]["message"]
+    assert steps["inspect"]["status"] == "completed"
+    assert steps["tests.extra_converters.hang"]["error"]["type"] == "ToolTimeout"
+    assert manifest["status"] == "failed"
+    # retried up to its limit (2 retries -> 3 runs), then failed
+    assert max(r.run_count for r in runs) == 3
