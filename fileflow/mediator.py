@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
 import converters
@@ -270,7 +271,8 @@ class Mediation:
         self.language_confidence: float | None = None
         self.children: list[str] = []
         if inspected is not None:
-            self._record(len(self.steps), "inspect", inspected, cached=False)
+            self.steps.append(StepRecord(name="inspect", converter_version=None, status="skipped"))
+            self._record(0, "inspect", inspected, cached=inspected.get("cached", False))
 
     @property
     def original(self) -> Source:
@@ -311,6 +313,7 @@ class Mediation:
         if state.is_completed():
             result = await state.aresult()
             result["cache_key"] = key
+            result["cached"] = state.name == "Cached"
             self._record(index, converter, result, cached=state.name == "Cached")
             return result
         exc = await _exception_of(state)
@@ -375,10 +378,11 @@ class Mediation:
         data = manifest.model_dump(mode="json")
         body = json.dumps(data, indent=2, ensure_ascii=False).encode()
         await asyncio.to_thread(self.rt.store.put_bytes, body, manifest_key(self.file.file_id))
-        await acreate_markdown_artifact(
-            key=f"manifest-{self.file.file_id[:32]}",
-            markdown=manifest.markdown(),
-            description=f"fileflow manifest of {self.file.name}",
-        )
+        if FlowRunContext.get() is not None:  # the artifact belongs on the file's run
+            await acreate_markdown_artifact(
+                key=f"manifest-{self.file.file_id[:32]}",
+                markdown=manifest.markdown(),
+                description=f"fileflow manifest of {self.file.name}",
+            )
         self.rt.tracker.finished(self.file.token, data)
         return data
