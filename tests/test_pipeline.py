@@ -208,3 +208,26 @@ def test_segfault_and_hang_fail_their_step_only(prefect_server, tmp_path):
     assert manifest["status"] == "failed"
     # retried up to its limit (2 retries -> 3 runs), then failed
     assert max(r.run_count for r in runs) == 3
+
+
+def test_s3_storage_end_to_end(prefect_server, s3_endpoint, s3_bucket, tmp_path):
+    import boto3
+
+    storage = StorageConfig(
+        kind="s3", bucket=s3_bucket, prefix="fileflow", endpoint_url=s3_endpoint, region="us-east-1",
+        access_key_id="testing", secret_access_key="testing",
+    )
+    files = [SAMPLES / "photo.jpg", SAMPLES / "notes-de.txt"]
+    out = tmp_path / "out"
+    manifests = asyncio.run(run_batch(files, SETTINGS, storage, out=out))
+    assert [m["status"] for m in manifests] == ["completed", "completed"]
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    for manifest in manifests:
+        assert f"fileflow/manifests/{manifest['file_id']}.json" in keys
+        assert (out / "manifests" / f"{manifest['file_id']}.json").is_file()  # --out copy
+        for rendition in manifest["renditions"]:
+            head = s3.head_object(Bucket=s3_bucket, Key=f"fileflow/{rendition['path']}")
+            assert head["ContentLength"] == rendition["bytes"]
+    assert any(k.startswith("fileflow/results/") for k in keys)
+    assert all(k.startswith("fileflow/") for k in keys)
