@@ -193,7 +193,7 @@ def step_cache_key(converter: str, source: Source, options: dict[str, Any]) -> s
     spec = converters.spec(converter)
     # options that only say where a service listens do not change the output
     stable = {k: v for k, v in options.items() if not k.startswith("unoserver_")}
-    return f"{converter}-{spec.version}-{source.digest[:16]}-{_options_digest(stable)}"
+    return f"{spec.name}-{spec.version}-{source.digest[:16]}-{_options_digest(stable)}"
 
 
 def _retry_if_transient(task, task_run, state) -> bool:

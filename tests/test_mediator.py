@@ -1,0 +1,75 @@
+"""The mediator's rules: safe display names, cache keys, what a re-run executes again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prefect import flow
+
+from blocks.storage import StorageConfig, original_key
+from fileflow.batch import ingest
+from fileflow.mediator import FileRef, Mediation, Runtime, Source, display_name, runtime, step_cache_key
+from fileflow.settings import PipelineSettings
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("report.pdf", "report.pdf"),
+        ("evil\nname\r.txt", "evil?name?.txt"),
+        ("bell\x07\x1b[31m.txt", "bell??[31m.txt"),
+        ("../../etc/passwd", "../../etc/passwd"),  # shown as given; never used as a path
+        ("", "unnamed"),
+    ],
+)
+def test_display_names_have_no_control_characters(name, expected):
+    assert display_name(name) == expected
+
+
+def test_long_names_are_cut_to_255_bytes_keeping_the_extension():
+    name = display_name("ä" * 400 + ".docx")
+    assert len(name.encode()) <= 255 and name.endswith("….docx")
+
+
+def test_cache_key_depends_on_content_version_and_options_only():
+    source = Source("originals/ab/abc", "jpg", "ab" * 32)
+    key = step_cache_key("ocr", source, {"ocr_languages": "eng"})
+    assert key == step_cache_key("ocr", Source("elsewhere", "png", "ab" * 32), {"ocr_languages": "eng"})
+    assert key != step_cache_key("ocr", source, {"ocr_languages": "deu"})
+    assert key != step_cache_key("ocr", Source("originals/cd/cd", "jpg", "cd" * 32), {"ocr_languages": "eng"})
+    # where LibreOffice listens does not change what it makes
+    assert step_cache_key("office_pdf", source, {"unoserver_port": 1}) == step_cache_key(
+        "office_pdf", source, {"unoserver_port": 2}
+    )
+
+
+@flow(name="counting")
+async def counting_flow(file: FileRef, module: str, counter: str):
+    m = Mediation(file)
+    await m.step("inspect")
+    await m.step(module, options={"counter": counter})
+    return await m.finish()
+
+
+def test_rerun_skips_finished_steps_and_a_new_version_redoes_only_its_own(prefect_server, tmp_path):
+    counter = tmp_path / "count.txt"
+    storage = StorageConfig(basepath=str(tmp_path / "out"))
+    sample = tmp_path / "a.txt"
+    sample.write_text("some words to inspect " * 10)
+    settings = PipelineSettings(child_processes=1)
+
+    async def run(module: str) -> dict:
+        with runtime(Runtime(settings, storage)) as rt:
+            digest, size = ingest(sample, rt.store)
+            file = FileRef(file_id=digest, name="a.txt", key=original_key(digest), size=size)
+            return await counting_flow(file, module, str(counter))
+
+    first = asyncio.run(run("tests.extra_converters.counter_v1"))
+    second = asyncio.run(run("tests.extra_converters.counter_v1"))
+    third = asyncio.run(run("tests.extra_converters.counter_v2"))
+    assert counter.read_text().split() == ["1", "2"]  # v1 ran once, v2 once
+    assert [s["cached"] for s in first["steps"]] == [False, False]
+    assert [s["cached"] for s in second["steps"]] == [True, True]
+    assert [s["cached"] for s in third["steps"]] == [True, False]
+    assert third["metadata"]["tests.extra_converters.counter_v2"] == {"version": 2}
