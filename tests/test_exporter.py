@@ -1,0 +1,218 @@
+"""The pending-work exporter against a real Prefect server, read over real HTTP.
+
+Two process work pools, a deployment on the first and NO worker, so every run stays where the
+test puts it; the exporter must report exactly those runs, per pool, as JSON and as Prometheus
+text, and follow state changes and a pool pause.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fileflow.exporter import ExporterServer, start_server
+
+pytestmark = pytest.mark.timeout(120)
+
+POOL_A = "converter-test-a"
+POOL_B = "converter-test-b"
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def _pool(server: ExporterServer, name: str) -> dict:
+    status, content_type, body = _get(f"{server.url}/pools/{name}")
+    assert status == 200, body
+    assert content_type == "application/json"
+    return json.loads(body)
+
+
+def _metrics(server: ExporterServer) -> dict[tuple[str, str], float]:
+    """/metrics parsed with prometheus_client's own parser: {(sample name, pool label): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, content_type, body = _get(f"{server.url}/metrics")
+    assert status == 200, body
+    assert content_type.startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    expected = {
+        "fileflow_pool_waiting_runs",
+        "fileflow_pool_running_runs",
+        "fileflow_pool_pending_work",
+        "fileflow_pool_paused",
+        "fileflow_active_mediator_runs",
+        "fileflow_exporter_scrape_seconds",
+    }
+    assert expected <= set(families), sorted(families)
+    for name in expected:
+        assert families[name].type == "gauge"
+        assert families[name].documentation, f"{name} has no HELP"
+        assert f"# HELP {name} " in body and f"# TYPE {name} gauge" in body
+    return {
+        (sample.name, sample.labels.get("pool", "")): sample.value
+        for family in families.values()
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def client(prefect_server):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        yield client
+
+
+@pytest.fixture
+def deployment(client):
+    """Pools a and b, a flow and a deployment on pool a; all removed afterwards."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    for name in (POOL_A, POOL_B):
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
+    flow_id = client.create_flow_from_name("exporter-test-step")
+    deployment_id = client.create_deployment(flow_id=flow_id, name="exporter-test", work_pool_name=POOL_A)
+    yield deployment_id
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    for run in runs:
+        client.delete_flow_run(run.id)
+    client.delete_deployment(deployment_id)
+    client.delete_flow(flow_id)
+    for name in (POOL_A, POOL_B):
+        client.delete_work_pool(name)
+
+
+def _serve(prefect_server: str, **kwargs) -> tuple[ExporterServer, threading.Thread]:
+    server = start_server("127.0.0.1", 0, api_url=prefect_server, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _stop(server: ExporterServer, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    server.work.close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def exporter(prefect_server):
+    """The exporter on a free loopback port, no cache, pool a standing in as the mediator pool."""
+    server, thread = _serve(prefect_server, mediator_pool=POOL_A, cache_s=0)
+    yield server
+    _stop(server, thread)
+
+
+def test_exporter_reports_pending_work_per_pool(client, deployment, exporter):
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.states import Pending, Running, Scheduled
+
+    runs = [client.create_flow_run_from_deployment(deployment) for _ in range(3)]
+    # Scheduled an hour ahead: not due, so neither waiting nor pending.
+    client.create_flow_run_from_deployment(
+        deployment, state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(hours=1))
+    )
+
+    assert _pool(exporter, POOL_A) == {"pool": POOL_A, "waiting": 3, "running": 0, "pending": 3, "paused": False}
+    assert _pool(exporter, POOL_B) == {"pool": POOL_B, "waiting": 0, "running": 0, "pending": 0, "paused": False}
+
+    metrics = _metrics(exporter)
+    assert metrics[("fileflow_pool_waiting_runs", POOL_A)] == 3
+    assert metrics[("fileflow_pool_running_runs", POOL_A)] == 0
+    assert metrics[("fileflow_pool_pending_work", POOL_A)] == 3
+    assert metrics[("fileflow_pool_paused", POOL_A)] == 0
+    assert metrics[("fileflow_pool_pending_work", POOL_B)] == 0
+    assert metrics[("fileflow_active_mediator_runs", "")] == 3
+    assert 0 < metrics[("fileflow_exporter_scrape_seconds", "")] < 10
+
+    # One run starts, another is claimed by a (pretend) worker: Pending still waits.
+    client.set_flow_run_state(runs[0].id, Running(), force=True)
+    client.set_flow_run_state(runs[1].id, Pending(), force=True)
+    assert _pool(exporter, POOL_A) == {"pool": POOL_A, "waiting": 2, "running": 1, "pending": 3, "paused": False}
+    metrics = _metrics(exporter)
+    assert metrics[("fileflow_pool_waiting_runs", POOL_A)] == 2
+    assert metrics[("fileflow_pool_running_runs", POOL_A)] == 1
+    assert metrics[("fileflow_pool_pending_work", POOL_A)] == 3
+
+    # An operator pauses the pool during an incident: the queued work is still reported.
+    client.update_work_pool(POOL_A, WorkPoolUpdate(is_paused=True))
+    assert _pool(exporter, POOL_A)["paused"] is True
+    metrics = _metrics(exporter)
+    assert metrics[("fileflow_pool_paused", POOL_A)] == 1
+    assert metrics[("fileflow_pool_pending_work", POOL_A)] == 3
+
+    status, _, body = _get(f"{exporter.url}/pools")
+    listed = {p["pool"]: p for p in json.loads(body)}
+    assert status == 200
+    assert listed[POOL_A] == {"pool": POOL_A, "waiting": 2, "running": 1, "pending": 3, "paused": True}
+    assert listed[POOL_B]["pending"] == 0
+
+    status, content_type, body = _get(f"{exporter.url}/pools/no-such-pool")
+    assert (status, content_type) == (404, "application/json")
+    assert json.loads(body)["pool"] == "no-such-pool"
+
+    assert _get(f"{exporter.url}/healthz")[:3:2] == (200, "ok\n")
+
+
+def test_figures_are_cached_for_the_interval(prefect_server, client, deployment):
+    server, thread = _serve(prefect_server, cache_s=60)
+    refreshes = []
+    read_all = server.work._read_all
+
+    async def counted_read_all():  # a spy: the real read still happens
+        refreshes.append(1)
+        return await read_all()
+
+    server.work._read_all = counted_read_all
+    try:
+        client.create_flow_run_from_deployment(deployment)
+        # Many scrapers at once: one refresh, shared by all of them.
+        statuses = []
+        scrapers = [
+            threading.Thread(target=lambda: statuses.append(_get(f"{server.url}/metrics")[0])) for _ in range(20)
+        ]
+        for scraper in scrapers:
+            scraper.start()
+        for scraper in scrapers:
+            scraper.join(timeout=30)
+        assert statuses == [200] * 20
+        assert len(refreshes) == 1
+        assert _pool(server, POOL_A)["waiting"] == 1
+        assert _metrics(server)[("fileflow_pool_waiting_runs", POOL_A)] == 1
+        client.create_flow_run_from_deployment(deployment)
+        # Within the interval both forms answer from the cache, not from the API.
+        assert _pool(server, POOL_A)["waiting"] == 1
+        assert _metrics(server)[("fileflow_pool_waiting_runs", POOL_A)] == 1
+        assert len(refreshes) == 1
+    finally:
+        _stop(server, thread)
+
+
+def test_unreachable_api_is_an_error_not_zero():
+    """A scaler must never read 'no work' when the API is down: 503 everywhere."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/api"
+    server, thread = _serve(dead, cache_s=0, api_timeout_s=5)
+    try:
+        assert _get(f"{server.url}/healthz")[0] == 503
+        status, _, body = _get(f"{server.url}/pools/{POOL_A}")
+        assert status == 503 and "error" in json.loads(body)
+        assert _get(f"{server.url}/metrics")[0] == 503
+    finally:
+        _stop(server, thread)
