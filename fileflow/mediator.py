@@ -264,7 +264,7 @@ class Mediation:
         self.file = file
         self.rt = current()
         self.steps: list[StepRecord] = []
-        self.renditions: list[RenditionRecord] = []
+        self._renditions: dict[int, list[RenditionRecord]] = {}  # by step, so order is stable
         self.metadata: dict[str, Any] = {}
         self.text: str | None = None
         self.language: str | None = None
@@ -330,8 +330,8 @@ class Mediation:
         )
         if result["metadata"]:
             self.metadata[converter] = result["metadata"]
+        self._renditions[index] = [RenditionRecord(**r) for r in result["renditions"]]
         for rendition in result["renditions"]:
-            self.renditions.append(RenditionRecord(**rendition))
             if rendition["role"] == "text":
                 self.text = rendition["path"]
         if result.get("language"):
@@ -367,7 +367,7 @@ class Mediation:
             kind=self.file.kind,  # type: ignore[arg-type]
             status="failed" if failed else "completed",
             steps=self.steps,
-            renditions=self.renditions,
+            renditions=[r for i in sorted(self._renditions) for r in self._renditions[i]],
             text=self.text,
             language=self.language,
             language_confidence=self.language_confidence,

@@ -90,8 +90,11 @@ def test_image_gets_oriented_web_rendition_previews_and_ocr(batch):
     assert max(web["width"], web["height"]) <= 2048
     with Image.open(out / web["path"]) as img:
         assert img.size == (web["width"], web["height"])
+    meta = photo["metadata"]["image_renditions"]
+    long_side = max(meta["width"], meta["height"])
     sizes = sorted(max(r["width"], r["height"]) for r in renditions(photo, "preview"))
-    assert sizes == [160, 480, 1280]
+    assert sizes == [min(s, long_side) for s in (160, 480, 1280)]  # never upscaled
+    assert meta["orientation"] != 1 and (web["width"] < web["height"]) == (meta["width"] < meta["height"])
     text = stored_text(out, photo).upper()
     assert "INVOICE" in text and "FILEFLOW" in text
 
@@ -231,3 +234,28 @@ def test_s3_storage_end_to_end(prefect_server, s3_endpoint, s3_bucket, tmp_path)
             assert head["ContentLength"] == rendition["bytes"]
     assert any(k.startswith("fileflow/results/") for k in keys)
     assert all(k.startswith("fileflow/") for k in keys)
+
+
+def test_runs_are_named_tagged_and_carry_the_manifest_artifact(batch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
+
+    _, _, manifests = batch
+    photo = by_name(manifests)["photo.jpg"]
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["image:photo.jpg", "file:photo.jpg"]))
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"manifest-{photo['file_id'][:32]}"]))
+            )
+        return runs, artifacts
+
+    runs, artifacts = asyncio.run(read())
+    names = {r.name: r for r in runs}
+    assert {"image:photo.jpg", "file:photo.jpg"} <= set(names)
+    assert "kind:image" in names["image:photo.jpg"].tags
+    assert names["image:photo.jpg"].parent_task_run_id is not None  # nested under the router
+    assert artifacts and "image_renditions" in artifacts[0].data and "photo.jpg" in artifacts[0].data
