@@ -185,15 +185,17 @@ def runtime(rt: Runtime) -> Iterator[Runtime]:
 # ---------------------------------------------------------------------------------------
 
 
-def _options_digest(options: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def step_cache_key(converter: str, source: Source, options: dict[str, Any]) -> str:
+    """``<converter>-<version>-<digest of (input identity, options)>``.
+
+    The input identity is the whole SHA-256 of an original or the whole cache key of the step
+    that made a derived input; options that only say where a service listens are left out,
+    since they do not change the output.
+    """
     spec = converters.spec(converter)
-    # options that only say where a service listens do not change the output
     stable = {k: v for k, v in options.items() if not k.startswith("unoserver_")}
-    return f"{spec.name}-{spec.version}-{source.digest[:16]}-{_options_digest(stable)}"
+    identity = json.dumps([source.digest, stable], sort_keys=True, default=str)
+    return f"{spec.name}-{spec.version}-{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
 
 
 def _retry_if_transient(task, task_run, state) -> bool:

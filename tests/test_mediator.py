@@ -38,6 +38,11 @@ def test_cache_key_depends_on_content_version_and_options_only():
     assert key == step_cache_key("ocr", Source("elsewhere", "png", "ab" * 32), {"ocr_languages": "eng"})
     assert key != step_cache_key("ocr", source, {"ocr_languages": "deu"})
     assert key != step_cache_key("ocr", Source("originals/cd/cd", "jpg", "cd" * 32), {"ocr_languages": "eng"})
+    # derived inputs are told apart by the whole key of the step that made them
+    made_by = "text_extract-1.0.0-"
+    assert step_cache_key("language", Source("a", "txt", made_by + "0" * 32), {}) != step_cache_key(
+        "language", Source("b", "txt", made_by + "1" * 32), {}
+    )
     # where LibreOffice listens does not change what it makes
     assert step_cache_key("office_pdf", source, {"unoserver_port": 1}) == step_cache_key(
         "office_pdf", source, {"unoserver_port": 2}

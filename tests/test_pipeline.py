@@ -156,6 +156,8 @@ def test_archive_members_are_files_of_their_own_linked_to_the_parent(batch):
     assert {m["file_id"] for m in members} == set(archive["children"])
     assert all(m["name"].startswith(archive["name"] + "/") for m in members)
     assert {m["kind"] for m in members} >= {"image", "text"}
+    languages = {m["name"].rsplit("/", 1)[-1]: m["language"] for m in members if m["kind"] == "text"}
+    assert languages == {"README.txt": "en", "chantier-fr.md": "fr"}  # each text judged on its own
 
 
 def test_processing_again_reuses_every_finished_step(batch, tmp_path):
