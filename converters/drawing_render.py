@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.options import DEFAULT_PREVIEW_SIZES, int_option, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
@@ -48,7 +49,6 @@ SPEC = ConverterSpec(
     description="DXF: SVG rendition (white background, auto-fit), JPEG previews, layers/units/extents metadata",
 )
 
-DEFAULT_PREVIEW_SIZES = (160, 480, 1280)
 DEFAULT_MAX_ENTITIES = 500_000
 DEFAULT_SVG_SIZE = 1600
 DEFAULT_JPEG_QUALITY = 85
@@ -76,37 +76,6 @@ DWG_MESSAGE = (
 # exceptions ezdxf lets through on hostile bytes; all of them mean "this is not a readable DXF"
 _PARSE_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, UnicodeError,
                  EOFError, struct.error, OverflowError, RecursionError, AssertionError)
-
-
-# --------------------------------------------------------------------------- options
-def _int_option(options: Mapping[str, Any], key: str, default: int, minimum: int = 1) -> int:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {key!r} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"option {key!r} must be at least {minimum}, got {number}")
-    return number
-
-
-def _sizes_option(options: Mapping[str, Any]) -> list[int]:
-    value = options.get("preview_sizes")
-    if value is None:
-        return list(DEFAULT_PREVIEW_SIZES)
-    if isinstance(value, (int, float)):
-        value = [value]
-    if isinstance(value, str):
-        value = [part for part in value.replace(";", ",").split(",") if part.strip()]
-    try:
-        sizes = sorted({int(v) for v in value}, reverse=True)
-    except (TypeError, ValueError):
-        raise ValueError(f"option 'preview_sizes' must be a list of integers, got {value!r}") from None
-    if any(s < 1 or s > 8192 for s in sizes):
-        raise ValueError(f"preview sizes must lie between 1 and 8192 pixels, got {sizes}")
-    return sizes
 
 
 # --------------------------------------------------------------------------- reading
@@ -391,10 +360,14 @@ def _blank(out_dir: Path, sizes: list[int], svg_size: int, quality: int) -> list
 
 # --------------------------------------------------------------------------- convert
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
-    sizes = _sizes_option(options)
-    max_entities = _int_option(options, "max_entities", DEFAULT_MAX_ENTITIES)
-    svg_size = _int_option(options, "svg_size", DEFAULT_SVG_SIZE, minimum=16)
-    quality = min(95, _int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY))
+    # without the option the default is kept smallest first, as this converter always had it
+    if options.get("preview_sizes") is None:
+        sizes = list(DEFAULT_PREVIEW_SIZES)
+    else:
+        sizes = preview_sizes(options, accept_single=True)
+    max_entities = int_option(options, "max_entities", DEFAULT_MAX_ENTITIES, minimum=1)
+    svg_size = int_option(options, "svg_size", DEFAULT_SVG_SIZE, minimum=16)
+    quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, minimum=1))
 
     _refuse_dwg(src, options)
     complete = _is_complete(src)

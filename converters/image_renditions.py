@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.options import DEFAULT_PREVIEW_SIZES, int_option, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
@@ -42,7 +43,6 @@ SPEC = ConverterSpec(
     description="Web rendition (JPEG/PNG, oriented, <= 2048 px), JPEG previews, size/format/EXIF metadata",
 )
 
-DEFAULT_PREVIEW_SIZES = (160, 480, 1280)
 DEFAULT_WEB_MAX = 2048
 DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_JPEG_QUALITY = 85
@@ -62,35 +62,6 @@ _SKIP_TAGS = {
 }
 _MAX_STR = 512
 _MAX_SEQ = 64
-
-
-# --------------------------------------------------------------------------- options
-def int_option(options: Mapping[str, Any], key: str, default: int, minimum: int = 1) -> int:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {key!r} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"option {key!r} must be at least {minimum}, got {number}")
-    return number
-
-
-def _sizes_option(options: Mapping[str, Any]) -> list[int]:
-    value = options.get("preview_sizes")
-    if value is None:
-        return list(DEFAULT_PREVIEW_SIZES)
-    if isinstance(value, str):
-        value = [part for part in value.replace(";", ",").split(",") if part.strip()]
-    try:
-        sizes = sorted({int(v) for v in value}, reverse=True)
-    except (TypeError, ValueError):
-        raise ValueError(f"option 'preview_sizes' must be a list of integers, got {value!r}") from None
-    if any(s < 1 or s > 8192 for s in sizes):
-        raise ValueError(f"preview sizes must lie between 1 and 8192 pixels, got {sizes}")
-    return sizes
 
 
 # --------------------------------------------------------------------------- opening
@@ -387,10 +358,14 @@ def _frames(im) -> int:
 
 # --------------------------------------------------------------------------- convert
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
-    max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS)
-    web_max = int_option(options, "web_max", DEFAULT_WEB_MAX)
-    quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY))
-    sizes = _sizes_option(options)
+    max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS, minimum=1)
+    web_max = int_option(options, "web_max", DEFAULT_WEB_MAX, minimum=1)
+    quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, minimum=1))
+    # without the option the default is kept smallest first, as this converter always had it
+    if options.get("preview_sizes") is None:
+        sizes = list(DEFAULT_PREVIEW_SIZES)
+    else:
+        sizes = preview_sizes(options, accept_single=False)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     im = open_image(src, max_pixels)

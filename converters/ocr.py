@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.image_renditions import DEFAULT_MAX_PIXELS, int_option, display_image, open_image
+from converters.image_renditions import DEFAULT_MAX_PIXELS, display_image, open_image
+from converters.options import int_option
 from fileflow.errors import ToolError, UnsupportedInput
 
 SPEC = ConverterSpec(
@@ -108,8 +109,8 @@ def normalise(text: str) -> str:
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     languages = languages_of(options.get("ocr_languages"))
     tessdata = Path(str(options.get("tessdata") or DEFAULT_TESSDATA))
-    max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS)
-    ocr_max_pixels = int_option(options, "ocr_max_pixels", DEFAULT_OCR_MAX_PIXELS)
+    max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS, minimum=1)
+    ocr_max_pixels = int_option(options, "ocr_max_pixels", DEFAULT_OCR_MAX_PIXELS, minimum=1)
     check_tessdata(tessdata, languages)
     tesserocr = require("tesserocr", "tesserocr", "tesseract-ocr")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.options import int_option, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
@@ -44,7 +45,6 @@ SPEC = ConverterSpec(
     description="JPEG previews of page 1 (PDFium), page count, page size and document metadata (pypdf)",
 )
 
-DEFAULT_PREVIEW_SIZES = (160, 480, 1280)
 DEFAULT_MAX_PAGES = 5000
 DEFAULT_JPEG_QUALITY = 85
 
@@ -60,35 +60,6 @@ _MAX_META = 1024
 
 
 # --------------------------------------------------------------------------- shared helpers
-def int_option(options: Mapping[str, Any], key: str, default: int, minimum: int = 0) -> int:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {key!r} must be an integer, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"option {key!r} must be at least {minimum}, got {number}")
-    return number
-
-
-def sizes_option(options: Mapping[str, Any]) -> list[int]:
-    """Preview sizes, largest first."""
-    value = options.get("preview_sizes")
-    if value is None:
-        value = DEFAULT_PREVIEW_SIZES
-    if isinstance(value, str):
-        value = [part for part in value.replace(";", ",").split(",") if part.strip()]
-    try:
-        sizes = sorted({int(v) for v in value}, reverse=True)
-    except (TypeError, ValueError):
-        raise ValueError(f"option 'preview_sizes' must be a list of integers, got {value!r}") from None
-    if not sizes or any(s < 1 or s > 8192 for s in sizes):
-        raise ValueError(f"preview sizes must lie between 1 and 8192 pixels, got {sizes}")
-    return sizes
-
-
 def open_pdf(src: Path, options: Mapping[str, Any]):
     """Open ``src`` with PDFium, or raise the typed error a user can act on.
 
@@ -259,7 +230,9 @@ def _targets(width: int, height: int, sizes: list[int]) -> dict[int, tuple[int, 
 # --------------------------------------------------------------------------- convert
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     Image = require("PIL.Image", "pillow")
-    sizes = sizes_option(options)
+    sizes = preview_sizes(options, accept_single=False)  # largest first
+    if not sizes:
+        raise ValueError(f"preview sizes must lie between 1 and 8192 pixels, got {sizes}")
     max_pages = int_option(options, "max_pages", DEFAULT_MAX_PAGES, minimum=1)
     quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, minimum=1))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.pdf_preview import DEFAULT_MAX_PAGES, check_pages, int_option, open_pdf
+from converters.options import int_option
+from converters.pdf_preview import DEFAULT_MAX_PAGES, check_pages, open_pdf
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(

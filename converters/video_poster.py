@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.options import DEFAULT_PREVIEW_SIZES, preview_sizes
 from converters.video_probe import (
     as_fraction,
     display_size,
@@ -45,7 +46,6 @@ SPEC = ConverterSpec(
     description="Video: poster frame (JPEG, <= 1920 px) and JPEG previews, upright",
 )
 
-DEFAULT_PREVIEW_SIZES = (160, 480, 1280)
 DEFAULT_AT_FRACTION = 0.1
 DEFAULT_MAX_AT_S = 10.0
 DEFAULT_POSTER_MAX = 1920
@@ -69,23 +69,6 @@ def _number_option(options: Mapping[str, Any], key: str, default: float, low: fl
     if not (low <= number <= high):
         raise ValueError(f"option {key!r} must lie between {low} and {high}, got {number}")
     return number
-
-
-def _sizes_option(options: Mapping[str, Any]) -> list[int]:
-    value = options.get("preview_sizes")
-    if value is None:
-        return list(DEFAULT_PREVIEW_SIZES)
-    if isinstance(value, (int, float)):
-        value = [value]
-    if isinstance(value, str):
-        value = [part for part in value.replace(";", ",").split(",") if part.strip()]
-    try:
-        sizes = sorted({int(v) for v in value}, reverse=True)
-    except (TypeError, ValueError):
-        raise ValueError(f"option 'preview_sizes' must be a list of integers, got {value!r}") from None
-    if any(s < 1 or s > 8192 for s in sizes):
-        raise ValueError(f"preview sizes must lie between 1 and 8192 pixels, got {sizes}")
-    return sizes
 
 
 def _target(size: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -190,7 +173,11 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     poster_max = int(_number_option(options, "poster_max", DEFAULT_POSTER_MAX, 16, 8192))
     max_pixels = int(_number_option(options, "max_pixels", DEFAULT_MAX_PIXELS, 1, 1e12))
     quality = int(_number_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, 1, 95))
-    sizes = _sizes_option(options)
+    # without the option the default is kept smallest first, as this converter always had it
+    if options.get("preview_sizes") is None:
+        sizes = list(DEFAULT_PREVIEW_SIZES)
+    else:
+        sizes = preview_sizes(options, accept_single=True)
 
     container = open_video(src)
     try:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.options import int_option
 from converters.video_probe import describe, open_video
 from fileflow.errors import CorruptInput, LimitExceeded, ToolCrashed, ToolError
 
@@ -76,20 +77,7 @@ _CORRUPT_HINTS = (
 )
 
 
-# --------------------------------------------------------------------------- options
-def _int_option(options: Mapping[str, Any], key: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {key!r} must be an integer, got {value!r}") from None
-    if number < minimum or (maximum is not None and number > maximum):
-        raise ValueError(f"option {key!r} must lie between {minimum} and {maximum}, got {number}")
-    return number
-
-
+# --------------------------------------------------------------------------- tools
 def _ffmpeg(options: Mapping[str, Any]) -> str:
     configured = options.get("ffmpeg")
     if configured:
@@ -125,9 +113,9 @@ def target_size(width: int, height: int, max_height: int = DEFAULT_MAX_HEIGHT) -
 def _command(
     ffmpeg: str, src: Path, dst: Path, info: Mapping[str, Any], size: tuple[int, int], options: Mapping[str, Any]
 ) -> list[str]:
-    threads = _int_option(options, "threads", DEFAULT_THREADS, 1, 64)
-    crf = _int_option(options, "crf", DEFAULT_CRF, 0, 51)
-    max_fps = _int_option(options, "max_fps", DEFAULT_MAX_FPS, 1, 1000)
+    threads = int_option(options, "threads", DEFAULT_THREADS, minimum=1, maximum=64)
+    crf = int_option(options, "crf", DEFAULT_CRF, minimum=0, maximum=51)
+    max_fps = int_option(options, "max_fps", DEFAULT_MAX_FPS, minimum=1, maximum=1000)
     preset = str(options.get("preset") or DEFAULT_PRESET)
     if preset not in PRESETS:
         raise ValueError(f"option 'preset' must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -280,9 +268,9 @@ def _output_info(path: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- convert
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
-    max_height = _int_option(options, "max_height", DEFAULT_MAX_HEIGHT, 16, 8640)
-    max_duration = _int_option(options, "max_duration_s", DEFAULT_MAX_DURATION_S)
-    max_pixels = _int_option(options, "max_pixels", DEFAULT_MAX_PIXELS)
+    max_height = int_option(options, "max_height", DEFAULT_MAX_HEIGHT, minimum=16, maximum=8640)
+    max_duration = int_option(options, "max_duration_s", DEFAULT_MAX_DURATION_S, minimum=1)
+    max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS, minimum=1)
     ffmpeg = _ffmpeg(options)
 
     container = open_video(src)
