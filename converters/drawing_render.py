@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.options import DEFAULT_PREVIEW_SIZES, int_option, preview_sizes
+from converters.options import int_option, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
@@ -361,10 +361,7 @@ def _blank(out_dir: Path, sizes: list[int], svg_size: int, quality: int) -> list
 # --------------------------------------------------------------------------- convert
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     # without the option the default is kept smallest first, as this converter always had it
-    if options.get("preview_sizes") is None:
-        sizes = list(DEFAULT_PREVIEW_SIZES)
-    else:
-        sizes = preview_sizes(options, accept_single=True)
+    sizes = preview_sizes(options, accept_single=True)  # largest first
     max_entities = int_option(options, "max_entities", DEFAULT_MAX_ENTITIES, minimum=1)
     svg_size = int_option(options, "svg_size", DEFAULT_SVG_SIZE, minimum=16)
     quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, minimum=1))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.options import DEFAULT_PREVIEW_SIZES, int_option, preview_sizes
+from converters.options import int_option, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
@@ -362,10 +362,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     web_max = int_option(options, "web_max", DEFAULT_WEB_MAX, minimum=1)
     quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, minimum=1))
     # without the option the default is kept smallest first, as this converter always had it
-    if options.get("preview_sizes") is None:
-        sizes = list(DEFAULT_PREVIEW_SIZES)
-    else:
-        sizes = preview_sizes(options, accept_single=False)
+    sizes = preview_sizes(options, accept_single=False)  # largest first
     out_dir.mkdir(parents=True, exist_ok=True)
 
     im = open_image(src, max_pixels)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.options import DEFAULT_PREVIEW_SIZES, preview_sizes
+from converters.options import preview_sizes
 from converters.video_probe import (
     as_fraction,
     display_size,
@@ -174,10 +174,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     max_pixels = int(_number_option(options, "max_pixels", DEFAULT_MAX_PIXELS, 1, 1e12))
     quality = int(_number_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, 1, 95))
     # without the option the default is kept smallest first, as this converter always had it
-    if options.get("preview_sizes") is None:
-        sizes = list(DEFAULT_PREVIEW_SIZES)
-    else:
-        sizes = preview_sizes(options, accept_single=True)
+    sizes = preview_sizes(options, accept_single=True)  # largest first
 
     container = open_video(src)
     try:

@@ -443,3 +443,26 @@ def test_empty_text_file_is_empty_text(tmp_path):
     assert (tmp_path / "out" / "text.txt").read_bytes() == b""
     assert result.metadata["lines"] == 0 and result.metadata["chars"] == 0
     assert language.convert(tmp_path / "out" / "text.txt", tmp_path / "lang", {}).language is None
+
+
+def test_default_previews_are_made_from_larger_images_not_upscaled(tmp_path):
+    """With no options, the 1280 preview must be as sharp as a direct resize of the original."""
+    import random
+
+    from PIL import Image, ImageChops, ImageStat
+
+    from converters import image_renditions
+
+    rng = random.Random(5)
+    src = Image.new("L", (2000, 1500))
+    src.putdata([rng.choice((0, 255)) if (i // 7) % 2 else 128 for i in range(2000 * 1500)])
+    path = tmp_path / "input.png"
+    src.convert("RGB").save(path)
+    image_renditions.convert(path, tmp_path / "out", {})
+    with Image.open(tmp_path / "out" / "preview-1280.jpg") as preview:
+        made = preview.convert("L")
+    direct = src.resize(made.size, Image.LANCZOS)
+    blurred = src.resize((160, 120), Image.LANCZOS).resize(made.size, Image.LANCZOS)
+    error = ImageStat.Stat(ImageChops.difference(made, direct)).mean[0]
+    blur_error = ImageStat.Stat(ImageChops.difference(blurred, direct)).mean[0]
+    assert error < blur_error / 3, (error, blur_error)
