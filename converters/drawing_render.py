@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.geometry import fit_long_side
 from converters.options import int_option, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
@@ -208,13 +209,6 @@ def _render_box(bbox) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-def _pixels(box: tuple[float, float, float, float], long_side: int) -> tuple[int, int]:
-    w, h = box[2] - box[0], box[3] - box[1]
-    if w >= h:
-        return long_side, max(1, round(long_side * h / w))
-    return max(1, round(long_side * w / h)), long_side
-
-
 # --------------------------------------------------------------------------- outputs
 def _preview_artists(player, dpi: int):
     """The recording as two matplotlib collections: fills (text glyphs, solids, hatches), then
@@ -298,7 +292,7 @@ def _previews(player, box, sizes: list[int], out_dir: Path, quality: int) -> lis
     renditions = []
     try:
         for size in sizes:
-            width, height = _pixels(box, size)
+            width, height = fit_long_side(box[2] - box[0], box[3] - box[1], size, enlarge=True)
             fig.set_size_inches(width / dpi, height / dpi)
             canvas.draw()
             rgba = np.asarray(canvas.buffer_rgba())
@@ -332,7 +326,7 @@ def _svg(recorder, box, svg_size: int, out_dir: Path) -> Rendition:
     root = recorder.get_xml_root_element(
         page, settings=settings, render_box=BoundingBox2d([(box[0], box[1]), (box[2], box[3])])
     )
-    width, height = _pixels(box, svg_size)
+    width, height = fit_long_side(box[2] - box[0], box[3] - box[1], svg_size, enlarge=True)
     root.set("width", str(width))
     root.set("height", str(height))
     root.set("preserveAspectRatio", "xMidYMid meet")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.geometry import fit_long_side
 from converters.options import int_option, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
@@ -146,17 +147,6 @@ def _load(im) -> None:
 
 
 # --------------------------------------------------------------------------- pixels
-def _target(size: tuple[int, int], long_side: int) -> tuple[int, int]:
-    """(w, h) with the long side equal to ``long_side`` (never larger than ``size``)."""
-    w, h = size
-    if max(w, h) <= long_side:
-        return w, h
-    scale = long_side / max(w, h)
-    if w >= h:
-        return long_side, max(1, round(h * scale))
-    return max(1, round(w * scale)), long_side
-
-
 def _prepare_mode(im):
     """A mode that resizes well: RGB, RGBA, L, LA or CMYK."""
     mode = im.mode
@@ -214,7 +204,7 @@ def display_image(im, long_side: int | None, orientation: int | None = None):
     if orientation is None:
         orientation = orientation_of(im)
     icc = im.info.get("icc_profile")
-    target = _target(im.size, long_side) if long_side else im.size
+    target = fit_long_side(*im.size, long_side) if long_side else im.size
     if im.format in ("JPEG", "MPO") and target != im.size:
         try:
             im.draft(None, target)  # decodes at 1/2, 1/4 or 1/8 while still >= target
@@ -380,7 +370,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
 
     renditions: list[Rendition] = []
     transparent = work.mode == "RGBA"
-    web_size = _target((width, height), web_max)
+    web_size = fit_long_side(width, height, web_max)
     web = work if work.size == web_size else work.resize(web_size, _resample(), reducing_gap=3.0)
     if transparent:
         web.save(out_dir / "web.png", "PNG", optimize=False, compress_level=6)
@@ -392,7 +382,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     flat = _flatten(work)
     source = flat
     for size in sizes:  # largest first: each preview is made from the previous, larger one
-        target = _target((width, height), size)
+        target = fit_long_side(width, height, size)
         preview = source if source.size == target else source.resize(target, _resample(), reducing_gap=3.0)
         name = f"preview-{size}.jpg"
         preview.save(out_dir / name, "JPEG", quality=quality, optimize=True)

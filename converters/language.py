@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, require
+from converters.options import float_option, int_option
 
 SPEC = ConverterSpec(
     name="language",
@@ -36,19 +37,6 @@ DEFAULT_MIN_CONFIDENCE = 0.5
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\w+")
 _SPACE = re.compile(r"\s+")
-
-
-def _number(options: Mapping[str, Any], key: str, default: float, kind: type) -> Any:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {key!r} must be a number, got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"option {key!r} must not be negative, got {number}")
-    return number
 
 
 def read_text(src: Path, max_chars: int) -> str:
@@ -73,9 +61,9 @@ def detect(text: str) -> list[dict[str, Any]]:
 
 
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
-    min_chars = _number(options, "min_chars", DEFAULT_MIN_CHARS, int)
-    max_chars = max(1, _number(options, "max_chars", DEFAULT_MAX_CHARS, int))
-    min_confidence = _number(options, "min_confidence", DEFAULT_MIN_CONFIDENCE, float)
+    min_chars = int_option(options, "min_chars", DEFAULT_MIN_CHARS, minimum=0)
+    max_chars = max(1, int_option(options, "max_chars", DEFAULT_MAX_CHARS, minimum=0))
+    min_confidence = float_option(options, "min_confidence", DEFAULT_MIN_CONFIDENCE, minimum=0.0)
 
     text = clean(read_text(src, max_chars))
     letters = sum(1 for ch in text if ch.isalpha())

@@ -39,6 +39,25 @@ def int_option(
     return number
 
 
+def float_option(
+    options: Mapping[str, Any], key: str, default: float, minimum: float, maximum: float | None = None
+) -> float:
+    """``options[key]`` as a float, or ``default`` when absent; bounds as in :func:`int_option`."""
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {key!r} must be a number, got {value!r}") from None
+    if maximum is not None:
+        if not minimum <= number <= maximum:
+            raise ValueError(f"option {key!r} must lie between {minimum} and {maximum}, got {number}")
+    elif number < minimum:
+        raise ValueError(f"option {key!r} must be at least {minimum}, got {number}")
+    return number
+
+
 def preview_sizes(
     options: Mapping[str, Any], *, accept_single: bool, default: tuple[int, ...] = DEFAULT_PREVIEW_SIZES
 ) -> list[int]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.geometry import fit_long_side
 from converters.options import int_option, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
@@ -216,17 +217,6 @@ def document_metadata(src: Path, pdf) -> dict[str, Any]:
         return _pdfium_metadata(pdf)
 
 
-def _targets(width: int, height: int, sizes: list[int]) -> dict[int, tuple[int, int]]:
-    """Exact (w, h) per size: the long side equals the size, the short side keeps the ratio."""
-    out = {}
-    for size in sizes:
-        if width >= height:
-            out[size] = (size, max(1, round(height * size / width)))
-        else:
-            out[size] = (max(1, round(width * size / height)), size)
-    return out
-
-
 # --------------------------------------------------------------------------- convert
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     Image = require("PIL.Image", "pillow")
@@ -268,7 +258,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         pdf.close()
 
     renditions = []
-    for size, (w, h) in _targets(rendered.width, rendered.height, sizes).items():
+    for size in sizes:
+        w, h = fit_long_side(rendered.width, rendered.height, size, enlarge=True)  # pages are vector
         image = rendered if rendered.size == (w, h) else rendered.resize((w, h), Image.Resampling.LANCZOS)
         name = f"preview-{size}.jpg"
         image.save(out_dir / name, "JPEG", quality=quality, optimize=True, progressive=size >= 480)

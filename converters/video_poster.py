@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.options import preview_sizes
+from converters.geometry import fit_long_side
+from converters.options import float_option, preview_sizes
 from converters.video_probe import (
     as_fraction,
     display_size,
@@ -58,30 +59,6 @@ _TURN = {90: "ROTATE_270", 180: "ROTATE_180", 270: "ROTATE_90"}
 
 
 # --------------------------------------------------------------------------- options
-def _number_option(options: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {key!r} must be a number, got {value!r}") from None
-    if not (low <= number <= high):
-        raise ValueError(f"option {key!r} must lie between {low} and {high}, got {number}")
-    return number
-
-
-def _target(size: tuple[int, int], long_side: int) -> tuple[int, int]:
-    """(w, h) with the long side equal to ``long_side`` (never larger than ``size``)."""
-    w, h = size
-    if max(w, h) <= long_side:
-        return w, h
-    scale = long_side / max(w, h)
-    if w >= h:
-        return long_side, max(1, round(h * scale))
-    return max(1, round(w * scale)), long_side
-
-
 # --------------------------------------------------------------------------- decoding
 def _frame_at(container, stream, seconds: float, start: float = 0.0):
     """The first frame at or after ``seconds`` (the last one before it if the stream ends
@@ -168,11 +145,11 @@ def _picture(frame, sar, rotation: int):
 # --------------------------------------------------------------------------- convert
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     Image = require("PIL.Image", "pillow")
-    at_fraction = _number_option(options, "at_fraction", DEFAULT_AT_FRACTION, 0.0, 1.0)
-    max_at = _number_option(options, "max_at_s", DEFAULT_MAX_AT_S, 0.0, 86400.0)
-    poster_max = int(_number_option(options, "poster_max", DEFAULT_POSTER_MAX, 16, 8192))
-    max_pixels = int(_number_option(options, "max_pixels", DEFAULT_MAX_PIXELS, 1, 1e12))
-    quality = int(_number_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, 1, 95))
+    at_fraction = float_option(options, "at_fraction", DEFAULT_AT_FRACTION, 0.0, 1.0)
+    max_at = float_option(options, "max_at_s", DEFAULT_MAX_AT_S, 0.0, 86400.0)
+    poster_max = int(float_option(options, "poster_max", DEFAULT_POSTER_MAX, 16, 8192))
+    max_pixels = int(float_option(options, "max_pixels", DEFAULT_MAX_PIXELS, 1, 1e12))
+    quality = int(float_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, 1, 95))
     # without the option the default is kept smallest first, as this converter always had it
     sizes = preview_sizes(options, accept_single=True)  # largest first
 
@@ -210,7 +187,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     width, height = picture.size
     renditions: list[Rendition] = []
     poster = picture
-    poster_size = _target(picture.size, poster_max)
+    poster_size = fit_long_side(*picture.size, poster_max)
     if poster_size != picture.size:
         poster = picture.resize(poster_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     poster.save(out_dir / "poster.jpg", "JPEG", quality=quality, optimize=True, progressive=True)
@@ -218,7 +195,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
 
     source = picture
     for size in sizes:  # largest first: each preview is made from the previous, larger one
-        target = _target((width, height), size)
+        target = fit_long_side(width, height, size)
         preview = source if source.size == target else source.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         name = f"preview-{size}.jpg"
         preview.save(out_dir / name, "JPEG", quality=quality, optimize=True)

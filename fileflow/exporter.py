@@ -487,19 +487,11 @@ def start_server(
         raise
 
 
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 9464,
-    api_url: str | None = None,
-    mediator_pool: str = DEFAULT_MEDIATOR_POOL,
-    cache_s: float = 1.0,
-    api_timeout_s: float = 10.0,
-    max_parallel_requests: int = 8,
-) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM)."""
+def serve(host: str = "127.0.0.1", port: int = 9464, **options: Any) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM); ``options`` are those of :func:`start_server`."""
     import signal
 
-    server = start_server(host, port, api_url, mediator_pool, cache_s, api_timeout_s, max_parallel_requests)
+    server = start_server(host, port, **options)
 
     def _stop(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
