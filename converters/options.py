@@ -15,6 +15,22 @@ DEFAULT_PREVIEW_SIZES = (160, 480, 1280)
 MAX_PREVIEW_SIZE = 8192
 
 
+def _number(options, key, default, minimum, maximum, kind, noun):
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {key!r} must be {noun}, got {value!r}") from None
+    if maximum is not None:
+        if not minimum <= number <= maximum:
+            raise ValueError(f"option {key!r} must lie between {minimum} and {maximum}, got {number}")
+    elif number < minimum:
+        raise ValueError(f"option {key!r} must be at least {minimum}, got {number}")
+    return number
+
+
 def int_option(
     options: Mapping[str, Any], key: str, default: int, minimum: int, maximum: int | None = None
 ) -> int:
@@ -24,38 +40,14 @@ def int_option(
     sizes and limits, more for some) and must say which they mean. ``maximum`` is optional.
     ``default`` itself is not checked.
     """
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {key!r} must be an integer, got {value!r}") from None
-    if maximum is not None:
-        if not minimum <= number <= maximum:
-            raise ValueError(f"option {key!r} must lie between {minimum} and {maximum}, got {number}")
-    elif number < minimum:
-        raise ValueError(f"option {key!r} must be at least {minimum}, got {number}")
-    return number
+    return _number(options, key, default, minimum, maximum, int, "an integer")
 
 
 def float_option(
     options: Mapping[str, Any], key: str, default: float, minimum: float, maximum: float | None = None
 ) -> float:
     """``options[key]`` as a float, or ``default`` when absent; bounds as in :func:`int_option`."""
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {key!r} must be a number, got {value!r}") from None
-    if maximum is not None:
-        if not minimum <= number <= maximum:
-            raise ValueError(f"option {key!r} must lie between {minimum} and {maximum}, got {number}")
-    elif number < minimum:
-        raise ValueError(f"option {key!r} must be at least {minimum}, got {number}")
-    return number
+    return _number(options, key, default, minimum, maximum, float, "a number")
 
 
 def preview_sizes(
