@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Member
+from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
@@ -133,19 +134,7 @@ class _Budget:
 
 
 def _options(options: Mapping[str, Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for key, default in DEFAULTS.items():
-        value = options.get(key, default)
-        if value is None:
-            value = default
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"option {key} must be an integer, got {value!r}") from None
-        if number < 0:
-            raise ValueError(f"option {key} must not be negative, got {number}")
-        out[key] = number
-    return out
+    return {key: int_option(options, key, default, minimum=0) for key, default in DEFAULTS.items()}
 
 
 def _shown(name: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded
 
 SPEC = ConverterSpec(
@@ -58,19 +59,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
 _MAX_CONTROL_RATIO = 0.01
 _CSV_MIMES = {"text/csv", "application/csv", "text/comma-separated-values"}
 _MD_MIMES = {"text/markdown", "text/x-markdown"}
-
-
-def _max_bytes(options: Mapping[str, Any]) -> int:
-    value = options.get("max_bytes")
-    if value is None:
-        return DEFAULT_MAX_BYTES
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option 'max_bytes' must be an integer, got {value!r}") from None
-    if number < 1:
-        raise ValueError(f"option 'max_bytes' must be positive, got {number}")
-    return number
 
 
 def decode(data: bytes) -> tuple[str, str, bool]:
@@ -165,7 +153,7 @@ def _format(src: Path, mime: str) -> str:
 
 
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
-    max_bytes = _max_bytes(options)
+    max_bytes = int_option(options, "max_bytes", DEFAULT_MAX_BYTES, minimum=1)
     size = src.stat().st_size
     if size > max_bytes:
         raise LimitExceeded(f"the text file is {size:,} bytes, more than the limit of {max_bytes:,} bytes")
