@@ -82,5 +82,100 @@ def converters() -> None:
     Console().print(table)
 
 
+DEFAULT_HOME = Path(".fileflow/stack")
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(help="worker processes per converter pool")] = 1,
+    port: Annotated[int, typer.Option(help="Prefect server port (the UI is there too)")] = 4200,
+    database: Annotated[
+        Optional[str],
+        typer.Option(envvar="PREFECT_API_DATABASE_CONNECTION_URL", help="PostgreSQL URL (else SQLite)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="local storage folder shared by every worker")] = Path("fileflow-out"),
+    exporter_port: Annotated[int, typer.Option(help="port of the pending-work exporter")] = 9464,
+    home: Annotated[Path, typer.Option(help="state and logs of the stack")] = DEFAULT_HOME,
+) -> None:
+    """Start the distributed stack on this machine: server, deployments, workers, exporter."""
+    from fileflow.stack import Stack
+
+    stack = Stack(home=home.resolve(), port=port, workers_per_pool=workers, database_url=database,
+                  storage_path=out, exporter_port=exporter_port)
+    try:
+        stack.up(progress=lambda msg: console.print(f"[cyan]up[/cyan] {msg}"))
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    console.print(
+        f"[green]ready[/green]: Prefect UI and API at http://127.0.0.1:{port} "
+        f"(export PREFECT_API_URL={stack.api_url}), exporter at http://127.0.0.1:{exporter_port}/metrics, "
+        f"logs in {home / 'logs'}; {len(stack.processes)} processes"
+    )
+
+
+@app.command()
+def down(home: Annotated[Path, typer.Option(help="state and logs of the stack")] = DEFAULT_HOME) -> None:
+    """Stop every process `fileflow up` started."""
+    from fileflow.stack import Stack
+
+    if not (home / "stack.json").exists():
+        console.print(f"no stack recorded in {home}")
+        return
+    stack = Stack.recorded(home.resolve())
+    count = len(stack.processes)
+    killed = stack.down()
+    console.print(f"stopped {count} processes" + (f" ({', '.join(killed)} had to be killed)" if killed else ""))
+
+
+@app.command()
+def submit(
+    sources: Annotated[list[str], typer.Argument(help="local files or s3://bucket/key objects")],
+    wait: Annotated[bool, typer.Option(help="follow the runs and print the manifests' status")] = False,
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
+) -> None:
+    """Upload files and start the process-file deployment for each (as an upload service does)."""
+    from rich.table import Table
+
+    from fileflow.submit import storage_for, submit as do_submit, wait_for
+
+    if (home / "stack.json").exists():  # a local stack: its API and its storage, unless set
+        state = json.loads((home / "stack.json").read_text())
+        os.environ.setdefault("PREFECT_API_URL", state["api_url"])
+        if state.get("storage_path"):
+            os.environ.setdefault("FILEFLOW_STORAGE_PATH", state["storage_path"])
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[red]no Prefect API: run `fileflow up` or set PREFECT_API_URL[/red]")
+        raise typer.Exit(2)
+    store = storage_for(StorageSettings().config())
+
+    async def go():
+        runs = await do_submit(sources, store)
+        for run in runs:
+            console.print(f"submitted {run.name} as run {run.flow_run_name} ({run.flow_run_id})")
+        if not wait:
+            return runs, None
+        def show(done, total, states):
+            counts = {}
+            for name in states.values():
+                counts[name] = counts.get(name, 0) + 1
+            console.print(f"{done}/{total} final  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        return runs, await wait_for(runs, store, on_progress=show)
+
+    try:
+        runs, manifests = asyncio.run(go())
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    if manifests is None:
+        return
+    table = Table("file", "kind", "status", "error")
+    for m in manifests:
+        error = next((s["error"] for s in m["steps"] if s.get("error")), None)
+        table.add_row(m["name"], m["kind"], m["status"], f"{error['type']}: {error['message']}" if error else "")
+    Console().print(table)
+    raise typer.Exit(0 if all(m["status"] == "completed" for m in manifests) else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

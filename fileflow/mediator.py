@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.context import FlowRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
 import converters
@@ -203,11 +203,14 @@ def _retry_if_transient(task, task_run, state) -> bool:
 
 
 @task(name="step")
-async def _run_step(converter: str, file_id: str, token: str, source: Source, options: dict) -> dict:
+async def _run_step(
+    converter: str, file_id: str, token: str, label: str, cache_key: str, source: Source, options: dict
+) -> dict:
     rt = current()
     spec = converters.spec(converter)
     rt.tracker.stage(token, converter)
-    if converter == "office_pdf":
+    on_pool = rt.pipeline.placement_of(converter) == "pool"
+    if converter == "office_pdf" and not on_pool:
         options = {**options, **(await asyncio.to_thread(rt.office_options))}
     payload = {
         "converter": converter,
@@ -218,6 +221,20 @@ async def _run_step(converter: str, file_id: str, token: str, source: Source, op
         "options": options,
         "scratch_dir": str(rt.pipeline.scratch_dir) if rt.pipeline.scratch_dir else None,
     }
+    if on_pool:
+        from fileflow.pools import run_on_pool
+
+        return await run_on_pool(
+            converter,
+            label,
+            payload,
+            store=rt.store,
+            cache_key=cache_key,
+            file_id=file_id,
+            attempt=TaskRunContext.get().task_run.run_count,
+            timeout_s=rt.pipeline.pool_queue_timeout_s + spec.timeout_s,
+            poll_s=rt.pipeline.pool_poll_s,
+        )
     return await rt.pool.acall(
         "fileflow.execute:run_step",
         payload,
@@ -311,7 +328,9 @@ class Mediation:
         opts = {**self.rt.pipeline.converter_options(), "mime": self.file.mime, "depth": self.file.depth, **(options or {})}
         key = step_cache_key(converter, source, opts)
         task = await step_task(converter, self.rt, key)
-        state = await task(converter, self.file.file_id, self.file.token, source, opts, return_state=True)
+        state = await task(
+            converter, self.file.file_id, self.file.token, self.file.name, key, source, opts, return_state=True
+        )
         if state.is_completed():
             result = await state.aresult()
             result["cache_key"] = key

@@ -448,3 +448,33 @@ class UnoServer:
     def __repr__(self) -> str:
         state = "running" if self.process is not None and self.process.poll() is None else "stopped"
         return f"UnoServer({self.host}:{self.port}, uno_port={self.uno_port}, pid={self.pid}, {state})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m fileflow.office --port P``: one warm LibreOffice for the workers of a machine.
+
+    Runs in the foreground, restarts LibreOffice if it dies, and stops it (no soffice left) on
+    SIGTERM or Ctrl-C. ``fileflow up`` starts it and gives its port to the office workers.
+    """
+    import argparse
+    import signal as _signal
+
+    parser = argparse.ArgumentParser(prog="python -m fileflow.office", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=2003, help="XML-RPC port of unoserver")
+    args = parser.parse_args(argv)
+    stopping = threading.Event()
+    _signal.signal(_signal.SIGTERM, lambda *_: stopping.set())
+    server = UnoServer(port=args.port).start()
+    print(f"unoserver ready on {server.host}:{server.port}", flush=True)
+    try:
+        while not stopping.wait(2.0):
+            if server.ensure_running():
+                print("LibreOffice had died and was restarted", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,19 @@ class PipelineSettings(BaseSettings):
     max_archive_depth: int = Field(3, ge=1, description="how deep archives inside archives are expanded")
     retry_delay_s: float = Field(1.0, ge=0, description="first retry delay of a transient failure; doubles")
     unoserver_port: int = Field(0, ge=0, description="port of the warm LibreOffice (0: pick a free one)")
+    default_placement: Literal["local", "pool"] = Field(
+        "local", description="where steps run: 'local' (child process here) or 'pool' (converter work pool)"
+    )
+    placement: dict[str, Literal["local", "pool"]] = Field(
+        default_factory=dict, description="per-converter override of default_placement, e.g. {\"ocr\": \"local\"}"
+    )
+    pool_poll_s: float = Field(0.5, gt=0, description="how often the mediator polls a step running on a pool")
+    pool_queue_timeout_s: float = Field(
+        600, gt=0, description="how long a pool step may wait for a worker before it counts as timed out"
+    )
+
+    def placement_of(self, converter: str) -> str:
+        return self.placement.get(converter, self.default_placement)
 
     def converter_options(self) -> dict:
         return {

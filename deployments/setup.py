@@ -1,0 +1,68 @@
+"""Create what the distributed mode needs on a Prefect server, idempotently.
+
+1. the work pools: ``fileflow-mediator`` and ``converter-<name>`` for every registered
+   converter (process pools; existing pools are left as they are, so an operator's pause or
+   concurrency limit survives a re-run);
+2. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place).
+
+Run ``python -m deployments.setup`` with ``PREFECT_API_URL`` pointing at the server; running it
+twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import converters
+from fileflow.pools import pool_name
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIATOR_POOL = "fileflow-mediator"
+
+
+def pool_names() -> list[str]:
+    return [MEDIATOR_POOL, *(pool_name(c) for c in converters.BUILTINS)]
+
+
+async def ensure_pools() -> list[str]:
+    """Create the missing work pools; the names of those created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    created = []
+    async with get_client() as client:
+        for name in pool_names():
+            try:
+                await client.read_work_pool(name)
+            except ObjectNotFound:
+                await client.create_work_pool(
+                    WorkPoolCreate(name=name, type="process", base_job_template=template)
+                )
+                created.append(name)
+    return created
+
+
+def deploy(env: dict[str, str] | None = None) -> None:
+    """Apply prefect.yaml from the project root (its working directory becomes the pull step)."""
+    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", "prefect.yaml"]
+    result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"prefect deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+def apply(env: dict[str, str] | None = None) -> list[str]:
+    created = asyncio.run(ensure_pools())
+    deploy(env)
+    return created
+
+
+if __name__ == "__main__":  # pragma: no cover
+    made = apply()
+    print(f"work pools created: {', '.join(made) or 'none (all existed)'}; deployments applied")

@@ -1,0 +1,215 @@
+"""``fileflow up`` / ``fileflow down``: the whole distributed stack on one machine.
+
+Started, each in a session of its own with its log under ``<home>/logs/``:
+
+- a Prefect server (PostgreSQL when ``PREFECT_API_DATABASE_CONNECTION_URL`` or ``--database``
+  says so, SQLite under ``<home>`` otherwise), then the work pools and deployments
+  (:mod:`deployments.setup`);
+- a warm LibreOffice (unoserver) shared by the office workers;
+- one mediator worker (pool ``fileflow-mediator``) and N workers per converter pool;
+- the pending-work exporter.
+
+Every process started is recorded in ``<home>/stack.json``; ``down`` stops them (SIGTERM to
+each process group, SIGKILL after a grace period) and checks that none is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import converters
+from fileflow.pools import pool_name
+
+MEDIATOR_POOL = "fileflow-mediator"
+
+# Latency: a worker asks for due runs every second (Prefect's default is 10 s) and may claim
+# them slightly early; see docs/distributed.md for the measured dispatch time.
+WORKER_ENV = {
+    "PREFECT_WORKER_QUERY_SECONDS": "1",
+    "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    home: Path
+    port: int = 4200
+    workers_per_pool: int = 1
+    mediator_limit: int = 8
+    database_url: str | None = None
+    storage_path: Path | None = None
+    exporter_port: int = 9464
+    processes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.home / "prefect-home"),
+            "FILEFLOW_DEFAULT_PLACEMENT": os.environ.get("FILEFLOW_DEFAULT_PLACEMENT", "pool"),
+        }
+        if self.storage_path and env.get("FILEFLOW_STORAGE_KIND", "local") == "local":
+            env["FILEFLOW_STORAGE_PATH"] = str(self.storage_path.resolve())
+        return env
+
+    def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> int:
+        log = open(self.home / "logs" / f"{name}.log", "ab")
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=Path(__file__).resolve().parents[1])
+        self.processes[name] = proc.pid
+        self._save()
+        return proc.pid
+
+    def _save(self) -> None:
+        state = {"api_url": self.api_url, "port": self.port, "exporter_port": self.exporter_port,
+                 "storage_path": str(self.storage_path.resolve()) if self.storage_path else None,
+                 "processes": self.processes}
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    def _wait_http(self, url: str, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"{what} did not answer at {url} within {timeout:g} s; see {self.home / 'logs'}")
+
+    def up(self, progress=print) -> None:
+        if self.state_file.exists():
+            raise RuntimeError(f"a stack is already recorded in {self.state_file}; run `fileflow down` first")
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        server_env = dict(env)
+        if self.database_url:
+            server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
+        python = sys.executable
+        try:
+            progress(f"starting the Prefect server on port {self.port}")
+            self._start("server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(self.port), "--log-level",
+                                   "WARNING"], server_env)
+            self._wait_http(f"{self.api_url}/health", 120, "the Prefect server")
+            progress("creating work pools and deployments")
+            setup = subprocess.run([python, "-m", "deployments.setup"], env=env, capture_output=True, text=True,
+                                   cwd=Path(__file__).resolve().parents[1])
+            (self.home / "logs" / "setup.log").write_text(setup.stdout + setup.stderr)
+            if setup.returncode != 0:
+                raise RuntimeError(f"deployments.setup failed: {setup.stderr[-2000:]}")
+            progress("starting the warm LibreOffice")
+            uno_port = free_port()
+            self._start("unoserver", [python, "-m", "fileflow.office", "--port", str(uno_port)], env)
+            env["FILEFLOW_UNOSERVER_PORT"] = str(uno_port)
+            progress(f"starting workers: mediator + {self.workers_per_pool} per converter pool")
+            worker = [python, "-m", "prefect", "worker", "start", "--type", "process"]
+            self._start("worker-mediator", [*worker, "--pool", MEDIATOR_POOL, "--limit",
+                                            str(self.mediator_limit)], env)
+            for converter in converters.BUILTINS:
+                for i in range(self.workers_per_pool):
+                    self._start(f"worker-{converter}-{i}", [*worker, "--pool", pool_name(converter)], env)
+            progress(f"starting the exporter on port {self.exporter_port}")
+            self._start("exporter", [python, "-m", "fileflow.exporter", "--host", "127.0.0.1", "--port",
+                                     str(self.exporter_port), "--api-url", self.api_url], env)
+            self._wait_http(f"http://127.0.0.1:{self.exporter_port}/healthz", 60, "the exporter")
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self, grace_s: float = 15.0) -> list[str]:
+        """Stop every recorded process group; the names of those that had to be killed."""
+        if self.state_file.exists():
+            self.processes = json.loads(self.state_file.read_text())["processes"]
+        for pid in self.processes.values():
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        killed = []
+        for name, pid in self.processes.items():
+            while _group_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _group_alive(pid):
+                _signal_group(pid, signal.SIGKILL)
+                killed.append(name)
+        for pid in self.processes.values():
+            _reap(pid)
+        self.processes = {}
+        self.state_file.unlink(missing_ok=True)
+        return killed
+
+    @classmethod
+    def recorded(cls, home: Path) -> "Stack":
+        state = json.loads((home / "stack.json").read_text())
+        storage = Path(state["storage_path"]) if state.get("storage_path") else None
+        return cls(home=home, port=state["port"], exporter_port=state["exporter_port"],
+                   storage_path=storage, processes=state["processes"])
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies of ours count as gone
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().split()[2] == "Z":
+                _reap(pid)
+                return _group_has_members(pid)
+    except FileNotFoundError:
+        return _group_has_members(pid)
+    return True
+
+
+def _group_has_members(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

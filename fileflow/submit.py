@@ -1,0 +1,108 @@
+"""``fileflow submit``: what an upload service does when a file arrives.
+
+The file's bytes go to storage under their SHA-256 (for a local path; an ``s3://`` object is
+copied into that layout), then the ``process-file`` deployment is started with an idempotency
+key made of the upload's identity (digest and name): the same upload notified twice starts
+one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blocks.storage import StorageConfig, Store, manifest_key, original_key
+from converters.inspect import sha256_of
+
+ROUTER = "process-file/process-file"
+
+
+@dataclass
+class Submitted:
+    name: str
+    file_id: str
+    flow_run_id: str
+    flow_run_name: str
+
+
+def idempotency_key(file_id: str, name: str) -> str:
+    return f"upload:{file_id}:{name}"
+
+
+def _fetch_s3(url: str, dest: Path) -> Path:
+    import boto3
+
+    bucket, _, key = url[len("s3://"):].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"{url!r} is not s3://bucket/key")
+    boto3.client("s3").download_file(bucket, key, str(dest))
+    return dest
+
+
+async def submit(sources: list[str], store: Store) -> list[Submitted]:
+    from prefect.deployments import arun_deployment
+
+    submitted = []
+    with tempfile.TemporaryDirectory(prefix="fileflow-submit-") as tmp:
+        for source in sources:
+            if source.startswith("s3://"):
+                name = source.rsplit("/", 1)[-1]
+                path = await asyncio.to_thread(_fetch_s3, source, Path(tmp) / "object")
+            else:
+                path = Path(source)
+                name = path.name
+                if not path.is_file():
+                    raise FileNotFoundError(f"{source} is not a file")
+            digest = await asyncio.to_thread(sha256_of, path)
+            key = original_key(digest)
+            if not await asyncio.to_thread(store.exists, key):
+                await asyncio.to_thread(store.put_file, path, key)
+            run = await arun_deployment(
+                ROUTER,
+                parameters={"key": key, "file_id": digest, "name": name, "size": path.stat().st_size},
+                idempotency_key=idempotency_key(digest, name),
+                timeout=0,
+                as_subflow=False,
+                tags=["fileflow", "upload"],
+            )
+            submitted.append(Submitted(name, digest, str(run.id), run.name))
+    return submitted
+
+
+async def wait_for(runs: list[Submitted], store: Store, *, on_progress=None, timeout_s: float = 3600) -> list[dict[str, Any]]:
+    """Follow the router runs until each is final; their manifests, read from storage."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    pending = {r.flow_run_id: r for r in runs}
+    states: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    async with get_client() as client:
+        while pending and time.monotonic() < deadline:
+            for run_id in list(pending):
+                flow_run = await client.read_flow_run(UUID(run_id))
+                states[run_id] = flow_run.state.name if flow_run.state else "?"
+                if flow_run.state and flow_run.state.is_final():
+                    pending.pop(run_id)
+            if on_progress:
+                on_progress(len(runs) - len(pending), len(runs), states)
+            if pending:
+                await asyncio.sleep(0.5)
+    manifests = []
+    for run in runs:
+        if await asyncio.to_thread(store.exists, manifest_key(run.file_id)):
+            manifests.append(json.loads(await asyncio.to_thread(store.get_bytes, manifest_key(run.file_id))))
+        else:
+            manifests.append({"name": run.name, "file_id": run.file_id, "status": states.get(run.flow_run_id, "lost"),
+                              "kind": "unknown", "steps": [], "renditions": [], "language": None})
+    return manifests
+
+
+def storage_for(config: StorageConfig) -> Store:
+    return Store(config)

@@ -1,0 +1,53 @@
+"""``converter-step``: one step run by a worker of the converter's own work pool.
+
+The mediator starts it with ``run_deployment`` (deployment ``converter-step/<converter>`` on
+pool ``converter-<converter>``) when the converter's placement is ``pool``. The step runs in a
+child process here too, with the converter's timeout and memory limit, so a hang or a
+memory hog ends as a typed failure and a segfault costs only the child; the outcome (result or
+typed error) is written to storage under the key the mediator chose, because flow parameters
+and states are visible to every operator and carry no file content and no credentials.
+Storage is configured by the worker's own environment (``FILEFLOW_STORAGE_*``).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from typing import Any
+
+from prefect import flow
+
+import converters
+from fileflow.errors import FileflowError
+from fileflow.isolation import ChildPool
+from fileflow.office import UnoServer
+from fileflow.settings import PipelineSettings, StorageSettings
+
+
+@flow(name="converter-step", flow_run_name="{converter}:{label}", persist_result=False)
+async def converter_step(converter: str, label: str, payload: dict[str, Any], outcome_key: str) -> dict:
+    import asyncio
+
+    from blocks.storage import Store
+
+    spec = converters.spec(converter)
+    storage = StorageSettings().config()
+    payload = {**payload, "storage": storage.to_dict()}
+    store = Store(storage)
+    with ExitStack() as stack:
+        pool = stack.enter_context(ChildPool(1))
+        if converter == "office_pdf":  # the warm LibreOffice of this machine, else one for this step
+            port = PipelineSettings().unoserver_port
+            if not port:
+                port = stack.enter_context(UnoServer()).port
+            payload["options"] = {**payload["options"], "unoserver_host": "127.0.0.1", "unoserver_port": port}
+        try:
+            result = await pool.acall(
+                "fileflow.execute:run_step", payload, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb
+            )
+        except FileflowError as exc:
+            record = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+            await asyncio.to_thread(store.put_bytes, json.dumps(record).encode(), outcome_key)
+            raise
+    await asyncio.to_thread(store.put_bytes, json.dumps({"result": result}).encode(), outcome_key)
+    return {"outcome_key": outcome_key, "duration_s": result["duration_s"]}
