@@ -52,3 +52,37 @@ def s3_bucket(s3_endpoint, request):
     )
     client.create_bucket(Bucket=name)
     return name
+
+
+def _service_missing(what: str, why: str):
+    """Skip with the reason on a machine without the service; in CI a missing service fails."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} is required in CI but unavailable: {why}")
+    pytest.skip(f"{what} unavailable: {why}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh database on the PostgreSQL at 127.0.0.1:5432 (trust auth); its asyncpg URL."""
+    import asyncio
+    import uuid
+
+    try:
+        import asyncpg
+    except ImportError as exc:  # pragma: no cover
+        _service_missing("PostgreSQL", f"asyncpg is not installed ({exc})")
+    name = f"fileflow_test_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        _service_missing("PostgreSQL at 127.0.0.1:5432", str(exc))
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
