@@ -84,6 +84,34 @@ def converters() -> None:
 
 DEFAULT_HOME = Path(".fileflow/stack")
 
+storage_app = typer.Typer(help="Storage: Prefect blocks and the S3 bucket (FILEFLOW_STORAGE_* settings).")
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("blocks")
+def storage_blocks(name: Annotated[str, typer.Option(help="block name")] = "fileflow-storage") -> None:
+    """Save the storage as Prefect blocks (S3Bucket + AwsCredentials, or LocalFileSystem); idempotent."""
+    from deployments.storage import save_storage_blocks
+
+    slug = save_storage_blocks(StorageSettings().config(), name)
+    console.print(f"saved {slug}")
+
+
+@storage_app.command("prepare-bucket")
+def storage_prepare_bucket(
+    tmp_days: Annotated[int, typer.Option(help="days after which objects under tmp/ expire")] = 1,
+) -> None:
+    """Create the bucket if missing, block public access, encrypt, expire tmp/; idempotent."""
+    from deployments.storage import prepare_bucket
+    from fileflow.errors import StorageUnavailable
+
+    try:
+        summary = prepare_bucket(StorageSettings().config(), tmp_days=tmp_days)
+    except (ValueError, StorageUnavailable) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    Console().print_json(data=summary)
+
 
 @app.command()
 def up(

@@ -62,3 +62,26 @@ def test_converters_command_lists_the_registry():
     assert result.returncode == 0
     for name in converters.BUILTINS:
         assert name in result.stdout
+
+
+def test_storage_prepare_bucket_command(s3_endpoint, tmp_path):
+    import boto3
+
+    env = {
+        **os.environ, "FILEFLOW_STORAGE_KIND": "s3", "FILEFLOW_STORAGE_BUCKET": "cli-prepared",
+        "FILEFLOW_STORAGE_PREFIX": "t", "FILEFLOW_STORAGE_ENDPOINT_URL": s3_endpoint,
+        "FILEFLOW_STORAGE_REGION": "us-east-1", "FILEFLOW_STORAGE_ACCESS_KEY_ID": "testing",
+        "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": "testing",
+    }
+    for _ in range(2):  # idempotent
+        result = subprocess.run([str(FILEFLOW), "storage", "prepare-bucket"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    rules = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").get_bucket_lifecycle_configuration(
+        Bucket="cli-prepared"
+    )["Rules"]
+    assert [r["Filter"]["Prefix"] for r in rules] == ["t/tmp/"]
+    result = subprocess.run(
+        [str(FILEFLOW), "storage", "prepare-bucket"], env={**env, "FILEFLOW_STORAGE_BUCKET": ""},
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2 and "FILEFLOW_STORAGE_BUCKET" in result.stderr

@@ -142,3 +142,73 @@ def test_paused_pool_queues_work_in_the_exporter_and_drains_after_resume(stack, 
             break
         time.sleep(1)
     assert figures["pending"] == 0, figures
+
+
+def _store_original(stack, sample: Path) -> tuple[str, str, int]:
+    """What an upload service does before it notifies: the bytes into storage by their digest."""
+    from blocks.storage import Store, original_key
+    from converters.inspect import sha256_of
+
+    digest = sha256_of(sample)
+    Store(StorageConfig(basepath=str(stack["root"] / "out"))).put_file(sample, original_key(digest))
+    return digest, original_key(digest), sample.stat().st_size
+
+
+def _wait_for_run(api_url: str, name: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    body = json.dumps({"flow_runs": {"name": {"any_": [name]}}}).encode()
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(f"{api_url}/flow_runs/filter", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            runs = json.loads(response.read())
+        if runs and runs[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return runs[0]
+        time.sleep(1)
+    pytest.fail(f"no final run named {name!r} within {timeout_s:g} s")
+
+
+def test_plain_http_call_starts_the_router_once_per_upload(stack, tmp_path):
+    """The curl example of docs/distributed.md, as plain HTTP."""
+    api = stack["env"]["PREFECT_API_URL"]
+    sample = tmp_path / "via-http.txt"
+    sample.write_text("An upload service notifies fileflow over plain HTTP, twice by mistake. " * 3)
+    digest, key, size = _store_original(stack, sample)
+    deployment = get_json(f"{api}/deployments/name/process-file/process-file")
+    body = json.dumps({
+        "parameters": {"key": key, "file_id": digest, "name": sample.name, "size": size},
+        "idempotency_key": f"upload:{digest}:{sample.name}",
+    }).encode()
+    ids = []
+    for _ in range(2):
+        request = urllib.request.Request(f"{api}/deployments/{deployment['id']}/create_flow_run", data=body,
+                                         method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            ids.append(json.loads(response.read())["id"])
+    assert ids[0] == ids[1]
+    run = _wait_for_run(api, f"file:{sample.name}")
+    assert run["state"]["type"] == "COMPLETED"
+
+
+def test_uploaded_event_triggers_the_router(stack, tmp_path):
+    from prefect.events import Event
+    from prefect.events.clients import PrefectEventsClient
+
+    api = stack["env"]["PREFECT_API_URL"]
+    sample = tmp_path / "via-event.txt"
+    sample.write_text("Une application émet un événement et fileflow traite le fichier tout seul. " * 3)
+    digest, key, size = _store_original(stack, sample)
+
+    async def emit() -> None:
+        async with PrefectEventsClient(api_url=api) as client:
+            await client.emit(Event(
+                event="fileflow.file.uploaded",
+                resource={"prefect.resource.id": f"fileflow.upload.{digest}"},
+                payload={"key": key, "file_id": digest, "name": sample.name, "size": size},
+            ))
+
+    asyncio.run(emit())
+    run = _wait_for_run(api, f"file:{sample.name}")
+    assert run["state"]["type"] == "COMPLETED"
+    manifest = json.loads((stack["root"] / "out" / "manifests" / f"{digest}.json").read_text())
+    assert manifest["language"] == "fr"
