@@ -1,5 +1,6 @@
 """Create what the distributed mode needs on a Prefect server, idempotently.
 
+0. the storage blocks (``fileflow-storage``, from ``FILEFLOW_STORAGE_*``: see storage.py);
 1. the work pools: ``fileflow-mediator`` and ``converter-<name>`` for every registered
    converter (process pools; existing pools are left as they are, so an operator's pause or
    concurrency limit survives a re-run);
@@ -58,6 +59,10 @@ def deploy(env: dict[str, str] | None = None) -> None:
 
 
 def apply(env: dict[str, str] | None = None) -> list[str]:
+    from deployments.storage import save_storage_blocks
+    from fileflow.settings import StorageSettings
+
+    save_storage_blocks(StorageSettings().config())
     created = asyncio.run(ensure_pools())
     deploy(env)
     return created

@@ -34,13 +34,22 @@ def idempotency_key(file_id: str, name: str) -> str:
     return f"upload:{file_id}:{name}"
 
 
-def _fetch_s3(url: str, dest: Path) -> Path:
+def _fetch_s3(url: str, dest: Path, config: StorageConfig) -> Path:
+    """Download an ``s3://`` object; from the storage's S3 service (endpoint, keys) when
+    fileflow's storage is S3 too, else with boto3's default credential chain."""
     import boto3
 
     bucket, _, key = url[len("s3://"):].partition("/")
     if not bucket or not key:
         raise ValueError(f"{url!r} is not s3://bucket/key")
-    boto3.client("s3").download_file(bucket, key, str(dest))
+    if config.kind == "s3":
+        client = boto3.client(
+            "s3", endpoint_url=config.endpoint_url, region_name=config.region,
+            aws_access_key_id=config.access_key_id, aws_secret_access_key=config.secret_access_key,
+        )
+    else:
+        client = boto3.client("s3")
+    client.download_file(bucket, key, str(dest))
     return dest
 
 
@@ -52,7 +61,7 @@ async def submit(sources: list[str], store: Store) -> list[Submitted]:
         for source in sources:
             if source.startswith("s3://"):
                 name = source.rsplit("/", 1)[-1]
-                path = await asyncio.to_thread(_fetch_s3, source, Path(tmp) / "object")
+                path = await asyncio.to_thread(_fetch_s3, source, Path(tmp) / "object", store.config)
             else:
                 path = Path(source)
                 name = path.name

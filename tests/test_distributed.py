@@ -1,5 +1,6 @@
 """The distributed stack for real: `fileflow up` on PostgreSQL, two workers per converter pool,
-`fileflow submit` as an upload service runs it, the exporter, `fileflow down`.
+storage in an S3 bucket on moto's server, `fileflow submit` as an upload service runs it, the
+exporter, `fileflow down`.
 
 Each file's manifest must match what the embedded mode makes of the same file.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks.storage import StorageConfig
+from blocks.storage import StorageConfig, Store
 from fileflow.batch import run_batch
 from fileflow.settings import PipelineSettings
 from tests.conftest import _free_port
@@ -36,11 +37,21 @@ def fileflow(*args: str, env: dict[str, str], timeout: float = 900) -> subproces
     )
 
 
+BUCKET = "fileflow-stack"
+
+
 @pytest.fixture(scope="module")
-def stack(postgres_url, tmp_path_factory):
+def stack(postgres_url, s3_endpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     port, exporter_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
+    env.update({
+        "FILEFLOW_STORAGE_KIND": "s3", "FILEFLOW_STORAGE_BUCKET": BUCKET, "FILEFLOW_STORAGE_PREFIX": "prod",
+        "FILEFLOW_STORAGE_ENDPOINT_URL": s3_endpoint, "FILEFLOW_STORAGE_REGION": "us-east-1",
+        "FILEFLOW_STORAGE_ACCESS_KEY_ID": "testing", "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": "testing",
+    })
+    prepared = fileflow("storage", "prepare-bucket", env=env, timeout=60)
+    assert prepared.returncode == 0, prepared.stderr
     up = fileflow(
         "up", "--workers", "2", "--database", postgres_url, "--home", str(root / "home"), "--out", str(root / "out"),
         "--port", str(port), "--exporter-port", str(exporter_port), env=env, timeout=600,
@@ -48,7 +59,10 @@ def stack(postgres_url, tmp_path_factory):
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads((root / "home" / "stack.json").read_text())
     env["PREFECT_API_URL"] = state["api_url"]
-    yield {"root": root, "env": env, "exporter": f"http://127.0.0.1:{exporter_port}", "state": state}
+    storage = StorageConfig(kind="s3", bucket=BUCKET, prefix="prod", endpoint_url=s3_endpoint, region="us-east-1",
+                            access_key_id="testing", secret_access_key="testing")
+    yield {"root": root, "env": env, "exporter": f"http://127.0.0.1:{exporter_port}", "state": state,
+           "store": Store(storage)}
     down = fileflow("down", "--home", str(root / "home"), env=env, timeout=120)
     assert down.returncode == 0, down.stderr
     time.sleep(1)
@@ -62,9 +76,9 @@ def get_json(url: str):
         return json.loads(response.read())
 
 
-def summary(manifest: dict, out: Path) -> dict:
-    """What must be the same whichever mode made it."""
-    text = (out / manifest["text"]).read_text() if manifest["text"] else None
+def summary(manifest: dict, read) -> dict:
+    """What must be the same whichever mode made it (``read(key)`` -> bytes from its storage)."""
+    text = read(manifest["text"]).decode() if manifest["text"] else None
     return {
         "kind": manifest["kind"],
         "status": manifest["status"],
@@ -76,14 +90,18 @@ def summary(manifest: dict, out: Path) -> dict:
 
 
 def test_mixed_batch_completes_on_pools_like_the_embedded_mode(stack, prefect_server, tmp_path):
-    out = stack["root"] / "out"
+    import boto3
+
+    store = stack["store"]
     files = [str(SAMPLES / name) for name in BATCH]
     result = fileflow("submit", *files, "--wait", "--home", str(stack["root"] / "home"), env=stack["env"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    s3 = boto3.client("s3", endpoint_url=store.config.endpoint_url, region_name="us-east-1")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="prod/manifests/")["Contents"]]
     distributed = {}
-    for path in (out / "manifests").glob("*.json"):
-        manifest = json.loads(path.read_text())
-        distributed[manifest["name"]] = summary(manifest, out)
+    for key in keys:
+        manifest = json.loads(store.get_bytes(key.removeprefix("prod/")))
+        distributed[manifest["name"]] = summary(manifest, store.get_bytes)
     assert set(BATCH) <= set(distributed)
     # the same files through the embedded mode, for reference
     embedded_out = tmp_path / "embedded"
@@ -91,7 +109,7 @@ def test_mixed_batch_completes_on_pools_like_the_embedded_mode(stack, prefect_se
         run_batch([SAMPLES / n for n in BATCH], PipelineSettings(child_processes=2),
                   StorageConfig(basepath=str(embedded_out)))
     )
-    embedded = {m["name"]: summary(m, embedded_out) for m in manifests}
+    embedded = {m["name"]: summary(m, lambda key: (embedded_out / key).read_bytes()) for m in manifests}
     assert embedded.keys() == distributed.keys()
     for name in embedded:
         assert distributed[name] == embedded[name], name
@@ -146,11 +164,11 @@ def test_paused_pool_queues_work_in_the_exporter_and_drains_after_resume(stack, 
 
 def _store_original(stack, sample: Path) -> tuple[str, str, int]:
     """What an upload service does before it notifies: the bytes into storage by their digest."""
-    from blocks.storage import Store, original_key
+    from blocks.storage import original_key
     from converters.inspect import sha256_of
 
     digest = sha256_of(sample)
-    Store(StorageConfig(basepath=str(stack["root"] / "out"))).put_file(sample, original_key(digest))
+    stack["store"].put_file(sample, original_key(digest))
     return digest, original_key(digest), sample.stat().st_size
 
 
@@ -210,5 +228,19 @@ def test_uploaded_event_triggers_the_router(stack, tmp_path):
     asyncio.run(emit())
     run = _wait_for_run(api, f"file:{sample.name}")
     assert run["state"]["type"] == "COMPLETED"
-    manifest = json.loads((stack["root"] / "out" / "manifests" / f"{digest}.json").read_text())
+    manifest = json.loads(stack["store"].get_bytes(f"manifests/{digest}.json"))
     assert manifest["language"] == "fr"
+
+
+def test_submit_an_object_already_in_s3(stack):
+    """An upload service that wrote the object to a bucket passes its s3:// address."""
+    import boto3
+
+    store = stack["store"]
+    s3 = boto3.client("s3", endpoint_url=store.config.endpoint_url, region_name="us-east-1")
+    s3.create_bucket(Bucket="uploads")
+    s3.put_object(Bucket="uploads", Key="inbox/memo.md", Body=b"# Memo\n\nThe quarterly figures were reviewed and approved by the board.\n")
+    result = fileflow("submit", "s3://uploads/inbox/memo.md", "--wait", "--home", str(stack["root"] / "home"),
+                      env=stack["env"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "memo.md" in result.stdout and "completed" in result.stdout
