@@ -116,6 +116,11 @@ def storage_prepare_bucket(
 @app.command()
 def up(
     workers: Annotated[int, typer.Option(help="worker processes per converter pool")] = 1,
+    worker_type: Annotated[
+        str,
+        typer.Option(help="'warm' (fileflow.worker: warm children, woken by events; each process serves every "
+                          "converter pool) or 'process' (Prefect's process worker, one per pool)"),
+    ] = "warm",
     port: Annotated[int, typer.Option(help="Prefect server port (the UI is there too)")] = 4200,
     database: Annotated[
         Optional[str],
@@ -129,7 +134,10 @@ def up(
     from fileflow.stack import Stack
 
     stack = Stack(home=home.resolve(), port=port, workers_per_pool=workers, database_url=database,
-                  storage_path=out, exporter_port=exporter_port)
+                  storage_path=out, exporter_port=exporter_port, worker_type=worker_type)
+    if worker_type not in ("warm", "process"):
+        console.print(f"[red]--worker-type must be 'warm' or 'process', not {worker_type!r}[/red]")
+        raise typer.Exit(2)
     try:
         stack.up(progress=lambda msg: console.print(f"[cyan]up[/cyan] {msg}"))
     except RuntimeError as exc:

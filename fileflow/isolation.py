@@ -55,6 +55,7 @@ def _set_memory_limit(memory_mb: int | None) -> None:
 def _serve(conn) -> None:
     """The child's loop: receive a call, run it under the memory limit, send the outcome."""
     os.setpgrp()
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a parent may block signals for itself (fileflow.worker)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the mediator's to handle
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract: one thread per step
@@ -131,7 +132,11 @@ class _Child:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
-                pass
+                # still starting: not yet the leader of its own process group
+                try:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         self.proc.join(5)
         self.conn.close()
 

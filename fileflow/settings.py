@@ -64,7 +64,9 @@ class PipelineSettings(BaseSettings):
     placement: dict[str, Literal["local", "pool"]] = Field(
         default_factory=dict, description="per-converter override of default_placement, e.g. {\"ocr\": \"local\"}"
     )
-    pool_poll_s: float = Field(0.5, gt=0, description="how often the mediator polls a step running on a pool")
+    pool_poll_s: float = Field(
+        1.0, gt=0, description="longest interval between two reads of a step running on a pool (the poll starts at 50 ms)"
+    )
     pool_queue_timeout_s: float = Field(
         600, gt=0, description="how long a pool step may wait for a worker before it counts as timed out"
     )

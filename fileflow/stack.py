@@ -6,7 +6,9 @@ Started, each in a session of its own with its log under ``<home>/logs/``:
   says so, SQLite under ``<home>`` otherwise), then the work pools and deployments
   (:mod:`deployments.setup`);
 - a warm LibreOffice (unoserver) shared by the office workers;
-- one mediator worker (pool ``fileflow-mediator``) and N workers per converter pool;
+- one mediator worker (pool ``fileflow-mediator``) and N workers per converter pool: N warm
+  workers (:mod:`fileflow.worker`), each serving every converter pool, or with
+  ``worker_type="process"`` N of Prefect's process workers per pool;
 - the pending-work exporter.
 
 Every process started is recorded in ``<home>/stack.json``; ``down`` stops them (SIGTERM to
@@ -56,6 +58,7 @@ class Stack:
     database_url: str | None = None
     storage_path: Path | None = None
     exporter_port: int = 9464
+    worker_type: str = "warm"
     processes: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -132,9 +135,14 @@ class Stack:
             worker = [python, "-m", "prefect", "worker", "start", "--type", "process"]
             self._start("worker-mediator", [*worker, "--pool", MEDIATOR_POOL, "--limit",
                                             str(self.mediator_limit)], env)
-            for converter in converters.BUILTINS:
-                for i in range(self.workers_per_pool):
-                    self._start(f"worker-{converter}-{i}", [*worker, "--pool", pool_name(converter)], env)
+            pools = [pool_name(converter) for converter in converters.BUILTINS]
+            for i in range(self.workers_per_pool):
+                if self.worker_type == "warm":
+                    pool_args = [arg for pool in pools for arg in ("--pool", pool)]
+                    self._start(f"worker-warm-{i}", [python, "-m", "fileflow.worker", *pool_args], env)
+                else:
+                    for pool in pools:
+                        self._start(f"worker-{pool}-{i}", [*worker, "--pool", pool], env)
             progress(f"starting the exporter on port {self.exporter_port}")
             self._start("exporter", [python, "-m", "fileflow.exporter", "--host", "127.0.0.1", "--port",
                                      str(self.exporter_port), "--api-url", self.api_url], env)

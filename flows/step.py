@@ -24,6 +24,15 @@ from fileflow.office import UnoServer
 from fileflow.settings import PipelineSettings, StorageSettings
 
 
+_shared_pool: ChildPool | None = None
+
+
+def share_child_pool(pool: ChildPool | None) -> None:
+    """Let the steps of this process use a warm child pool (the warm worker's) instead of a new one."""
+    global _shared_pool
+    _shared_pool = pool
+
+
 @flow(name="converter-step", flow_run_name="{converter}:{label}", persist_result=False)
 async def converter_step(converter: str, label: str, payload: dict[str, Any], outcome_key: str) -> dict:
     import asyncio
@@ -35,7 +44,7 @@ async def converter_step(converter: str, label: str, payload: dict[str, Any], ou
     payload = {**payload, "storage": storage.to_dict()}
     store = Store(storage)
     with ExitStack() as stack:
-        pool = stack.enter_context(ChildPool(1))
+        pool = _shared_pool or stack.enter_context(ChildPool(1))
         if converter == "office_pdf":  # the warm LibreOffice of this machine, else one for this step
             port = PipelineSettings().unoserver_port
             if not port:

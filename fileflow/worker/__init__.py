@@ -1,0 +1,243 @@
+"""``fileflow worker``: a warm worker for the converter pools, with sub-second pickup.
+
+Prefect's process worker pays for every step with two fresh Python processes importing
+Prefect (about 3.4 s per no-op step here, see ``docs/distributed.md``) and finds new runs by
+polling every ``PREFECT_WORKER_QUERY_SECONDS``. This worker keeps what is slow warm:
+
+- it runs the ``converter-step`` flow runs of its pools **in its own event loop** (Prefect's
+  engine, the same states, logs and events as any worker), and the converter itself in a
+  **warm child process** of a shared :class:`~fileflow.isolation.ChildPool`, so a segfault, a
+  hang or a memory hog still costs only that child and ends the step with a typed error;
+- it is **woken by the server's events** (``prefect.flow-run.Scheduled`` of its pool, over
+  the events websocket) and polls at once, with a slow poll as the fallback, so a step starts
+  within tens of milliseconds of ``run_deployment`` instead of up to the poll interval.
+
+It is a Prefect ``BaseWorker`` on the same ``process`` pools that ``prefect worker start``
+and the Kubernetes run-once pods serve: both kinds of worker can compete on one pool. Claiming
+a run goes through Prefect's orchestration (Pending is proposed; only one worker wins).
+
+Scale-in: SIGTERM (or Ctrl-C) stops taking new runs at once, lets the steps in progress finish
+within ``--grace`` seconds, then stops; a step still running after that is cancelled and its
+run ends Crashed, which the mediator retries elsewhere. No run is left Running.
+
+One process serves any number of pools (``--pool`` repeated); ``--limit`` bounds the steps of
+each pool in flight, ``--children`` the warm child processes shared by all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+import anyio
+
+from prefect.client.schemas.objects import FlowRun
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+from prefect.flow_engine import run_flow
+from prefect.workers.base import BaseJobConfiguration, BaseWorker, BaseWorkerResult
+
+from fileflow.isolation import ChildPool
+
+logger = logging.getLogger("fileflow.worker")
+
+STEP_FLOW = "converter-step"
+DEFAULT_FALLBACK_POLL_S = 2.0
+
+
+class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
+    type = "fileflow-warm"
+    job_configuration = BaseJobConfiguration
+    _description = "Runs fileflow converter steps in warm child processes; woken by events."
+    _display_name = "fileflow warm worker"
+
+    def __init__(self, work_pool_name: str, *, limit: int = 2, fallback_poll_s: float = DEFAULT_FALLBACK_POLL_S,
+                 wake_on_events: bool = True, **kwargs: Any) -> None:
+        super().__init__(work_pool_name=work_pool_name, limit=limit, prefetch_seconds=0, **kwargs)
+        self.fallback_poll_s = fallback_poll_s
+        self.wake_on_events = wake_on_events
+        self.draining = False
+        self._wake = asyncio.Event()
+        self._steps: dict[str, anyio.CancelScope] = {}
+
+    # -- the pools are `process` pools: this worker serves them alongside Prefect's own workers
+    def _record_work_pool_snapshot(self, work_pool) -> None:  # noqa: D401 (Prefect's hook)
+        if work_pool.type != "process":
+            logger.warning("pool %s is of type %r; the warm worker serves process pools", work_pool.name,
+                           work_pool.type)
+        self._work_pool = work_pool
+
+    async def run(self, flow_run: FlowRun, configuration: BaseJobConfiguration, task_status=None) -> BaseWorkerResult:
+        from flows.step import converter_step
+
+        identifier = f"{socket.gethostname()}:{os.getpid()}:{flow_run.id}"
+        if task_status is not None:
+            task_status.started(identifier)
+        state = None
+        try:
+            # cancelled only by drain() or a cancellation: the engine then ends the run Crashed
+            with anyio.CancelScope() as scope:
+                self._steps[str(flow_run.id)] = scope
+                state = await run_flow(converter_step, flow_run=flow_run, return_type="state")
+        finally:
+            self._steps.pop(str(flow_run.id), None)
+            self._wake.set()  # a slot is free: look for the next run at once
+        return BaseWorkerResult(identifier=identifier, status_code=0 if state is not None else 1)
+
+    async def kill_infrastructure(self, infrastructure_pid: str, configuration, grace_seconds: int = 30) -> None:
+        from prefect.exceptions import InfrastructureNotFound
+
+        run_id = infrastructure_pid.rsplit(":", 1)[-1]
+        scope = self._steps.get(run_id)
+        if scope is None:
+            raise InfrastructureNotFound(f"no step of run {run_id} in this worker")
+        scope.cancel()
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        if self.draining:
+            return []
+        return await super().get_and_submit_flow_runs()
+
+    # -- the loops --------------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        while not self.draining:
+            self._wake.clear()
+            try:
+                await self.get_and_submit_flow_runs()
+            except Exception as exc:  # the API is down or restarting: keep trying
+                logger.warning("polling %s failed: %s", self._work_pool_name, exc)
+                await asyncio.sleep(1)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.fallback_poll_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _sync_loop(self) -> None:
+        while True:
+            try:
+                await self._sync_and_initialize()
+            except Exception as exc:
+                logger.warning("heartbeat of %s failed: %s", self._work_pool_name, exc)
+            await asyncio.sleep(self.heartbeat_interval_seconds)
+
+    async def _event_loop(self) -> None:
+        """Wake the poll loop whenever a run of this pool is scheduled."""
+        while not self.draining:
+            if self._work_pool is None:
+                await asyncio.sleep(0.2)
+                continue
+            pool_resource = f"prefect.work-pool.{self._work_pool.id}"
+            events = EventFilter(
+                event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+                related=EventRelatedFilter(resources_in_roles=[(pool_resource, "work-pool")]),
+            )
+            try:
+                async with get_events_subscriber(filter=events, reconnect_on_clean_close=True) as subscriber:
+                    async for _event in subscriber:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # fall back on the poll until the stream is back
+                logger.warning("event stream for %s lost (%s); polling every %g s", self._work_pool_name, exc,
+                               self.fallback_poll_s)
+                await asyncio.sleep(self.fallback_poll_s)
+
+    async def drain(self, grace_s: float) -> None:
+        """Take no new run; wait for the steps in progress; cancel what outlives the grace."""
+        self.draining = True
+        self._wake.set()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while self._steps and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        for run_id, scope in list(self._steps.items()):
+            logger.warning("step run %s outlived the %g s grace period; cancelling it", run_id, grace_s)
+            scope.cancel()
+        while self._steps:
+            await asyncio.sleep(0.05)
+
+
+async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, fallback_poll_s: float,
+                wake_on_events: bool = True, ready=None) -> None:
+    import flows.step
+
+    stop = asyncio.Event()
+    _deliver_stop_signals(asyncio.get_running_loop(), stop)
+    with ChildPool(children) as child_pool:
+        flows.step.share_child_pool(child_pool)
+        workers = [WarmWorker(p, limit=limit, fallback_poll_s=fallback_poll_s, wake_on_events=wake_on_events)
+                   for p in pools]
+        for w in workers:
+            await w.__aenter__()
+        loops = []
+        try:
+            for w in workers:
+                loops.append(asyncio.create_task(w._sync_loop()))
+                loops.append(asyncio.create_task(w._poll_loop()))
+                if wake_on_events:
+                    loops.append(asyncio.create_task(w._event_loop()))
+            logger.info("warm worker serving %s (limit %d per pool, %d children)", ", ".join(pools), limit,
+                        children)
+            if ready is not None:
+                ready()
+            await stop.wait()
+            logger.info("stopping: finishing the steps in progress (grace %g s)", grace_s)
+            # a shutdown that hangs says where: every thread's stack goes to the log
+            faulthandler.dump_traceback_later(grace_s + 30, exit=True)
+            await asyncio.gather(*(w.drain(grace_s) for w in workers))
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            for w in workers:
+                await w.__aexit__(None, None, None)
+            flows.step.share_child_pool(None)
+    logger.info("stopped")
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _block_stop_signals() -> None:
+    """Block SIGTERM/SIGINT in this thread and every thread started after it.
+
+    Prefect's flow engine installs its own SIGTERM handler while a flow runs (it raises
+    ``TerminationSignal`` in the main thread, which would kill every step of this process at
+    once). Blocked signals are never delivered asynchronously; one thread takes them with
+    ``sigwait`` and asks the worker to drain instead. Call this before any thread starts.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def _deliver_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    def wait() -> None:
+        received = signal.sigwait(STOP_SIGNALS)
+        logger.info("received %s", signal.Signals(received).name)
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=wait, name="fileflow-stop-signals", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fileflow.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--pool", action="append", required=True, help="work pool to serve (repeatable)")
+    parser.add_argument("--limit", type=int, default=2, help="steps of each pool in flight at once")
+    parser.add_argument("--children", type=int, default=max(2, os.cpu_count() or 2),
+                        help="warm child processes shared by all pools")
+    parser.add_argument("--grace", type=float, default=120.0,
+                        help="seconds the steps in progress get to finish after SIGTERM")
+    parser.add_argument("--poll", type=float, default=DEFAULT_FALLBACK_POLL_S,
+                        help="fallback poll interval in seconds (runs are normally picked up on their event)")
+    parser.add_argument("--no-events", action="store_true", help="poll only; do not listen to the event stream")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _block_stop_signals()
+    asyncio.run(serve(args.pool, limit=args.limit, children=args.children, grace_s=args.grace,
+                      fallback_poll_s=args.poll, wake_on_events=not args.no_events))
+

@@ -1,0 +1,135 @@
+"""The warm worker (``python -m fileflow.worker``) against a real Prefect server: it runs a
+converter step of its pool, and on SIGTERM it finishes the step in progress, takes no new one,
+and leaves no run Running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from blocks.storage import StorageConfig, Store, original_key
+from converters.inspect import sha256_of
+
+ROOT = Path(__file__).resolve().parents[1]
+SLEEPY = "tests.extra_converters.sleepy"
+
+
+def _client_call(api_url: str, make):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def go():
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            async with get_client() as client:
+                return await make(client)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def sleepy_pool(prefect_server, tmp_path):
+    """A process work pool with a ``converter-step`` deployment, storage with one input."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    pool = f"converter-sleepy-{uuid.uuid4().hex[:6]}"
+
+    async def make(client):
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        flow_id = await client.create_flow_from_name("converter-step")
+        return await client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=pool,
+                                              entrypoint="flows/step.py:converter_step")
+
+    deployment_id = _client_call(prefect_server, make)
+    storage = StorageConfig(basepath=str(tmp_path / "store"))
+    sample = tmp_path / "input.txt"
+    sample.write_text("anything")
+    digest = sha256_of(sample)
+    Store(storage).put_file(sample, original_key(digest))
+    return {"pool": pool, "deployment_id": deployment_id, "storage": storage, "digest": digest,
+            "api": prefect_server, "done": tmp_path / "done.txt", "log": tmp_path / "worker.log"}
+
+
+def _start_worker(ctx, grace: float) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
+    env.update({"PREFECT_API_URL": ctx["api"], "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "FILEFLOW_STORAGE_KIND": "local", "FILEFLOW_STORAGE_PATH": ctx["storage"].basepath})
+    log = open(ctx["log"], "ab")
+    return subprocess.Popen([sys.executable, "-m", "fileflow.worker", "--pool", ctx["pool"], "--children", "1",
+                             "--grace", str(grace)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _submit(ctx, seconds: float, label: str):
+    digest = ctx["digest"]
+    parameters = {
+        "converter": SLEEPY, "label": label, "outcome_key": f"tmp/steps/{label}.json",
+        "payload": {"converter": SLEEPY, "input_key": original_key(digest), "input_ext": "txt",
+                    "output_prefix": f"derived/{digest}/sleepy",
+                    "options": {"seconds": seconds, "done": str(ctx["done"])}},
+    }
+    return _client_call(ctx["api"], lambda c: c.create_flow_run_from_deployment(ctx["deployment_id"],
+                                                                                 parameters=parameters))
+
+
+def _state(ctx, run_id) -> str:
+    async def read(client):
+        return (await client.read_flow_run(run_id)).state.type.value
+
+    return _client_call(ctx["api"], read)
+
+
+def _wait_state(ctx, run_id, wanted: set[str], timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = _state(ctx, run_id)
+        if state in wanted:
+            return state
+        time.sleep(0.2)
+    pytest.fail(f"run {run_id} still {state} after {timeout_s:g} s; worker log:\n{ctx['log'].read_text()[-3000:]}")
+
+
+def test_sigterm_finishes_the_step_in_progress_and_takes_no_new_one(sleepy_pool):
+    ctx = sleepy_pool
+    worker = _start_worker(ctx, grace=120)
+    try:
+        first = _submit(ctx, seconds=4, label="first")
+        _wait_state(ctx, first.id, {"RUNNING"})
+        worker.send_signal(signal.SIGTERM)
+        second = _submit(ctx, seconds=0, label="second")
+        assert worker.wait(timeout=120) == 0, ctx["log"].read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert _state(ctx, first.id) == "COMPLETED"
+    assert ctx["done"].read_text().split() == ["done"]  # the step ran to its end, once
+    assert _state(ctx, second.id) == "SCHEDULED"  # submitted after SIGTERM: left for another worker
+
+    # another worker picks up what the stopped one left
+    worker = _start_worker(ctx, grace=5)
+    try:
+        assert _wait_state(ctx, second.id, {"COMPLETED", "FAILED", "CRASHED"}) == "COMPLETED"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+
+
+def test_a_step_outliving_the_grace_period_ends_crashed_never_running(sleepy_pool):
+    ctx = sleepy_pool
+    worker = _start_worker(ctx, grace=1)
+    try:
+        run = _submit(ctx, seconds=60, label="long")
+        _wait_state(ctx, run.id, {"RUNNING"})
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=90) == 0, ctx["log"].read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert _state(ctx, run.id) == "CRASHED"  # the mediator retries a Crashed step elsewhere
+    assert not ctx["done"].exists()
