@@ -164,6 +164,13 @@ class Simulation:
         self.med_peak, self.med_peak_at = 0, 0
         self.restarted_by_scale_in = 0
         self.latencies: list[tuple[int, float]] = []
+        self.backlog: list[int] = []
+        self.med_queue_peak = 0
+        # "backlog": some file or step has waited longer than this for a mediator slot or a pod
+        # (a pool step normally waits pod start + cold start + up to one polling interval)
+        self.overload_s = 60
+        self.overloaded: list[int] = []
+        self.oldest_wait = 0  # per second: files waiting for a mediator slot + runs waiting for a pod
         self.done = 0
         self.kind_cycle = self._kinds()
         for _ in range(self.med["min"]):
@@ -319,6 +326,15 @@ class Simulation:
                     self._keda_scaled_job(pool, t)
             if t % self.med["polling"] == 0:
                 self._keda_mediator(t, files_by_id)
+            self.med_queue_peak = max(self.med_queue_peak, len(self.med_queue))
+            oldest = max([t - self.med_queue[0].arrived] if self.med_queue else [0])
+            for p in self.pools.values():
+                if p.waiting:
+                    oldest = max(oldest, t - p.waiting[0][2])
+            if oldest > self.overload_s:
+                self.overloaded.append(t)
+            self.oldest_wait = max(self.oldest_wait, oldest)
+            self.backlog.append(len(self.med_queue) + sum(len(p.waiting) for p in self.pools.values()))
             self.med_pod_seconds += len(self.med_pods)
             if len(self.med_pods) > self.med_peak:
                 self.med_peak, self.med_peak_at = len(self.med_pods), t
@@ -395,8 +411,17 @@ class Simulation:
         for arrived, l in self.latencies:
             hourly[arrived // 3600].append(l)
         q = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(p * len(xs)))]
+        peak = max(self.backlog)
+        peak_at = self.backlog.index(peak)
+        over = self.overloaded
         return {
             "files": self.files,
+            "backlog": {"peak_waiting": peak, "peak_at": hms(peak_at), "mediator_queue_peak": self.med_queue_peak,
+                        "oldest_wait_s": round(self.oldest_wait, 1),
+                        f"waits_over_{self.overload_s}s_from": hms(over[0]) if over else None,
+                        f"waits_over_{self.overload_s}s_until": hms(over[-1]) if over else None,
+                        "drain_s": (over[-1] - over[0]) if over else 0,
+                        "seconds_with_waits_over": len(over)},
             "last_arrival": hms(last_arrival),
             "last_file_done": hms(self.end),
             "drained_after_last_arrival_s": self.end - last_arrival,
@@ -487,7 +512,15 @@ def print_report(r: dict, values: dict) -> None:
           + (f"; overrides {a['overrides']}" if a["overrides"] else ""))
     m = r["mediator"]
     print(f"last arrival {r['last_arrival']}, last file done {r['last_file_done']} "
-          f"(backlog drained {r['drained_after_last_arrival_s']} s after the last arrival)")
+          f"({r['drained_after_last_arrival_s']} s after the last arrival)")
+    b = r["backlog"]
+    print(f"waiting (files for a mediator slot + runs for a pod): peak {b['peak_waiting']} at {b['peak_at']}, "
+          f"mediator queue peak {b['mediator_queue_peak']}; oldest wait {b['oldest_wait_s']} s")
+    if b["seconds_with_waits_over"]:
+        print(f"backlog (something waited over 60 s): from {b['waits_over_60s_from']} until {b['waits_over_60s_until']} "
+              f"({b['drain_s']} s, {b['seconds_with_waits_over']} s of it overloaded)")
+    else:
+        print("backlog: none (nothing waited over 60 s for a mediator slot or a pod)")
     print(f"file latency: median {r['latency_s']['median']} s, p95 {r['latency_s']['p95']} s, max {r['latency_s']['max']} s")
     print(f"mediator: peak {m['peak_pods']} pods at {m['peak_at']} (max {values['mediator']['autoscaling']['maxReplicaCount']}), "
           f"{m['pod_hours']} pod-hours, {m['runs_restarted_by_scale_in']} runs restarted by scale-in")

@@ -288,6 +288,20 @@ def test_placement_sends_enabled_converters_to_their_pools(default_objects):
     assert "replicas" not in deployment["spec"]
 
 
+def test_placement_overrides_win_and_name_real_converters():
+    values = {**MINIMAL, "converters": {"video_transcode": {**_load_values()["converters"]["video_transcode"], "enabled": False}},
+              "mediator": {"placementOverrides": {"video_transcode": "pool"}}}
+    objects = render(values)
+    deployment = of_kind(objects, "Deployment")[f"{RELEASE}-fileflow-mediator"]
+    placement = json.loads(env_of(deployment["spec"]["template"]["spec"]["containers"][0])["FILEFLOW_PLACEMENT"]["value"])
+    assert placement["video_transcode"] == "pool"  # served by the Kubernetes pool's worker, no ScaledJob
+    assert not any(o["metadata"]["name"].endswith("-video-transcode") for o in of_kind(objects, "ScaledJob").values())
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmRenderError, match="no such converter"):
+            chart.render({**MINIMAL, "mediator": {"placementOverrides": {"videotranscode": "pool"}}},
+                         name=RELEASE, namespace=NAMESPACE)
+
+
 @pytest.mark.parametrize("which", ["default_objects", "full_objects"])
 def test_every_pod_is_locked_down(which, request):
     objects = request.getfixturevalue(which)
@@ -504,3 +518,26 @@ def test_prefect_yaml_has_a_kubernetes_pool_for_video_transcode():
     assert container["resources"]["limits"]["memory"] == "{{ memory_limit }}"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+# -- the scaling simulation reads the chart's values ------------------------------------------------
+
+
+def test_scaling_simulation_uses_the_chart_values_and_respects_them(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import scaling
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    values = _load_values()
+    report = scaling.main(["--files", "3000", "--set", "ocr.maxReplicaCount=3", "--json", str(tmp_path / "r.json")])
+    enabled = {f"converter-{n}": c for n, c in values["converters"].items() if c["enabled"]}
+    assert set(report["pools"]) == set(enabled)
+    for pool, figures in report["pools"].items():
+        cap = 3 if pool == "converter-ocr" else enabled[pool]["maxReplicaCount"]
+        assert figures["max"] == cap and 0 < figures["peak_pods"] <= cap
+    assert report["pools"]["converter-ocr"]["peak_pods"] == 3  # the cap binds: 3 jobs for many OCR steps
+    assert report["mediator"]["peak_pods"] <= values["mediator"]["autoscaling"]["maxReplicaCount"]
+    # every file finished, and the steps add up to the mix of kinds
+    assert sum(report["latency_by_arrival_hour"][h]["files"] for h in report["latency_by_arrival_hour"]) == 3000
+    assert json.loads((tmp_path / "r.json").read_text())["files"] == 3000

@@ -142,6 +142,12 @@ Secret or none at all for IRSA / workload identity).
 {{- range $name, $c := .Values.converters -}}
 {{- $_ := set $placement $name (ternary "pool" "local" $c.enabled) -}}
 {{- end -}}
+{{- range $name, $where := .Values.mediator.placementOverrides -}}
+{{- if not (hasKey $.Values.converters $name) -}}
+{{- fail (printf "mediator.placementOverrides.%s: no such converter" $name) -}}
+{{- end -}}
+{{- $_ := set $placement $name $where -}}
+{{- end -}}
 {{- toJson $placement -}}
 {{- end -}}
 
