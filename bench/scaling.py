@@ -30,7 +30,7 @@ The model, per second:
   pool, new jobs = min(max, ceil(pending / target)) - unfinished jobs (the default scaling
   strategy); a new job's pod is ready after pod-start + one cold start (the worker), claims
   one waiting run if there is one (else exits at once: a wasted pod), and then pays a second
-  cold start (the engine process) plus the step's cost;
+  cold start (the engine process) plus the step's cost (office_pdf also a cold LibreOffice);
 - KEDA's ScaledObject for the mediator: desired = clamp(ceil(pending mediator runs /
   runsPerPod)), the HPA adding at most max(100 %, 4 pods) per 15 s, removing only after the
   stabilisation window and at most scaleDownPods per scaleDownPeriodSeconds; a removed pod's
@@ -138,6 +138,8 @@ class Simulation:
         self.values, self.mix = values, mix
         self.cold = costs["cold_start_s"]["median"]
         self.cost = {name: c["median"] * cost_scale for name, c in costs["step_seconds"].items()}
+        # a pool pod of office_pdf starts its own LibreOffice (the mediator's stays warm)
+        self.pool_extra = {"office_pdf": costs["office_cold_start_s"]["median"]}
         self.pod_start = pod_start_s
         self.members_per_archive = members_per_archive
         self.arrivals = arrivals(files)
@@ -354,7 +356,7 @@ class Simulation:
         pool.running += 1
         pool.steps += 1
         pool.waits.append(now - enqueued)
-        self._push(now + self.cold + self.cost[step], "job_done", pool, f, step, started)
+        self._push(now + self.cold + self.pool_extra.get(step, 0.0) + self.cost[step], "job_done", pool, f, step, started)
 
     def _keda_scaled_job(self, pool: Pool, t: int) -> None:
         pending = len(pool.waiting) + pool.running
