@@ -114,6 +114,25 @@ def test_every_value_has_a_doc_comment():
     assert undocumented == []
 
 
+def test_schema_descriptions_are_the_values_comments():
+    """values.schema.json says what values.yaml's `# --` comments say, key by key."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    comments, stack = {}, []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z0-9_./-]+):", line)
+        if not m:
+            continue
+        stack = [(d, k) for d, k in stack if d < len(m.group(1))] + [(len(m.group(1)), m.group(2))]
+        if lines[i - 1].lstrip().startswith("# --") and not any(k in FREE_FORM for _, k in stack[:-1]):
+            comments[tuple(k for _, k in stack)] = lines[i - 1].split("# --", 1)[1].strip()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path, text in comments.items():
+        node = schema
+        for key in path:
+            node = node["properties"][key]
+        assert node.get("description") == text, path
+
+
 def test_schema_forbids_unknown_keys_everywhere():
     schema = json.loads((CHART / "values.schema.json").read_text())
 
