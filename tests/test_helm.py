@@ -7,7 +7,6 @@ prefect.yaml."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import helm_python as helm  # helm-python-sdk (dev dependency): Helm v4's Go SDK in-process
 import pytest
 import yaml
 
@@ -28,7 +28,6 @@ K8S_VERSION = "1.33.0"
 RELEASE, NAMESPACE = "ff", "media"
 MINIMAL = {"storage": {"bucket": "acme-fileflow"}}
 
-helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency (uv sync)")
 
 
 def _load_values() -> dict:
