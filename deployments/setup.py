@@ -2,8 +2,10 @@
 
 0. the storage blocks (``fileflow-storage``, from ``FILEFLOW_STORAGE_*``: see storage.py);
 1. the work pools: ``fileflow-mediator`` and ``converter-<name>`` for every registered
-   converter (process pools; existing pools are left as they are, so an operator's pause or
-   concurrency limit survives a re-run);
+   converter (process pools), and the Kubernetes pools of ``K8S_POOLS`` (type ``kubernetes``,
+   base job template from this folder; creating one needs no prefect-kubernetes here, only the
+   worker that serves it does). Existing pools are left as they are, so an operator's pause or
+   concurrency limit survives a re-run;
 2. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place).
 
 Run ``python -m deployments.setup`` with ``PREFECT_API_URL`` pointing at the server; running it
@@ -13,6 +15,7 @@ twice changes nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +26,12 @@ from fileflow.pools import pool_name
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIATOR_POOL = "fileflow-mediator"
+
+#: Kubernetes work pools (one Job per flow run, served by a Prefect Kubernetes worker in a
+#: cluster): name -> base job template. See prefect.yaml (video_transcode-k8s).
+K8S_POOLS: dict[str, dict] = {
+    "converter-video-k8s": json.loads((ROOT / "deployments" / "k8s-video-job-template.json").read_text()),
+}
 
 
 def pool_names() -> list[str]:
@@ -45,6 +54,14 @@ async def ensure_pools() -> list[str]:
             except ObjectNotFound:
                 await client.create_work_pool(
                     WorkPoolCreate(name=name, type="process", base_job_template=template)
+                )
+                created.append(name)
+        for name, k8s_template in K8S_POOLS.items():
+            try:
+                await client.read_work_pool(name)
+            except ObjectNotFound:
+                await client.create_work_pool(
+                    WorkPoolCreate(name=name, type="kubernetes", base_job_template=k8s_template)
                 )
                 created.append(name)
     return created

@@ -27,7 +27,8 @@ def test_prefect_yaml_declares_router_kind_flows_and_one_deployment_per_converte
     for name in converters.BUILTINS:
         assert deployments[name]["entrypoint"] == "flows/step.py:converter_step"
         assert deployments[name]["work_pool"]["name"] == f"converter-{name}"
-    assert set(deployments) == {"process-file", *KIND_FLOWS, *converters.BUILTINS}
+    assert set(deployments) == {"process-file", *KIND_FLOWS, *converters.BUILTINS, "video_transcode-k8s"}
+    assert deployments["video_transcode-k8s"]["work_pool"]["name"] == "converter-video-k8s"
 
 
 def test_setup_is_idempotent(prefect_server):
@@ -54,5 +55,6 @@ def test_setup_is_idempotent(prefect_server):
     second = setup()
     assert "none (all existed)" not in first and "none (all existed)" in second
     assert set(pool_names()) <= pools
+    assert "converter-video-k8s" in pools
     assert asyncio.run(snapshot()) == (pools, deployments)  # same ids: updated in place, nothing new
     assert len({d for d in deployments if d[0] in converters.BUILTINS}) == len(converters.BUILTINS)

@@ -1,0 +1,561 @@
+"""The Helm chart (helm/fileflow), rendered and linted in-process by helm-python-sdk (Helm v4's Go
+SDK through ctypes, no helm binary, no cluster), every manifest validated against Kubernetes'
+schemas (kubernetes-validate, offline) and KEDA objects against schemas written from KEDA's
+documentation (tests/keda/). Also the images' Dockerfile and the Kubernetes work pool of
+prefect.yaml."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import helm_python as helm  # helm-python-sdk (dev dependency): Helm v4's Go SDK in-process
+import pytest
+import yaml
+
+import converters
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "fileflow"
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
+KEDA_SCHEMAS = Path(__file__).parent / "keda"
+K8S_VERSION = "1.33.0"
+RELEASE, NAMESPACE = "ff", "media"
+MINIMAL = {"storage": {"bucket": "acme-fileflow"}}
+
+
+
+def _load_values() -> dict:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def render(values: dict) -> list[dict]:
+    """Every object the chart renders with these values (hooks included), parsed."""
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = []
+    for path, text in sorted(files.items()):
+        if not path.endswith(".yaml"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+@pytest.fixture(scope="module")
+def default_objects() -> list[dict]:
+    return render(MINIMAL)
+
+
+@pytest.fixture(scope="module")
+def full_values() -> dict:
+    return yaml.safe_load(FULL_VALUES.read_text())
+
+
+@pytest.fixture(scope="module")
+def full_objects(full_values) -> list[dict]:
+    return render(full_values)
+
+
+def of_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
+    specs = []
+    for o in objects:
+        if o["kind"] in ("Deployment", "Job"):
+            specs.append((o["metadata"]["name"], o["spec"]["template"]["spec"]))
+        elif o["kind"] == "ScaledJob":
+            specs.append((o["metadata"]["name"], o["spec"]["jobTargetRef"]["template"]["spec"]))
+    return specs
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+# -- values, schema, lint ---------------------------------------------------------------------------
+
+
+def test_values_list_exactly_the_registry_converters():
+    assert list(_load_values()["converters"]) == list(converters.BUILTINS)
+    assert list(yaml.safe_load(FULL_VALUES.read_text())["converters"]) == list(converters.BUILTINS)
+
+
+FREE_FORM = {"resources", "labels", "annotations", "namespaceSelector", "podSelector", "commonLabels", "digests"}
+
+
+def test_every_value_has_a_doc_comment():
+    """helm-docs style: a `# --` line right above every value and every converter; keys inside
+    a documented free-form map (resources, labels, selectors) belong to that map's comment."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented, stack = [], []  # stack of (indent, key)
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z0-9_./-]+):(.*)$", line)
+        if not m:
+            continue
+        indent, key = len(m.group(1)), m.group(2)
+        stack = [(d, k) for d, k in stack if d < indent]
+        inside_free_form = any(k in FREE_FORM for _, k in stack)
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        is_parent = m.group(3).strip() == "" and len(nxt) - len(nxt.lstrip()) > indent and not nxt.lstrip().startswith("- ")
+        is_converter = stack == [(0, "converters")]
+        documented = lines[i - 1].lstrip().startswith("# --")
+        if not inside_free_form and (not is_parent or is_converter) and not documented:
+            undocumented.append(line.strip())
+        stack.append((indent, key))
+    assert undocumented == []
+
+
+def test_schema_descriptions_are_the_values_comments():
+    """values.schema.json says what values.yaml's `# --` comments say, key by key."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    comments, stack = {}, []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z0-9_./-]+):", line)
+        if not m:
+            continue
+        stack = [(d, k) for d, k in stack if d < len(m.group(1))] + [(len(m.group(1)), m.group(2))]
+        if lines[i - 1].lstrip().startswith("# --") and not any(k in FREE_FORM for _, k in stack[:-1]):
+            comments[tuple(k for _, k in stack)] = lines[i - 1].split("# --", 1)[1].strip()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path, text in comments.items():
+        node = schema
+        for key in path:
+            node = node["properties"][key]
+        assert node.get("description") == text, path
+
+
+def test_schema_forbids_unknown_keys_everywhere():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(node, path):
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, path
+            for key, child in node["properties"].items():
+                walk(child, f"{path}.{key}")
+
+    walk(schema, "values")
+
+
+@pytest.mark.parametrize(
+    "values, where",
+    [
+        ({"storage": {"bucket": "acme-fileflow", "bukcet": "x"}}, "bukcet"),
+        ({**MINIMAL, "converters": {"ocr": {"maxReplicas": 3}}}, "maxReplicas"),
+        ({**MINIMAL, "converters": {"orc": {"enabled": True}}}, "orc"),
+        ({**MINIMAL, "mediator": {"autoscaling": {"minReplicas": 2}}}, "minReplicas"),
+        ({"storage": {"bucket": "acme-fileflow", "credentials": {"secretAccessKey": "plain"}}}, "secretAccessKey"),
+        ({**MINIMAL, "converters": {"ocr": {"image": "ocr-latest"}}}, "image"),
+        ({**MINIMAL, "securityContext": {"runAsUser": 0}}, "runAsUser"),
+    ],
+)
+def test_schema_refuses_misspelt_and_unsafe_values(values, where):
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmValuesError, match=where):
+            chart.validate_schema(values)
+
+
+def test_default_values_ask_for_the_bucket_by_name():
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmRenderError, match="storage.bucket is required"):
+            chart.render({}, name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("values_file", [None, FULL_VALUES], ids=["defaults", "full"])
+def test_lint_is_clean(values_file):
+    values = yaml.safe_load(values_file.read_text()) if values_file else MINIMAL
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=K8S_VERSION)
+    assert report["errors"] == []
+    # severity 1 is INFO (e.g. "icon is recommended"); nothing at WARNING (2) or ERROR (3)
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+# -- manifests are valid ----------------------------------------------------------------------------
+
+
+def _keda_validator(name: str):
+    import jsonschema
+    from referencing import Registry, Resource
+
+    registry = Registry()
+    for path in KEDA_SCHEMAS.glob("*.schema.json"):
+        registry = registry.with_resource(path.name, Resource.from_contents(json.loads(path.read_text())))
+    schema = json.loads((KEDA_SCHEMAS / name).read_text())
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+@pytest.mark.parametrize("which", ["default_objects", "full_objects"])
+def test_every_manifest_is_valid(which, request):
+    import kubernetes_validate
+
+    objects = request.getfixturevalue(which)
+    validators = {"ScaledJob": _keda_validator("scaledjob.schema.json"),
+                  "ScaledObject": _keda_validator("scaledobject.schema.json")}
+    kinds = set()
+    for obj in objects:
+        kinds.add(obj["kind"])
+        if obj["kind"] in validators:
+            errors = [e.message for e in validators[obj["kind"]].iter_errors(obj)]
+            assert errors == [], (obj["metadata"]["name"], errors)
+            if obj["kind"] == "ScaledJob":  # the job KEDA will create, as Kubernetes sees it
+                job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
+                       "spec": obj["spec"]["jobTargetRef"]}
+                kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+        else:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    assert {"Deployment", "Service", "ScaledJob", "ScaledObject", "Job", "NetworkPolicy",
+            "PodDisruptionBudget", "ServiceAccount", "ConfigMap"} <= kinds
+
+
+def test_keda_schema_catches_a_misspelt_field(default_objects):
+    """The KEDA schemas are not a rubber stamp: a misspelt field fails them."""
+    scaled_job = dict(next(iter(of_kind(default_objects, "ScaledJob").values())))
+    scaled_job["spec"] = {**scaled_job["spec"], "maxReplicas": 3}
+    assert list(_keda_validator("scaledjob.schema.json").iter_errors(scaled_job))
+
+
+# -- what matters -----------------------------------------------------------------------------------
+
+
+def _check_scaled_jobs(objects: list[dict], values: dict, fullname: str):
+    scaled_jobs = of_kind(objects, "ScaledJob")
+    enabled = [n for n, c in values["converters"].items() if c["enabled"]]
+    by_converter = {o["metadata"]["labels"]["fileflow.io/converter"]: o for o in scaled_jobs.values()}
+    assert sorted(by_converter) == sorted(n.replace("_", "-") for n in enabled)
+    service = of_kind(objects, "Service")[f"{fullname}-exporter"]
+    port = service["spec"]["ports"][0]["port"]
+    exporter_url = f"http://{fullname}-exporter.{NAMESPACE}.svc.cluster.local:{port}"
+    for name in enabled:
+        c = values["converters"][name]
+        sj = by_converter[name.replace("_", "-")]
+        spec = sj["spec"]
+        pod = spec["jobTargetRef"]["template"]["spec"]
+        (container,) = pod["containers"]
+        argv = container["command"] + container["args"]
+        worker = argv[argv.index("prefect"):]
+        assert worker[:3] == ["prefect", "worker", "start"]
+        assert worker[worker.index("--pool") + 1] == f"converter-{name}"
+        assert "--run-once" in worker and worker[worker.index("--limit") + 1] == "1"
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "metrics-api"
+        assert trigger["metadata"] == {
+            "url": f"{exporter_url}/pools/converter-{name}",
+            "format": "json",
+            "valueLocation": "pending",
+            "targetValue": str(c["targetPendingPerPod"]),
+        }
+        assert spec["scalingStrategy"] == {"strategy": "default"}
+        assert spec["rollout"]["strategy"] == "gradual"
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["pollingInterval"]) == (
+            c["minReplicaCount"], c["maxReplicaCount"], c["pollingInterval"])
+        job = spec["jobTargetRef"]
+        assert job["backoffLimit"] == 0 and job["parallelism"] == 1 and job["completions"] == 1
+        assert job["activeDeadlineSeconds"] == c["activeDeadlineSeconds"]
+        assert job["ttlSecondsAfterFinished"] == c["ttlSecondsAfterFinished"]
+        assert pod["terminationGracePeriodSeconds"] == c["terminationGracePeriodSeconds"]
+        assert pod["restartPolicy"] == "Never"
+        assert container["resources"] == c["resources"]
+        assert f"/{c['image']}" in container["image"]
+        scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
+        assert scratch["emptyDir"]["sizeLimit"] == c["scratchSizeLimit"]
+        paused = (sj["metadata"].get("annotations") or {}).get("autoscaling.keda.sh/paused")
+        assert paused == ("true" if c["paused"] else None)
+
+
+def test_one_scaled_job_per_enabled_converter_on_its_pool_and_the_exporter(default_objects, full_objects, full_values):
+    defaults = _load_values()
+    _check_scaled_jobs(default_objects, defaults, f"{RELEASE}-fileflow")
+    _check_scaled_jobs(full_objects, full_values, "fileflow-prod")
+    assert len(of_kind(full_objects, "ScaledJob")) == len(converters.BUILTINS)
+
+
+def test_mediator_scaled_by_keda_on_the_exporter_and_placement_follows_the_scaled_jobs(full_objects, full_values):
+    (so,) = of_kind(full_objects, "ScaledObject").values()
+    deployment = of_kind(full_objects, "Deployment")["fileflow-prod-mediator"]
+    assert so["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fileflow-prod-mediator"}
+    assert "replicas" not in deployment["spec"]  # KEDA owns the replica count
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["metadata"]["url"] == "http://fileflow-prod-exporter.media.svc.cluster.local:9465/pools/fileflow-mediator"
+    assert trigger["metadata"]["targetValue"] == str(full_values["mediator"]["runsPerPod"])
+    auto = full_values["mediator"]["autoscaling"]
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (auto["minReplicaCount"], auto["maxReplicaCount"])
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][container["command"].index("--limit") + 1] == str(full_values["mediator"]["runsPerPod"])
+    assert container["resources"] == full_values["mediator"]["resources"]
+    assert "/ocr:" in container["image"]
+
+    pdb = of_kind(full_objects, "PodDisruptionBudget")["fileflow-prod-mediator"]
+    assert pdb["spec"]["maxUnavailable"] == 2
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_placement_sends_enabled_converters_to_their_pools(default_objects):
+    deployment = of_kind(default_objects, "Deployment")[f"{RELEASE}-fileflow-mediator"]
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    placement = json.loads(env["FILEFLOW_PLACEMENT"]["value"])
+    values = _load_values()["converters"]
+    assert placement == {n: ("pool" if c["enabled"] else "local") for n, c in values.items()}
+    assert env["FILEFLOW_DEFAULT_PLACEMENT"]["value"] == "local"
+    assert "replicas" not in deployment["spec"]
+
+
+def test_placement_overrides_win_and_name_real_converters():
+    values = {**MINIMAL, "converters": {"video_transcode": {**_load_values()["converters"]["video_transcode"], "enabled": False}},
+              "mediator": {"placementOverrides": {"video_transcode": "pool"}}}
+    objects = render(values)
+    deployment = of_kind(objects, "Deployment")[f"{RELEASE}-fileflow-mediator"]
+    placement = json.loads(env_of(deployment["spec"]["template"]["spec"]["containers"][0])["FILEFLOW_PLACEMENT"]["value"])
+    assert placement["video_transcode"] == "pool"  # served by the Kubernetes pool's worker, no ScaledJob
+    assert not any(o["metadata"]["name"].endswith("-video-transcode") for o in of_kind(objects, "ScaledJob").values())
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmRenderError, match="no such converter"):
+            chart.render({**MINIMAL, "mediator": {"placementOverrides": {"videotranscode": "pool"}}},
+                         name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("which", ["default_objects", "full_objects"])
+def test_every_pod_is_locked_down(which, request):
+    objects = request.getfixturevalue(which)
+    specs = pod_specs(objects)
+    assert len(specs) >= 4
+    for name, pod in specs:
+        sc = pod["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0, name
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes["tmp"] and "emptyDir" in volumes["scratch"], name
+        for container in pod["containers"]:
+            csc = container["securityContext"]
+            assert csc["readOnlyRootFilesystem"] is True, name
+            assert csc["allowPrivilegeEscalation"] is False, name
+            assert csc["capabilities"] == {"drop": ["ALL"]}, name
+            assert csc["runAsUser"] > 0 and csc["runAsNonRoot"] is True, name
+            assert csc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert {"/tmp", "/scratch"} <= mounts, name
+            assert "resources" in container and container["resources"]["limits"]["memory"], name
+            if which == "full_objects":
+                assert csc["runAsUser"] == 20001
+
+
+def test_no_secret_value_in_plain_text(full_objects, default_objects):
+    """Credentials come only from existing Secrets (by reference) or from the service account."""
+    assert not of_kind(full_objects, "Secret") and not of_kind(default_objects, "Secret")
+    secret_refs = {"PREFECT_API_URL": ("prefect-connection", "api-url"),
+                   "PREFECT_API_AUTH_STRING": ("prefect-connection", "auth-string"),
+                   "FILEFLOW_STORAGE_ACCESS_KEY_ID": ("fileflow-s3", "AWS_ACCESS_KEY_ID"),
+                   "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": ("fileflow-s3", "AWS_SECRET_ACCESS_KEY")}
+    for name, pod in pod_specs(full_objects):
+        for container in pod["containers"]:
+            env = env_of(container)
+            for var, (secret, key) in secret_refs.items():
+                assert "value" not in env[var], (name, var)
+                assert env[var]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}, (name, var)
+            for var in env:
+                if re.search(r"SECRET|PASSWORD|TOKEN|AUTH|KEY", var):
+                    assert "valueFrom" in env[var], (name, var)
+    # defaults: no keys at all (the service account's identity is used), and the IRSA annotation
+    # of the full values lands on the service account
+    for name, pod in pod_specs(default_objects):
+        env = env_of(pod["containers"][0])
+        assert not {"FILEFLOW_STORAGE_ACCESS_KEY_ID", "FILEFLOW_STORAGE_SECRET_ACCESS_KEY", "PREFECT_API_AUTH_STRING"} & set(env)
+        assert pod["serviceAccountName"] == f"{RELEASE}-fileflow"
+    sa = of_kind(full_objects, "ServiceAccount")["fileflow-runner"]
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    assert all(pod["serviceAccountName"] == "fileflow-runner" for _, pod in pod_specs(full_objects))
+
+
+def test_converter_pods_reach_only_dns_the_prefect_api_and_storage(full_objects, full_values):
+    policy = of_kind(full_objects, "NetworkPolicy")["fileflow-prod-converter"]
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+    assert spec["podSelector"]["matchLabels"]["fileflow.io/role"] == "converter"
+    for sj in of_kind(full_objects, "ScaledJob").values():
+        assert sj["spec"]["jobTargetRef"]["template"]["metadata"]["labels"]["fileflow.io/role"] == "converter"
+    dns, api, storage = spec["egress"]
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "coredns"}
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert api["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "prefect-prod"}
+    assert api["ports"] == [{"protocol": "TCP", "port": 4200}]
+    assert [t["ipBlock"]["cidr"] for t in storage["to"]] == full_values["networkPolicy"]["storage"]["cidrs"]
+    assert storage["to"][0]["ipBlock"]["except"] == ["52.219.1.0/24"]
+    assert storage["ports"] == [{"protocol": "TCP", "port": 443}]
+    exporter = of_kind(full_objects, "NetworkPolicy")["fileflow-prod-exporter"]["spec"]
+    assert len(exporter["egress"]) == 2  # DNS and the Prefect API, no storage
+    assert exporter["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9465}]
+
+
+def test_hook_jobs_prepare_the_bucket_then_apply_the_deployments(full_objects):
+    jobs = of_kind(full_objects, "Job")
+    bucket, setup = jobs["fileflow-prod-prepare-bucket"], jobs["fileflow-prod-setup"]
+    assert bucket["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "fileflow", "storage", "prepare-bucket", "--tmp-days", "2"]
+    assert setup["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "deployments.setup"]
+    weights = [int(j["metadata"]["annotations"]["helm.sh/hook-weight"]) for j in (bucket, setup)]
+    assert weights[0] < weights[1]
+    env = env_of(bucket["spec"]["template"]["spec"]["containers"][0])
+    assert env["FILEFLOW_STORAGE_BUCKET"]["value"] == "acme-fileflow-prod"
+    assert env["FILEFLOW_STORAGE_PREFIX"]["value"] == "uploads"
+
+
+def test_grafana_dashboard_configmap(default_objects):
+    from fileflow.exporter import _METRICS
+
+    (cm,) = of_kind(default_objects, "ConfigMap").values()
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["fileflow.json"])
+    assert dashboard == json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    used = set(re.findall(r"fileflow_[a-z_]+", exprs))
+    existing = {name for name, _ in _METRICS}
+    planned = {"fileflow_files_total", "fileflow_file_failures_total", "fileflow_step_duration_seconds_bucket"}
+    assert used - existing == planned
+    assert existing - {"fileflow_exporter_scrape_seconds"} <= used | {"fileflow_exporter_scrape_seconds"}
+
+
+def test_scaled_job_pod_lets_its_step_finish_on_sigterm(default_objects, tmp_path):
+    """The ScaledJob pod's PID 1 (the chart's shell wrapper) takes an eviction's SIGTERM and
+    waits for the worker, which never sees the signal; the worker's exit status is the pod's.
+    The worker here is a stand-in command that records any SIGTERM it receives."""
+    sj = next(iter(of_kind(default_objects, "ScaledJob").values()))
+    container = sj["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["/bin/sh", "-c"]
+    script, arg0 = container["command"][2], container["command"][3]
+    ready, go, hit = tmp_path / "ready", tmp_path / "go", tmp_path / "sigterm"
+    worker = (
+        "import pathlib, signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(hit)!r}).touch(), sys.exit(143)))\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.02)\n"
+        "sys.exit(7)\n"
+    )
+    proc = subprocess.Popen(["/bin/sh", "-c", script, arg0, sys.executable, "-c", worker],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # what the kubelet sends PID 1 on eviction
+        proc.send_signal(signal.SIGTERM)
+        go.touch()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 7
+    assert not hit.exists()
+    assert "SIGTERM received" in out
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+
+def _dockerfile_stages() -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
+    """(ARG defaults, instructions per stage, FROM of each stage) of docker/Dockerfile."""
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    logical = re.sub(r"\\\n", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    args, stages, parents, current = {}, {}, {}, None
+    for line in (l.strip() for l in logical.splitlines() if l.strip()):
+        op, _, rest = line.partition(" ")
+        if op.upper() == "ARG" and current is None and "=" in rest:
+            key, _, value = rest.partition("=")
+            args[key] = value
+        elif op.upper() == "FROM":
+            m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", rest, re.I)
+            assert m, line
+            current = m.group(2)
+            parents[current] = m.group(1)
+            stages[current] = []
+        elif current is not None:
+            stages[current].append(line)
+    return args, stages, parents
+
+
+def test_dockerfile_images_are_pinned_non_root_and_carry_their_packages():
+    args, stages, parents = _dockerfile_stages()
+    flavours = {"mediator", "base", "ocr", "office", "video"}
+    assert flavours <= set(stages)
+    for stage, parent in parents.items():
+        if parent in stages:
+            continue
+        ref = args.get(parent.strip("${}"), parent)
+        assert re.search(r"@sha256:[0-9a-f]{64}$|:\d+(\.\d+)+(-[a-z0-9]+)?$", ref), f"{stage}: base {ref} is not pinned"
+    for flavour in flavours:
+        users = [l.split()[1] for l in stages[flavour] if l.upper().startswith("USER ")]
+        assert users, f"{flavour} sets no USER"
+        uid = users[-1].split(":")[0]
+        assert uid.isdigit() and int(uid) != 0, f"{flavour} runs as {users[-1]}"
+
+    def packages(stage: str) -> set[str]:
+        found = set()
+        while stage in stages:
+            for line in stages[stage]:
+                if "apt-get install" in line:
+                    found |= {w for w in line.split("--no-install-recommends", 1)[1].split("&&")[0].split()}
+            stage = parents[stage]
+        return found
+
+    assert {"libmagic1", "python3"} <= packages("base")
+    assert {"tesseract-ocr", "tesseract-ocr-eng", "tesseract-ocr-deu"} <= packages("ocr")
+    assert {"python3-uno", "libreoffice-writer-nogui"} <= packages("office")
+    assert "ffmpeg" in packages("video") and "ffmpeg" not in packages("base")
+    assert "tesseract-ocr" not in packages("office") | packages("video") | packages("mediator")
+    build = " ".join(stages["build"])
+    assert "uv sync --frozen --no-dev" in build.replace("/opt/uv/bin/", "")
+
+    values = _load_values()
+    used = {c["image"] for c in values["converters"].values()} | {values["mediator"]["image"], values["exporter"]["image"]}
+    assert used <= flavours
+
+
+# -- the Kubernetes work pool of prefect.yaml -----------------------------------------------------------
+
+
+def test_prefect_yaml_has_a_kubernetes_pool_for_video_transcode():
+    from deployments.setup import K8S_POOLS
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployment = next(d for d in spec["deployments"] if d["name"] == "video_transcode-k8s")
+    assert deployment["entrypoint"] == "flows/step.py:converter_step"
+    assert deployment["work_pool"]["name"] == "converter-video-k8s"
+    template = K8S_POOLS["converter-video-k8s"]
+    job = template["job_configuration"]["job_manifest"]
+    assert job["kind"] == "Job" and job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["ttlSecondsAfterFinished"] == "{{ finished_job_ttl }}"
+    assert template["variables"]["properties"]["finished_job_ttl"]["default"] > 0
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["memory"] == "{{ memory_limit }}"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+# -- the scaling simulation reads the chart's values ------------------------------------------------
+
+
+def test_scaling_simulation_uses_the_chart_values_and_respects_them(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import scaling
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    values = _load_values()
+    report = scaling.main(["--files", "3000", "--set", "ocr.maxReplicaCount=3", "--json", str(tmp_path / "r.json")])
+    enabled = {f"converter-{n}": c for n, c in values["converters"].items() if c["enabled"]}
+    assert set(report["pools"]) == set(enabled)
+    for pool, figures in report["pools"].items():
+        cap = 3 if pool == "converter-ocr" else enabled[pool]["maxReplicaCount"]
+        assert figures["max"] == cap and 0 < figures["peak_pods"] <= cap
+    assert report["pools"]["converter-ocr"]["peak_pods"] == 3  # the cap binds: 3 jobs for many OCR steps
+    assert report["mediator"]["peak_pods"] <= values["mediator"]["autoscaling"]["maxReplicaCount"]
+    # every file finished, and the steps add up to the mix of kinds
+    assert sum(report["latency_by_arrival_hour"][h]["files"] for h in report["latency_by_arrival_hour"]) == 3000
+    assert json.loads((tmp_path / "r.json").read_text())["files"] == 3000
