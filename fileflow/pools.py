@@ -49,10 +49,11 @@ async def run_on_pool(
     attempt: int,
     timeout_s: float,
     poll_s: float,
+    deployment: str | None = None,
 ) -> dict[str, Any]:
     outcome_key = f"tmp/steps/{cache_key}-{attempt}.json"
     flow_run = await arun_deployment(
-        deployment_name(converter),
+        deployment or deployment_name(converter),
         parameters={
             "converter": converter,
             "label": label,
