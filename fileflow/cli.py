@@ -38,7 +38,7 @@ def process(
     ] = None,
 ) -> None:
     """Process files and folders on this machine (embedded Prefect, local storage, child processes)."""
-    from fileflow.batch import collect, print_summary, run_batch
+    from fileflow.batch import collect, new_batch_id, print_summary, run_batch
 
     files = collect(paths)
     if not files:
@@ -48,7 +48,9 @@ def process(
     if concurrency:
         pipeline = pipeline.model_copy(update={"max_active_files": concurrency})
     storage = StorageSettings().config(out=out)
-    manifests = asyncio.run(run_batch(files, pipeline, storage, console=console, out=out))
+    batch_id = new_batch_id()
+    console.print(f"batch {batch_id}: {len(files)} files (Prefect runs tagged batch:{batch_id})")
+    manifests = asyncio.run(run_batch(files, pipeline, storage, console=console, out=out, batch_id=batch_id))
     print_summary(manifests, console=Console(), out=out)
     raise typer.Exit(0 if manifests and all(m["status"] == "completed" for m in manifests) else 1)
 
@@ -165,6 +167,7 @@ def submit(
     """Upload files and start the process-file deployment for each (as an upload service does)."""
     from rich.table import Table
 
+    from fileflow.batch import new_batch_id
     from fileflow.submit import storage_for, submit as do_submit, wait_for
 
     if (home / "stack.json").exists():  # a local stack: its API and its storage, unless set
@@ -178,7 +181,9 @@ def submit(
     store = storage_for(StorageSettings().config())
 
     async def go():
-        runs = await do_submit(sources, store)
+        batch_id = new_batch_id()
+        console.print(f"batch {batch_id}: Prefect runs tagged batch:{batch_id}")
+        runs = await do_submit(sources, store, batch_id=batch_id)
         for run in runs:
             console.print(f"submitted {run.name} as run {run.flow_run_name} ({run.flow_run_id})")
         if not wait:
