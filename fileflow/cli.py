@@ -210,5 +210,62 @@ def submit(
     raise typer.Exit(0 if all(m["status"] == "completed" for m in manifests) else 1)
 
 
+def _stack_settings(home: Path) -> None:
+    """A stack started by `fileflow up` in ``home``: its API and storage, unless already set."""
+    if (home / "stack.json").exists():
+        state = json.loads((home / "stack.json").read_text())
+        os.environ.setdefault("PREFECT_API_URL", state["api_url"])
+        if state.get("storage_path"):
+            os.environ.setdefault("FILEFLOW_STORAGE_PATH", state["storage_path"])
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    window: Annotated[int, typer.Option(help="minutes of completions and failures to count", min=1)] = 60,
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`, if any")] = DEFAULT_HOME,
+) -> None:
+    """Files in flight by kind and stage, work waiting per pool, completions and failures."""
+    from datetime import timedelta
+
+    from fileflow.status import collect, render
+
+    _stack_settings(home)
+    try:
+        result = asyncio.run(collect(timedelta(minutes=window)))
+    except Exception as exc:  # the API is down or refused: say so, no traceback
+        console.print(f"[red]cannot read Prefect's API: {type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        render(result, Console())
+
+
+@app.command()
+def show(
+    file: Annotated[str, typer.Argument(help="file id (SHA-256 or a prefix of 4+ hex digits) or the uploaded name")],
+    out: Annotated[Optional[Path], typer.Option(help="local storage folder (default FILEFLOW_STORAGE_PATH)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object: manifest, flow run id, run URL")] = False,
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`, if any")] = DEFAULT_HOME,
+) -> None:
+    """Print a file's manifest (from storage) and the link to its run in the Prefect UI."""
+    from blocks.storage import Store
+    from fileflow.errors import FileLookupError
+    from fileflow.show import find
+
+    _stack_settings(home)
+    try:
+        shown = asyncio.run(find(file, Store(StorageSettings().config(out=out))))
+    except FileLookupError as exc:
+        console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps(shown.as_json(), indent=2, ensure_ascii=False))
+        return
+    Console().print_json(data=shown.manifest)
+    typer.echo(f"run: {shown.run_url}" if shown.run_url else "run: none recorded in this Prefect (no manifest artifact)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

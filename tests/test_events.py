@@ -191,3 +191,63 @@ def test_webhook_automation_posts_the_terminal_event_to_an_http_server(prefect_s
     assert asyncio.run(notify.ensure(notify.NotifySettings(webhook_url=None))) == "disabled"
     (automation,) = asyncio.run(automations())
     assert not automation.enabled
+
+
+# -- the exporter's file metrics, from the same events ------------------------------------------
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple], float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        body = response.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    assert families["fileflow_files"].type == "counter"
+    assert families["fileflow_file_failures"].type == "counter"
+    assert families["fileflow_step_duration_seconds"].type == "histogram"
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+
+
+def test_exporter_counts_files_failures_and_step_durations(prefect_server, tmp_path):
+    from fileflow.exporter import start_server
+
+    server = start_server("127.0.0.1", 0, api_url=prefect_server, cache_s=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        before = _scrape(server.url)
+        assert not any(name.startswith("fileflow_files_total") for name, _ in before)  # counts from start
+        folder = tmp_path / "in"
+        folder.mkdir()
+        (folder / "counted.txt").write_text("The exporter counts this file once it has reached its end. " * 3)
+        (folder / "counted-empty.txt").write_bytes(b"")
+        manifests = asyncio.run(run_batch(sorted(folder.iterdir()), SETTINGS, StorageConfig(basepath=str(tmp_path / "out"))))
+        done = {m["name"]: m for m in manifests}
+        deadline = time.monotonic() + 60
+        while True:
+            figures = _scrape(server.url)
+            total = sum(v for (name, _), v in figures.items() if name == "fileflow_files_total")
+            if total >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        text = done["counted.txt"]
+        empty = done["counted-empty.txt"]
+        assert figures[("fileflow_files_total", (("kind", "text"), ("status", "completed")))] == 1
+        assert figures[("fileflow_files_total", (("kind", empty["kind"]), ("status", "failed")))] == 1
+        assert total == 2
+        assert figures[("fileflow_file_failures_total", (("error", "CorruptInput"), ("kind", empty["kind"])))] == 1
+        ran = [s for s in text["steps"] if s["status"] == "completed" and not s["cached"]]
+        assert ran, text["steps"]
+        for step in ran:
+            labels = (("converter", step["name"]),)
+            assert figures[("fileflow_step_duration_seconds_count", labels)] == 1
+            assert figures[("fileflow_step_duration_seconds_sum", labels)] == pytest.approx(step["duration_s"], abs=1e-5)
+            assert figures[("fileflow_step_duration_seconds_bucket", (("converter", step["name"]), ("le", "+Inf")))] == 1
+        again = _scrape(server.url)  # a refresh reads the same events again (slack): counted once
+        assert sum(v for (name, _), v in again.items() if name == "fileflow_files_total") == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.work.close()
