@@ -78,6 +78,7 @@ async def submit(sources: list[str], store: Store, batch_id: str | None = None) 
                 ROUTER,
                 parameters={"key": key, "file_id": digest, "name": name, "size": path.stat().st_size},
                 idempotency_key=idempotency_key(digest, name),
+                flow_run_name=f"file:{name}",  # named while it waits, not only once it starts
                 timeout=0,
                 as_subflow=False,
                 tags=["fileflow", "upload", f"batch:{batch_id}"],
