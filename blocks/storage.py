@@ -174,3 +174,22 @@ class Store:
                 return False
             raise
         return True
+
+    def keys(self, prefix: str) -> list[str]:
+        """Keys that start with ``prefix`` (e.g. ``manifests/3fa9``), sorted."""
+        if self.config.kind == "local":
+            base = Path(self.block.basepath)
+            folder, _, start = prefix.rpartition("/")
+            root = base / check_key(folder) if folder else base
+            if not root.is_dir():
+                return []
+            return sorted(
+                str(p.relative_to(base)) for p in root.iterdir()
+                if p.is_file() and p.name.startswith(start) and not p.name.startswith(".")
+            )
+        base = self.config.prefix.strip("/")
+        pages = self._client().get_paginator("list_objects_v2").paginate(
+            Bucket=self.config.bucket, Prefix=f"{base}/{prefix}" if base else prefix
+        )
+        strip = len(base) + 1 if base else 0
+        return sorted(o["Key"][strip:] for page in self._s3_call(list, pages) for o in page.get("Contents", []))

@@ -6,7 +6,9 @@
    base job template from this folder; creating one needs no prefect-kubernetes here, only the
    worker that serves it does). Existing pools are left as they are, so an operator's pause or
    concurrency limit survives a re-run;
-2. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place).
+2. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place);
+3. the webhook automation for terminal file events, when ``FILEFLOW_NOTIFY_WEBHOOK_URL`` is
+   set (disabled otherwise; see notify.py and docs/events.md).
 
 Run ``python -m deployments.setup`` with ``PREFECT_API_URL`` pointing at the server; running it
 twice changes nothing.
@@ -80,8 +82,11 @@ def apply(env: dict[str, str] | None = None) -> list[str]:
     from fileflow.settings import StorageSettings
 
     save_storage_blocks(StorageSettings().config())
+    from deployments import notify
+
     created = asyncio.run(ensure_pools())
     deploy(env)
+    asyncio.run(notify.ensure())
     return created
 
 

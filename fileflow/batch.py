@@ -2,14 +2,17 @@
 
 Each file is copied into storage under its content hash (the upload), then goes through the
 router flow; at most ``max_active_files`` at once, since Prefect's embedded SQLite database
-fails with "database is locked" when too many runs write at the same time.
+fails with "database is locked" when too many runs write at the same time. Every run of the
+batch is tagged ``batch:<id>``, so the UI (and ``fileflow status``) can filter on one batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,11 @@ from converters.inspect import sha256_of
 from fileflow.mediator import FileRef, Mediation, Runtime, display_name, runtime
 from fileflow.progress import Tracker
 from fileflow.settings import PipelineSettings
+
+
+def new_batch_id() -> str:
+    """``<UTC time>-<random>``, e.g. ``20261126T105900-3f2a9c``: sortable and unique."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -64,16 +72,19 @@ def _render(tracker: Tracker, started: float) -> Group:
     return Group(head, bar, table)
 
 
-async def _one(path: Path, rt: Runtime, gate: asyncio.Semaphore) -> None:
+async def _one(path: Path, rt: Runtime, gate: asyncio.Semaphore, batch_id: str) -> None:
+    from prefect import tags
+
     from flows.router import process_file
 
     async with gate:
         digest, size = await asyncio.to_thread(ingest, path, rt.store)
         file = FileRef(file_id=digest, name=display_name(path.name), key=original_key(digest), size=size)
         try:
-            state = await process_file(
-                key=file.key, file_id=digest, name=path.name, size=size, return_state=True
-            )
+            with tags(f"batch:{batch_id}"):
+                state = await process_file(
+                    key=file.key, file_id=digest, name=path.name, size=size, return_state=True
+                )
             reason = state.message or state.name
         except Exception as exc:  # the run itself broke: the file must still get a manifest
             reason = f"{type(exc).__name__}: {exc}"
@@ -91,14 +102,18 @@ async def run_batch(
     *,
     console: Console | None = None,
     out: Path | None = None,
+    batch_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Process ``files``; the manifests of every file and archive member, in completion order."""
+    """Process ``files``; the manifests of every file and archive member, in completion order.
+
+    Runs are tagged ``batch:<batch_id>`` (a new id when none is given)."""
+    batch_id = batch_id or new_batch_id()
     tracker = Tracker()
     tracker.expect(len(files))
     started = time.monotonic()
     with runtime(Runtime(pipeline, storage, tracker)) as rt:
         gate = asyncio.Semaphore(pipeline.max_active_files)
-        work = asyncio.gather(*(_one(path, rt, gate) for path in files))
+        work = asyncio.gather(*(_one(path, rt, gate, batch_id) for path in files))
         if console is None:
             await work
         else:

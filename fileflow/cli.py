@@ -38,7 +38,7 @@ def process(
     ] = None,
 ) -> None:
     """Process files and folders on this machine (embedded Prefect, local storage, child processes)."""
-    from fileflow.batch import collect, print_summary, run_batch
+    from fileflow.batch import collect, new_batch_id, print_summary, run_batch
 
     files = collect(paths)
     if not files:
@@ -48,7 +48,9 @@ def process(
     if concurrency:
         pipeline = pipeline.model_copy(update={"max_active_files": concurrency})
     storage = StorageSettings().config(out=out)
-    manifests = asyncio.run(run_batch(files, pipeline, storage, console=console, out=out))
+    batch_id = new_batch_id()
+    console.print(f"batch {batch_id}: {len(files)} files (Prefect runs tagged batch:{batch_id})")
+    manifests = asyncio.run(run_batch(files, pipeline, storage, console=console, out=out, batch_id=batch_id))
     print_summary(manifests, console=Console(), out=out)
     raise typer.Exit(0 if manifests and all(m["status"] == "completed" for m in manifests) else 1)
 
@@ -173,6 +175,7 @@ def submit(
     """Upload files and start the process-file deployment for each (as an upload service does)."""
     from rich.table import Table
 
+    from fileflow.batch import new_batch_id
     from fileflow.submit import storage_for, submit as do_submit, wait_for
 
     if (home / "stack.json").exists():  # a local stack: its API and its storage, unless set
@@ -186,7 +189,9 @@ def submit(
     store = storage_for(StorageSettings().config())
 
     async def go():
-        runs = await do_submit(sources, store)
+        batch_id = new_batch_id()
+        console.print(f"batch {batch_id}: Prefect runs tagged batch:{batch_id}")
+        runs = await do_submit(sources, store, batch_id=batch_id)
         for run in runs:
             console.print(f"submitted {run.name} as run {run.flow_run_name} ({run.flow_run_id})")
         if not wait:
@@ -211,6 +216,63 @@ def submit(
         table.add_row(m["name"], m["kind"], m["status"], f"{error['type']}: {error['message']}" if error else "")
     Console().print(table)
     raise typer.Exit(0 if all(m["status"] == "completed" for m in manifests) else 1)
+
+
+def _stack_settings(home: Path) -> None:
+    """A stack started by `fileflow up` in ``home``: its API and storage, unless already set."""
+    if (home / "stack.json").exists():
+        state = json.loads((home / "stack.json").read_text())
+        os.environ.setdefault("PREFECT_API_URL", state["api_url"])
+        if state.get("storage_path"):
+            os.environ.setdefault("FILEFLOW_STORAGE_PATH", state["storage_path"])
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    window: Annotated[int, typer.Option(help="minutes of completions and failures to count", min=1)] = 60,
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`, if any")] = DEFAULT_HOME,
+) -> None:
+    """Files in flight by kind and stage, work waiting per pool, completions and failures."""
+    from datetime import timedelta
+
+    from fileflow.status import collect, render
+
+    _stack_settings(home)
+    try:
+        result = asyncio.run(collect(timedelta(minutes=window)))
+    except Exception as exc:  # the API is down or refused: say so, no traceback
+        console.print(f"[red]cannot read Prefect's API: {type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        render(result, Console())
+
+
+@app.command()
+def show(
+    file: Annotated[str, typer.Argument(help="file id (SHA-256 or a prefix of 4+ hex digits) or the uploaded name")],
+    out: Annotated[Optional[Path], typer.Option(help="local storage folder (default FILEFLOW_STORAGE_PATH)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object: manifest, flow run id, run URL")] = False,
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`, if any")] = DEFAULT_HOME,
+) -> None:
+    """Print a file's manifest (from storage) and the link to its run in the Prefect UI."""
+    from blocks.storage import Store
+    from fileflow.errors import FileLookupError
+    from fileflow.show import find
+
+    _stack_settings(home)
+    try:
+        shown = asyncio.run(find(file, Store(StorageSettings().config(out=out))))
+    except FileLookupError as exc:
+        console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps(shown.as_json(), indent=2, ensure_ascii=False))
+        return
+    Console().print_json(data=shown.manifest)
+    typer.echo(f"run: {shown.run_url}" if shown.run_url else "run: none recorded in this Prefect (no manifest artifact)")
 
 
 if __name__ == "__main__":  # pragma: no cover

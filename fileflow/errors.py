@@ -10,7 +10,10 @@
     │   ├── ToolCrashed            the converter's process died (segfault, abort, killed)   [transient]
     │   ├── ToolTimeout            the converter ran past its timeout and was stopped       [transient]
     │   └── ToolError              the converter raised something it did not classify
-    └── StorageUnavailable         storage could not be reached                             [transient]
+    ├── StorageUnavailable         storage could not be reached                             [transient]
+    └── FileLookupError            what an operator asked for (``fileflow show``) is not there
+        ├── UnknownFile            no file has this id, id prefix or name
+        └── AmbiguousFile          several files match; the candidates are listed
 
 Only transient errors are retried (with backoff): a crash or a hang may not happen again, and
 storage comes back; a corrupt or unsupported input fails the same way every time.
@@ -86,3 +89,19 @@ def rebuild(type_name: str, message: str) -> FileflowError:
 
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, FileflowError) and exc.transient
+
+
+class FileLookupError(FileflowError):
+    """What an operator asked for is not there, or not only once."""
+
+
+class UnknownFile(FileLookupError):
+    """No file has this id, id prefix or name."""
+
+
+class AmbiguousFile(FileLookupError):
+    """Several files match an id prefix or a name."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates

@@ -4,7 +4,8 @@ KEDA's metrics-api scaler only sends GET, and Prefect's count endpoint is a POST
 HTTP service reads Prefect's API (never its database tables) through ONE reused client and
 serves, per work pool, the flow runs that are due and waiting plus the ones running:
 
-- ``GET /metrics``       Prometheus text exposition (every pool, the mediator, scrape time);
+- ``GET /metrics``       Prometheus text exposition (every pool, the mediator, scrape time,
+  and files completed/failed, failures by type, step durations: :mod:`fileflow.file_metrics`);
 - ``GET /pools``         JSON list of every pool's figures;
 - ``GET /pools/<name>``  JSON ``{"pool", "waiting", "running", "pending", "paused"}``, the form
   KEDA's metrics-api scaler reads with ``valueLocation: pending`` (404 for an unknown pool);
@@ -42,6 +43,9 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fileflow.file_metrics import FileEventCounters, FileFigures
+from fileflow.file_metrics import render as render_file_metrics
+
 log = logging.getLogger("fileflow.exporter")
 
 T = TypeVar("T")
@@ -70,6 +74,12 @@ class ExporterSettings(BaseSettings):
     )
     max_parallel_requests: int = Field(
         8, ge=1, description="most Prefect API calls in flight at once during one refresh"
+    )
+    events_lookback_s: float = Field(
+        0.0, ge=0, description="seconds of terminal events read back at start into the file counters (0: from start)"
+    )
+    events_slack_s: float = Field(
+        30.0, ge=0, description="seconds by which a terminal event may become readable late and still be counted"
     )
 
 
@@ -104,6 +114,7 @@ class Snapshot:
     mediator_pool: str
     scrape_seconds: float
     taken_at: float
+    files: FileFigures | None = None
 
     @property
     def active_mediator_runs(self) -> int:
@@ -131,6 +142,8 @@ class PendingWork:
         cache_s: float = 1.0,
         api_timeout_s: float = 10.0,
         max_parallel_requests: int = 8,
+        events_lookback_s: float = 0.0,
+        events_slack_s: float = 30.0,
     ) -> None:
         if api_url is None:
             # Resolved here, in the caller's thread: Prefect's settings live in a contextvar
@@ -156,6 +169,7 @@ class PendingWork:
         self._snapshot: Snapshot | None = None
         self._pool_lock = threading.Lock()
         self._pool_cache: dict[str, tuple[float, PoolFigures | None]] = {}
+        self._files = FileEventCounters(lookback_s=events_lookback_s, slack_s=events_slack_s)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -279,13 +293,17 @@ class PendingWork:
         started = time.perf_counter()
         pools = await self._read_pools()
         now = datetime.now(timezone.utc)
-        figures = await asyncio.gather(*(self._count(p.name, bool(p.is_paused), now) for p in pools))
+        figures, _ = await asyncio.gather(
+            asyncio.gather(*(self._count(p.name, bool(p.is_paused), now) for p in pools)),
+            self._limited(self._files.refresh(self._client)),  # refreshes are single-flight
+        )
         elapsed = time.perf_counter() - started
         return Snapshot(
             pools={f.pool: f for f in figures},
             mediator_pool=self.mediator_pool,
             scrape_seconds=elapsed,
             taken_at=time.monotonic(),
+            files=self._files.figures(),
         )
 
     async def _read_one(self, name: str) -> PoolFigures | None:
@@ -316,33 +334,40 @@ class PendingWork:
 
     async def _counts(self, name: str, now: datetime) -> tuple[int, int]:
         """(waiting, running) of one pool: three counts, sent together."""
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterExpectedStartTime,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-            WorkPoolFilter,
-            WorkPoolFilterName,
-        )
-        from prefect.client.schemas.objects import StateType
-
-        in_pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[name]))
-
-        def of_type(state_type: StateType, due_before: datetime | None = None) -> FlowRunFilter:
-            criteria: dict[str, Any] = {"state": FlowRunFilterState(type=FlowRunFilterStateType(any_=[state_type]))}
-            if due_before is not None:
-                criteria["expected_start_time"] = FlowRunFilterExpectedStartTime(before_=due_before)
-            return FlowRunFilter(**criteria)
-
-        # A Pending run is counted whatever its expected start: a worker's prefetch claims
-        # runs up to PREFECT_WORKER_PREFETCH_SECONDS before they are due.
         due, claimed, running = await asyncio.gather(
             *(
-                self._limited(self._client.count_flow_runs(flow_run_filter=f, work_pool_filter=in_pool))
-                for f in (of_type(StateType.SCHEDULED, now), of_type(StateType.PENDING), of_type(StateType.RUNNING))
+                self._limited(self._client.count_flow_runs(flow_run_filter=f, work_pool_filter=p))
+                for f, p in pool_count_filters(name, now)
             )
         )
         return int(due) + int(claimed), int(running)
+
+
+def pool_count_filters(name: str, now: datetime) -> list[tuple[Any, Any]]:
+    """``(flow_run_filter, work_pool_filter)`` of a pool's due Scheduled, Pending and Running
+    runs: waiting = the first two counts, running = the third (also used by ``fileflow status``)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    in_pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[name]))
+
+    def of_type(state_type: StateType, due_before: datetime | None = None) -> FlowRunFilter:
+        criteria: dict[str, Any] = {"state": FlowRunFilterState(type=FlowRunFilterStateType(any_=[state_type]))}
+        if due_before is not None:
+            criteria["expected_start_time"] = FlowRunFilterExpectedStartTime(before_=due_before)
+        return FlowRunFilter(**criteria)
+
+    # A Pending run is counted whatever its expected start: a worker's prefetch claims
+    # runs up to PREFECT_WORKER_PREFETCH_SECONDS before they are due.
+    return [(of_type(StateType.SCHEDULED, now), in_pool), (of_type(StateType.PENDING), in_pool),
+            (of_type(StateType.RUNNING), in_pool)]
 
 
 # -- Prometheus text --------------------------------------------------------------------------
@@ -378,6 +403,8 @@ def render_metrics(snap: Snapshot) -> str:
         lines.append(f"# TYPE {name} gauge")
         for labels, value in values[name]:
             lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
+    if snap.files is not None:
+        lines += render_file_metrics(snap.files)
     return "\n".join(lines) + "\n"
 
 
@@ -470,6 +497,8 @@ def start_server(
     cache_s: float = 1.0,
     api_timeout_s: float = 10.0,
     max_parallel_requests: int = 8,
+    events_lookback_s: float = 0.0,
+    events_slack_s: float = 30.0,
 ) -> ExporterServer:
     """A bound exporter whose client is open; call ``serve_forever()`` (or run it in a thread),
     then ``shutdown()``, ``server_close()`` and ``work.close()``. ``port=0`` picks a free port."""
@@ -479,6 +508,8 @@ def start_server(
         cache_s=cache_s,
         api_timeout_s=api_timeout_s,
         max_parallel_requests=max_parallel_requests,
+        events_lookback_s=events_lookback_s,
+        events_slack_s=events_slack_s,
     ).start()
     try:
         return ExporterServer((host, port), work)
@@ -532,6 +563,8 @@ def main(argv: list[str] | None = None) -> None:
             cache_s=args.cache_s,
             api_timeout_s=args.api_timeout_s,
             max_parallel_requests=settings.max_parallel_requests,
+            events_lookback_s=settings.events_lookback_s,
+            events_slack_s=settings.events_slack_s,
         )
     except (ValueError, OSError) as exc:  # no API URL configured, port taken
         parser.exit(2, f"fileflow exporter: {exc}\n")

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 import converters
 from blocks.storage import StorageConfig, Store, derived_prefix, make_block, manifest_key
 from fileflow.errors import FileflowError, ToolError, is_transient
+from fileflow.events import emit_terminal
 from fileflow.isolation import ChildPool
 from fileflow.manifest import Manifest, RenditionRecord, StepError, StepRecord
 from fileflow.progress import Tracker
@@ -378,7 +379,8 @@ class Mediation:
             self.steps[index] = record
 
     async def finish(self) -> dict[str, Any]:
-        """Write the manifest to storage, leave it as an artifact on the run, report progress."""
+        """Write the manifest to storage, leave it as an artifact on the run, emit the file's
+        terminal event (:mod:`fileflow.events`), report progress."""
         failed = any(s.status == "failed" for s in self.steps)
         manifest = Manifest(
             file_id=self.file.file_id,
@@ -405,5 +407,6 @@ class Mediation:
                 markdown=manifest.markdown(),
                 description=f"fileflow manifest of {self.file.name}",
             )
+        emit_terminal(data, self.rt.storage)  # tells the upload service (docs/events.md)
         self.rt.tracker.finished(self.file.token, data)
         return data

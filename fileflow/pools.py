@@ -61,6 +61,7 @@ async def run_on_pool(
             "outcome_key": outcome_key,
         },
         idempotency_key=f"{file_id}:{converter}:{cache_key}:{attempt}",
+        flow_run_name=f"{converter}:{label}",  # named while it waits, not only once it starts
         timeout=0,
         tags=[f"converter:{converter}"],
     )

@@ -114,6 +114,8 @@ class Stack:
         server_env = dict(env)
         if self.database_url:
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
+        # the UI's own API address: Prefect's default is port 4200 whatever --port says
+        server_env.setdefault("PREFECT_UI_API_URL", self.api_url)
         python = sys.executable
         try:
             progress(f"starting the Prefect server on port {self.port}")

@@ -3,7 +3,7 @@
 The file's bytes go to storage under their SHA-256 (for a local path; an ``s3://`` object is
 copied into that layout), then the ``process-file`` deployment is started with an idempotency
 key made of the upload's identity (digest and name): the same upload notified twice starts
-one run.
+one run. The runs of one ``submit`` are tagged ``batch:<id>``.
 """
 
 from __future__ import annotations
@@ -53,9 +53,12 @@ def _fetch_s3(url: str, dest: Path, config: StorageConfig) -> Path:
     return dest
 
 
-async def submit(sources: list[str], store: Store) -> list[Submitted]:
+async def submit(sources: list[str], store: Store, batch_id: str | None = None) -> list[Submitted]:
     from prefect.deployments import arun_deployment
 
+    from fileflow.batch import new_batch_id
+
+    batch_id = batch_id or new_batch_id()
     submitted = []
     with tempfile.TemporaryDirectory(prefix="fileflow-submit-") as tmp:
         for source in sources:
@@ -75,9 +78,10 @@ async def submit(sources: list[str], store: Store) -> list[Submitted]:
                 ROUTER,
                 parameters={"key": key, "file_id": digest, "name": name, "size": path.stat().st_size},
                 idempotency_key=idempotency_key(digest, name),
+                flow_run_name=f"file:{name}",  # named while it waits, not only once it starts
                 timeout=0,
                 as_subflow=False,
-                tags=["fileflow", "upload"],
+                tags=["fileflow", "upload", f"batch:{batch_id}"],
             )
             submitted.append(Submitted(name, digest, str(run.id), run.name))
     return submitted

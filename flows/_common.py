@@ -1,9 +1,12 @@
-"""What every per-type flow ends with: the file's outcome as the run's final state."""
+"""What every per-type flow shares: the file's outcome as the run's final state, and the tags
+of the runs a flow starts."""
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
+from prefect.context import FlowRunContext, TagsContext
 from prefect.states import Completed, Failed, State
 
 
@@ -14,3 +17,21 @@ def outcome(manifest: dict[str, Any]) -> State:
     error = next((s["error"] for s in manifest["steps"] if s.get("error")), None)
     reason = f"{error['type']}: {error['message']}" if error else "a step failed"
     return Failed(data=manifest, message=f"{manifest['name']}: {reason}")
+
+
+@contextmanager
+def file_tags(kind: str | None = None) -> Iterator[None]:
+    """Tags for the runs started inside: ``kind:<kind>`` (never the parent's kind, so an
+    archive member is tagged with its own kind only) and the ``batch:<id>`` tags of this run.
+
+    A run started from a deployment (``fileflow submit``) carries its batch tag on the run
+    itself, which Prefect does not pass on to subflows: it is passed on here.
+    """
+    keep = {t for t in TagsContext.get().current_tags if not t.startswith("kind:")}
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        keep |= {t for t in ctx.flow_run.tags or [] if t.startswith("batch:")}
+    if kind:
+        keep.add(f"kind:{kind}")
+    with TagsContext(current_tags=keep):
+        yield

@@ -2,7 +2,8 @@
 
 Each member goes through the router (``process-file``) as a subflow of this run, linked to
 this archive as its parent; members that are archives recurse, one level deeper each time,
-until the converter's depth limit refuses them.
+until the converter's depth limit refuses them. The run carries a progress artifact
+(``members-<sha256[:32]>``): the share of members finished, updated as they finish.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 
 from prefect import flow
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
 from blocks.storage import original_key
 from fileflow.mediator import FileRef, Mediation
-from flows._common import outcome
+from flows._common import file_tags, outcome
 
 
 @flow(name="archive", flow_run_name="archive:{file.name}", persist_result=False)
@@ -25,19 +27,45 @@ async def archive_flow(file: FileRef, inspected: dict):
     members = expanded["members"] if expanded else []
     m.rt.tracker.expect(len(members))
     gate = asyncio.Semaphore(m.rt.pipeline.max_active_members)
+    progress = Progress(len(members), file)
+    await progress.start()
 
     async def member(entry: dict) -> None:
         async with gate:
-            await process_file(
-                key=original_key(entry["sha256"]),
-                file_id=entry["sha256"],
-                name=f"{file.name}/{entry['name']}",
-                size=entry["size"],
-                parent=file.file_id,
-                depth=file.depth + 1,
-                return_state=True,  # a failed member is its own manifest's business
-            )
+            with file_tags():  # the member's router tags it with its own kind
+                await process_file(
+                    key=original_key(entry["sha256"]),
+                    file_id=entry["sha256"],
+                    name=f"{file.name}/{entry['name']}",
+                    size=entry["size"],
+                    parent=file.file_id,
+                    depth=file.depth + 1,
+                    return_state=True,  # a failed member is its own manifest's business
+                )
+        await progress.advance()
 
     await asyncio.gather(*(member(e) for e in members))
     m.children = [e["sha256"] for e in members]
     return outcome(await m.finish())
+
+
+class Progress:
+    """The members' progress artifact in percent, updated at most once per whole percent."""
+
+    def __init__(self, total: int, file: FileRef) -> None:
+        self.total, self.file, self.done, self.shown = total, file, 0, 0
+        self.artifact_id = None
+
+    async def start(self) -> None:
+        if self.total:
+            self.artifact_id = await acreate_progress_artifact(
+                0.0, key=f"members-{self.file.file_id[:32]}",
+                description=f"members of {self.file.name} processed ({self.total})",
+            )
+
+    async def advance(self) -> None:
+        self.done += 1
+        percent = int(100 * self.done / self.total)
+        if self.artifact_id is not None and (percent > self.shown or self.done == self.total):
+            self.shown = percent
+            await aupdate_progress_artifact(self.artifact_id, float(percent))

@@ -7,11 +7,11 @@ named after it. A file of a kind nobody handles, or one that cannot even be insp
 
 from __future__ import annotations
 
-from prefect import flow, tags
+from prefect import flow
 
 from fileflow.errors import UnsupportedInput
 from fileflow.mediator import FileRef, Mediation, display_name
-from flows._common import outcome
+from flows._common import file_tags, outcome
 from flows.archive import archive_flow
 from flows.drawing import drawing_flow
 from flows.image import image_flow
@@ -48,6 +48,6 @@ async def process_file(
         m.file = file
         m.fail("route", UnsupportedInput(f"no converter handles {info['mime']} ({info['description']})"))
         return outcome(await m.finish())
-    with tags(f"kind:{file.kind}"):
+    with file_tags(file.kind):
         state = await kind_flow(file, inspected, return_state=True)
     return state

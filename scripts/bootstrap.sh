@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libmagic1       # file type by content
   ffmpeg          # video transcode
   fonts-dejavu-core
+  chromium        # headless browser for the Prefect UI test (tests/test_browser.py), driven by Playwright
 )
 UV_VERSION=0.13.8
 

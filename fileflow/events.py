@@ -1,0 +1,86 @@
+"""Terminal events: how fileflow tells others that a file is done.
+
+When a file's manifest is finished (:meth:`fileflow.mediator.Mediation.finish`), fileflow emits
+one Prefect event:
+
+- ``fileflow.file.completed`` or ``fileflow.file.failed``;
+- resource ``fileflow.file.<sha256>`` (with the file's name, kind and status as labels);
+- related resources: the flow run that finished the file, its flow and tags (Prefect adds
+  them when the event is emitted inside a run);
+- payload: ``file_id``, ``name``, ``kind``, ``status``, ``parent``, ``error`` (``type``,
+  ``message``, ``step`` of the first failed step, or null), ``manifest`` (``key`` in storage
+  and ``url``: ``file://...`` or ``s3://bucket/prefix/...``) and ``steps`` (name, status,
+  duration in seconds, cached) for the exporter's per-step latency.
+
+An automation (:mod:`deployments.notify`) turns these events into a webhook call; the
+exporter (:mod:`fileflow.exporter`) counts them. See docs/events.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from blocks.storage import StorageConfig, manifest_key
+
+log = logging.getLogger("fileflow.events")
+
+COMPLETED = "fileflow.file.completed"
+FAILED = "fileflow.file.failed"
+TERMINAL = (COMPLETED, FAILED)
+RESOURCE_PREFIX = "fileflow.file."
+
+
+def storage_url(config: StorageConfig, key: str) -> str:
+    """Where ``key`` lives, as a URL another service can use: ``file://`` or ``s3://``."""
+    if config.kind == "local":
+        return (Path(config.basepath).resolve() / key).as_uri()
+    prefix = config.prefix.strip("/")
+    return f"s3://{config.bucket}/{prefix + '/' if prefix else ''}{key}"
+
+
+def first_error(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The first failed step's error with the step's name, or None."""
+    for step in manifest["steps"]:
+        if step.get("error"):
+            return {**step["error"], "step": step["name"]}
+    return None
+
+
+def terminal_event(manifest: dict[str, Any], storage: StorageConfig) -> dict[str, Any]:
+    """The keyword arguments of ``emit_event`` for a finished manifest."""
+    status = manifest["status"]
+    key = manifest_key(manifest["file_id"])
+    return {
+        "event": COMPLETED if status == "completed" else FAILED,
+        "resource": {
+            "prefect.resource.id": f"{RESOURCE_PREFIX}{manifest['file_id']}",
+            "prefect.resource.name": manifest["name"],
+            "fileflow.kind": manifest["kind"],
+            "fileflow.status": status,
+        },
+        "payload": {
+            "file_id": manifest["file_id"],
+            "name": manifest["name"],
+            "kind": manifest["kind"],
+            "status": status,
+            "parent": manifest.get("parent"),
+            "error": first_error(manifest),
+            "manifest": {"key": key, "url": storage_url(storage, key)},
+            "steps": [
+                {"name": s["name"], "status": s["status"], "duration_s": s.get("duration_s"), "cached": s.get("cached", False)}
+                for s in manifest["steps"]
+            ],
+        },
+    }
+
+
+def emit_terminal(manifest: dict[str, Any], storage: StorageConfig) -> None:
+    """Emit the file's terminal event; never lets a failure to emit fail the file."""
+    from prefect.events import emit_event
+
+    try:
+        emit_event(**terminal_event(manifest, storage))
+    except Exception:  # the manifest is written: the event is a notification, not the record
+        log.warning("could not emit the terminal event of %s", manifest["file_id"], exc_info=True)

@@ -1,0 +1,257 @@
+"""``fileflow status``: where every file is, read from Prefect's API (never its tables).
+
+What is read, with one client (the embedded default's ephemeral server, or ``PREFECT_API_URL``):
+
+- **in flight**: flow runs in state type Running or Pending. A router run (``process-file``)
+  is one file; the kind flow run under it (tagged ``kind:<kind>``, linked through its parent
+  task run) gives the file's kind; the step task runs (tagged ``converter:<name>``, named after
+  the converter) that are Running, Pending or waiting for a retry give its stage. A router
+  without a kind run yet is at ``inspect``/``routing``; an archive with no step running is
+  waiting for its ``members`` (each member is a file in flight of its own).
+- **waiting work per pool**: per work pool, due Scheduled + Pending flow runs and Running ones,
+  counted exactly as the exporter counts them (:func:`fileflow.exporter.pool_count_filters`).
+- **oldest waiting**: the due Scheduled or Pending flow run with the earliest expected start.
+- **last hour** (``window``): ``fileflow.file.completed`` / ``fileflow.file.failed`` events
+  (:mod:`fileflow.events`) counted by the events API, failures by the ``error.type`` of their
+  payload (paged through the failed events only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fileflow.events import COMPLETED, FAILED
+
+ROUTER_FLOW = "process-file"
+STEP_FLOW = "converter-step"
+PAGE = 200
+MAX_FAILURE_PAGES = 100  # 50 events a page: past 5,000 failures an hour the breakdown is partial
+
+
+async def _all(read, **filters) -> list[Any]:
+    """Every page of ``read`` (the API answers at most 200 rows a call)."""
+    rows: list[Any] = []
+    while True:
+        batch = await read(limit=PAGE, offset=len(rows), **filters)
+        rows.extend(batch)
+        if len(batch) < PAGE:
+            return rows
+
+
+def _age(since: datetime | None, now: datetime) -> float | None:
+    return round((now - since).total_seconds(), 1) if since else None
+
+
+async def in_flight(client, now: datetime) -> list[dict[str, Any]]:
+    """One entry per file in flight: name, kind, stage, flow run id, seconds since it started."""
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+        TaskRunFilterId,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    active = await _all(
+        client.read_flow_runs,
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
+        ),
+    )
+    if not active:
+        return []
+    flow_ids = list({r.flow_id for r in active})
+    flows = {f.id: f.name for f in await _all(client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids)))}
+    routers = {r.id: r for r in active if flows.get(r.flow_id) == ROUTER_FLOW}
+    kinds = {r.id: r for r in active if any(t.startswith("kind:") for t in r.tags) and r.id not in routers
+             and flows.get(r.flow_id) != STEP_FLOW}
+    watched = [*routers, *kinds]
+    steps = await _all(
+        client.read_task_runs,
+        task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=watched),
+            state=TaskRunFilterState(type=TaskRunFilterStateType(
+                any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED])),
+        ),
+    )
+    stage_of: dict[Any, list[str]] = {}
+    for t in steps:
+        if any(tag.startswith("converter:") for tag in t.tags):
+            retry = " (retry)" if t.state and t.state.type == StateType.SCHEDULED else ""
+            stage_of.setdefault(t.flow_run_id, []).append(t.name + retry)
+    # kind run -> its router: through the task run that stands for the subflow in the router
+    parents = [k.parent_task_run_id for k in kinds.values() if k.parent_task_run_id]
+    wrapper_flow = {}
+    if parents:
+        wrappers = await _all(client.read_task_runs, task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=parents)))
+        wrapper_flow = {w.id: w.flow_run_id for w in wrappers}
+    kind_of_router = {wrapper_flow.get(k.parent_task_run_id): k for k in kinds.values()}
+
+    files = []
+    for router in routers.values():
+        kind_run = kind_of_router.get(router.id)
+        if kind_run is not None:
+            kind = next(t for t in kind_run.tags if t.startswith("kind:"))[5:]
+            stage = "+".join(sorted(stage_of.get(kind_run.id, []))) or ("members" if kind == "archive" else "between steps")
+            run = kind_run
+        else:
+            kind, run = "unknown", router
+            stage = "+".join(sorted(stage_of.get(router.id, []))) or "routing"
+        files.append({"name": router.name.removeprefix("file:"), "kind": kind, "stage": stage,
+                      "flow_run_id": str(run.id), "seconds": _age(router.start_time or router.expected_start_time, now)})
+    for kind_run in kinds.values():  # started alone (a kind deployment), not under a router
+        if wrapper_flow.get(kind_run.parent_task_run_id) not in routers:
+            kind = next(t for t in kind_run.tags if t.startswith("kind:"))[5:]
+            files.append({"name": kind_run.name.split(":", 1)[-1], "kind": kind,
+                          "stage": "+".join(sorted(stage_of.get(kind_run.id, []))) or "between steps",
+                          "flow_run_id": str(kind_run.id), "seconds": _age(kind_run.start_time, now)})
+    return sorted(files, key=lambda f: -(f["seconds"] or 0))
+
+
+async def pools(client, now: datetime) -> list[dict[str, Any]]:
+    from fileflow.exporter import pool_count_filters
+
+    found = await _all(client.read_work_pools)
+
+    async def one(pool) -> dict[str, Any]:
+        due, claimed, running = await asyncio.gather(
+            *(client.count_flow_runs(flow_run_filter=f, work_pool_filter=p) for f, p in pool_count_filters(pool.name, now))
+        )
+        return {"pool": pool.name, "waiting": int(due) + int(claimed), "running": int(running),
+                "paused": bool(pool.is_paused)}
+
+    return sorted(await asyncio.gather(*(one(p) for p in found)), key=lambda p: p["pool"])
+
+
+async def oldest_waiting(client, now: datetime) -> dict[str, Any] | None:
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    def of(state_type, **more):
+        return FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state_type])), **more)
+
+    due, claimed = await asyncio.gather(
+        client.read_flow_runs(
+            flow_run_filter=of(StateType.SCHEDULED, expected_start_time=FlowRunFilterExpectedStartTime(before_=now)),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1),
+        client.read_flow_runs(flow_run_filter=of(StateType.PENDING), sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1),
+    )
+    candidates = [r for r in (*due, *claimed) if r.expected_start_time]
+    if not candidates:
+        return None
+    run = min(candidates, key=lambda r: r.expected_start_time)
+    return {"name": run.name, "flow_run_id": str(run.id), "pool": run.work_pool_name,
+            "state": run.state.name if run.state else None, "since": run.expected_start_time.isoformat(),
+            "seconds": _age(run.expected_start_time, now)}
+
+
+async def finished(client, now: datetime, window: timedelta) -> dict[str, Any]:
+    """Files that reached a terminal state in the window, and failures by error type."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    since = now - window
+    occurred = EventOccurredFilter(since=since, until=now)
+
+    def names(*n: str) -> EventFilter:
+        return EventFilter(occurred=occurred, event=EventNameFilter(name=list(n)))
+
+    response = await client.request(
+        "POST", "/events/count-by/{countable}", path_params={"countable": "event"},
+        json={"filter": names(COMPLETED, FAILED).model_dump(mode="json"), "time_unit": "hour", "time_interval": 1},
+    )
+    counts = Counter()
+    for row in response.json():
+        counts[row["value"]] += row["count"]
+    failures: Counter[str] = Counter()
+    partial = False
+    if counts[FAILED]:
+        page = await client.read_events(names(FAILED), limit=50)
+        pages = 1
+        while True:
+            for event in page.events:
+                error = (event.payload or {}).get("error") or {}
+                failures[error.get("type") or "unknown"] += 1
+            if not page.next_page:
+                break
+            if pages >= MAX_FAILURE_PAGES:
+                partial = True
+                break
+            page = await client.read_events_page(page.next_page)
+            pages += 1
+    return {"since": since.isoformat(), "completed": counts[COMPLETED], "failed": counts[FAILED],
+            "failures": dict(failures.most_common()), "failures_partial": partial}
+
+
+async def collect(window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
+    """Everything ``fileflow status`` shows, as one JSON-ready dict."""
+    from prefect.client.orchestration import get_client
+
+    now = datetime.now(timezone.utc)
+    async with get_client() as client:
+        files, pool_rows, oldest, done = await asyncio.gather(
+            in_flight(client, now), pools(client, now), oldest_waiting(client, now), finished(client, now, window)
+        )
+        api_url = str(client.api_url)
+    by_stage = Counter((f["kind"], f["stage"]) for f in files)
+    return {
+        "api_url": api_url,
+        "at": now.isoformat(),
+        "in_flight": {
+            "files": len(files),
+            "by_kind_and_stage": [{"kind": k, "stage": s, "files": n} for (k, s), n in sorted(by_stage.items())],
+            "longest": files[:20],
+        },
+        "pools": pool_rows,
+        "oldest_waiting": oldest,
+        "finished": done,
+    }
+
+
+def render(status: dict[str, Any], console) -> None:
+    """The status as rich tables."""
+    from rich.table import Table
+
+    flight = status["in_flight"]
+    console.print(f"[bold]fileflow status[/bold] at {status['at'][:19]}Z from {status['api_url']}")
+    table = Table("kind", "stage", "files", title=f"in flight: {flight['files']} files", title_justify="left")
+    for row in flight["by_kind_and_stage"]:
+        table.add_row(row["kind"], row["stage"], str(row["files"]))
+    console.print(table)
+    if flight["longest"]:
+        longest = Table("file", "kind", "stage", "s", title="longest in flight", title_justify="left")
+        for f in flight["longest"][:10]:
+            longest.add_row(f["name"], f["kind"], f["stage"], f"{f['seconds'] or 0:.0f}")
+        console.print(longest)
+    if status["pools"]:
+        pools_table = Table("pool", "waiting", "running", "paused", title="work pools", title_justify="left")
+        for p in status["pools"]:
+            pools_table.add_row(p["pool"], str(p["waiting"]), str(p["running"]), "yes" if p["paused"] else "")
+        console.print(pools_table)
+    else:
+        console.print("work pools: none (the embedded default runs steps in child processes, not on pools)")
+    oldest = status["oldest_waiting"]
+    console.print(
+        f"oldest waiting: {oldest['name']} ({oldest['state']}, pool {oldest['pool'] or '-'}) for {oldest['seconds']:.0f} s"
+        if oldest else "oldest waiting: nothing waits"
+    )
+    done = status["finished"]
+    failures = ", ".join(f"{k}: {v}" for k, v in done["failures"].items())
+    console.print(
+        f"since {done['since'][11:19]}Z: [green]{done['completed']} completed[/green], "
+        f"[red]{done['failed']} failed[/red]" + (f" ({failures}{', partial' if done['failures_partial'] else ''})" if failures else "")
+    )

@@ -1,0 +1,253 @@
+"""Terminal events, batch tags, the archive's progress artifact and the webhook automation,
+on a real Prefect server (its triggers and actions services run the automation) with real
+converters; the webhook is received by a real HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from blocks.storage import StorageConfig
+from fileflow.batch import run_batch
+from fileflow.settings import PipelineSettings
+
+SAMPLES = Path(__file__).parent / "samples"
+SETTINGS = PipelineSettings(child_processes=2, max_active_files=4, retry_delay_s=0.1)
+
+pytestmark = pytest.mark.timeout(900)  # a shared, busy 2-core machine makes the batch slow
+
+
+async def _events(resource_ids: list[str], names: tuple[str, ...], expect: int, timeout_s: float = 60) -> list:
+    """The persisted events of these resources, once ``expect`` of them are there."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+    from prefect.types._datetime import now
+
+    deadline = time.monotonic() + timeout_s
+    async with get_client() as client:
+        while True:
+            page = await client.read_events(
+                EventFilter(
+                    occurred=EventOccurredFilter(since=now("UTC").replace(year=2000)),
+                    event=EventNameFilter(name=list(names)),
+                    resource=EventResourceFilter(id=resource_ids),
+                ),
+                limit=50,
+            )
+            if len(page.events) >= expect or time.monotonic() > deadline:
+                return page.events
+            await asyncio.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def batch(prefect_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("events")
+    folder = root / "in"
+    folder.mkdir()
+    (folder / "hello.txt").write_text("Every file that reaches its end tells the upload service about it. " * 3)
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "bundle.zip").write_bytes((SAMPLES / "bundle.zip").read_bytes())
+    out = root / "out"
+    manifests = asyncio.run(
+        run_batch(sorted(folder.iterdir()), SETTINGS, StorageConfig(basepath=str(out)), batch_id="test-events-1")
+    )
+    return out, {m["name"]: m for m in manifests}
+
+
+def test_every_file_emits_one_terminal_event_with_status_error_and_manifest_location(batch):
+    out, manifests = batch
+    ids = [f"fileflow.file.{m['file_id']}" for m in manifests.values()]
+    events = asyncio.run(_events(ids, ("fileflow.file.completed", "fileflow.file.failed"), len(ids)))
+    by_file = {}
+    for event in events:
+        by_file.setdefault(event.payload["file_id"], []).append(event)
+    assert set(by_file) == {m["file_id"] for m in manifests.values()}
+    for name, manifest in manifests.items():
+        (event,) = by_file[manifest["file_id"]]
+        assert event.event == f"fileflow.file.{manifest['status']}", name
+        assert event.resource.id == f"fileflow.file.{manifest['file_id']}"
+        assert event.payload["status"] == manifest["status"] and event.payload["kind"] == manifest["kind"]
+        location = event.payload["manifest"]
+        assert location["key"] == f"manifests/{manifest['file_id']}.json"
+        assert location["url"] == (out / location["key"]).resolve().as_uri()
+        assert json.loads((out / location["key"]).read_text())["status"] == manifest["status"]
+        assert "flow-run" in event.resource_in_role, name  # the run that finished the file
+        assert [s["name"] for s in event.payload["steps"]] == [s["name"] for s in manifest["steps"]]
+    empty = by_file[manifests["empty.txt"]["file_id"]][0]
+    assert empty.event == "fileflow.file.failed"
+    assert empty.payload["error"]["type"] == "CorruptInput" and empty.payload["error"]["step"] == "inspect"
+    hello = by_file[manifests["hello.txt"]["file_id"]][0]
+    assert hello.event == "fileflow.file.completed" and hello.payload["error"] is None
+
+
+def test_runs_carry_the_batch_tag_and_members_only_their_own_kind(batch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    _, manifests = batch
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["batch:test-events-1"]))
+            )
+
+    runs = {r.name: r for r in asyncio.run(read())}
+    for name, manifest in manifests.items():
+        assert f"file:{name}" in runs, sorted(runs)  # every router run, members' too
+    member = next(m for m in manifests.values() if m["parent"] and m["kind"] == "text")
+    kind_run = runs[f"text:{member['name']}"]
+    assert {t for t in kind_run.tags if t.startswith("kind:")} == {"kind:text"}
+    assert "kind:archive" in runs["archive:bundle.zip"].tags
+
+
+def test_archive_run_has_a_progress_artifact_at_100_percent(batch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, manifests = batch
+    archive = manifests["bundle.zip"]
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"members-{archive['file_id'][:32]}"]))
+            )
+
+    (artifact,) = asyncio.run(read())
+    assert artifact.type == "progress" and float(artifact.data) == 100.0
+    assert artifact.flow_run_id is not None
+
+
+# -- the webhook automation ---------------------------------------------------------------------
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).received.append({"path": self.path, "headers": dict(self.headers), "body": body.decode()})
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    _Receiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/fileflow/done", _Receiver.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_automation_posts_the_terminal_event_to_an_http_server(prefect_server, receiver, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from deployments import notify
+
+    url, received = receiver
+    settings = notify.NotifySettings(webhook_url=url, webhook_headers={"X-Fileflow-Token": "s3cret"})
+    assert asyncio.run(notify.ensure(notify.NotifySettings(webhook_url=None))) in ("absent", "disabled")
+    assert asyncio.run(notify.ensure(settings)) == "created"
+    assert asyncio.run(notify.ensure(settings)) == "updated"  # idempotent: one automation
+
+    async def automations():
+        async with get_client() as client:
+            return await client.read_automations_by_name(notify.AUTOMATION_NAME)
+
+    (automation,) = asyncio.run(automations())
+    assert automation.enabled
+    time.sleep(2)  # the triggers service loads changed automations asynchronously
+
+    sample = tmp_path / "notify-me.txt"
+    sample.write_text("The upload service wants to know as soon as this file is ready. " * 3)
+    (manifest,) = asyncio.run(run_batch([sample], SETTINGS, StorageConfig(basepath=str(tmp_path / "out"))))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(manifest["file_id"] in r["body"] for r in received):
+        time.sleep(0.5)
+    calls = [r for r in received if manifest["file_id"] in r["body"]]
+    assert len(calls) == 1, received
+    call = calls[0]
+    assert call["path"] == "/fileflow/done" and call["headers"].get("X-Fileflow-Token") == "s3cret"
+    body = json.loads(call["body"])
+    assert body["event"] == "fileflow.file.completed"
+    assert body["file"]["file_id"] == manifest["file_id"] and body["file"]["status"] == "completed"
+    assert body["file"]["manifest"]["key"] == f"manifests/{manifest['file_id']}.json"
+    assert body["flow_run_id"]  # the run that finished it, for a link to the UI
+
+    assert asyncio.run(notify.ensure(notify.NotifySettings(webhook_url=None))) == "disabled"
+    (automation,) = asyncio.run(automations())
+    assert not automation.enabled
+
+
+# -- the exporter's file metrics, from the same events ------------------------------------------
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple], float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        body = response.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    assert families["fileflow_files"].type == "counter"
+    assert families["fileflow_file_failures"].type == "counter"
+    assert families["fileflow_step_duration_seconds"].type == "histogram"
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+
+
+def test_exporter_counts_files_failures_and_step_durations(prefect_server, tmp_path):
+    from fileflow.exporter import start_server
+
+    server = start_server("127.0.0.1", 0, api_url=prefect_server, cache_s=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        before = _scrape(server.url)
+        assert not any(name.startswith("fileflow_files_total") for name, _ in before)  # counts from start
+        folder = tmp_path / "in"
+        folder.mkdir()
+        (folder / "counted.txt").write_text("The exporter counts this file once it has reached its end. " * 3)
+        (folder / "counted-empty.txt").write_bytes(b"")
+        manifests = asyncio.run(run_batch(sorted(folder.iterdir()), SETTINGS, StorageConfig(basepath=str(tmp_path / "out"))))
+        done = {m["name"]: m for m in manifests}
+        deadline = time.monotonic() + 60
+        while True:
+            figures = _scrape(server.url)
+            total = sum(v for (name, _), v in figures.items() if name == "fileflow_files_total")
+            if total >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        text = done["counted.txt"]
+        empty = done["counted-empty.txt"]
+        assert figures[("fileflow_files_total", (("kind", "text"), ("status", "completed")))] == 1
+        assert figures[("fileflow_files_total", (("kind", empty["kind"]), ("status", "failed")))] == 1
+        assert total == 2
+        assert figures[("fileflow_file_failures_total", (("error", "CorruptInput"), ("kind", empty["kind"])))] == 1
+        ran = [s for s in text["steps"] if s["status"] == "completed" and not s["cached"]]
+        assert ran, text["steps"]
+        for step in ran:
+            labels = (("converter", step["name"]),)
+            assert figures[("fileflow_step_duration_seconds_count", labels)] == 1
+            assert figures[("fileflow_step_duration_seconds_sum", labels)] == pytest.approx(step["duration_s"], abs=1e-5)
+            assert figures[("fileflow_step_duration_seconds_bucket", (("converter", step["name"]), ("le", "+Inf")))] == 1
+        again = _scrape(server.url)  # a refresh reads the same events again (slack): counted once
+        assert sum(v for (name, _), v in again.items() if name == "fileflow_files_total") == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.work.close()
