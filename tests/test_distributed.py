@@ -89,30 +89,46 @@ def summary(manifest: dict, read) -> dict:
     }
 
 
-def test_mixed_batch_completes_on_pools_like_the_embedded_mode(stack, prefect_server, tmp_path):
+PER_KIND = 20
+
+
+def test_mixed_batch_of_every_kind_completes_on_pools_like_the_embedded_mode(stack, prefect_server, tmp_path):
+    """The committed samples plus 20 generated files of every kind (image, pdf, office, drawing,
+    video, archive, text): every file completes on the pools, and its manifest equals the
+    embedded mode's for the same file."""
     import boto3
 
+    from tests.samplegen import corpus
+
     store = stack["store"]
-    files = [str(SAMPLES / name) for name in BATCH]
-    result = fileflow("submit", *files, "--wait", "--home", str(stack["root"] / "home"), env=stack["env"])
+    generated = corpus.make(tmp_path / "corpus", PER_KIND)
+    paths = [SAMPLES / name for name in BATCH] + [p for kind in corpus.KINDS for p in generated[kind]]
+    files = [str(p) for p in paths]
+    result = fileflow("submit", *files, "--wait", "--home", str(stack["root"] / "home"), env=stack["env"],
+                      timeout=3600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     s3 = boto3.client("s3", endpoint_url=store.config.endpoint_url, region_name="us-east-1")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="prod/manifests/")["Contents"]]
     distributed = {}
     for key in keys:
         manifest = json.loads(store.get_bytes(key.removeprefix("prod/")))
-        distributed[manifest["name"]] = summary(manifest, store.get_bytes)
-    assert set(BATCH) <= set(distributed)
+        distributed[manifest["file_id"]] = {"name": manifest["name"], **summary(manifest, store.get_bytes)}
+    from converters.inspect import sha256_of
+
+    submitted = {sha256_of(p): p.name for p in paths}
+    assert set(submitted) <= set(distributed), [submitted[d] for d in set(submitted) - set(distributed)]
+    not_completed = {d["name"]: d["status"] for d in distributed.values() if d["status"] != "completed"}
+    assert not not_completed, not_completed
     # the same files through the embedded mode, for reference
     embedded_out = tmp_path / "embedded"
     manifests = asyncio.run(
-        run_batch([SAMPLES / n for n in BATCH], PipelineSettings(child_processes=2),
-                  StorageConfig(basepath=str(embedded_out)))
+        run_batch(paths, PipelineSettings(child_processes=2), StorageConfig(basepath=str(embedded_out)))
     )
-    embedded = {m["name"]: summary(m, lambda key: (embedded_out / key).read_bytes()) for m in manifests}
+    embedded = {m["file_id"]: {"name": m["name"], **summary(m, lambda key: (embedded_out / key).read_bytes())}
+                for m in manifests}
     assert embedded.keys() == distributed.keys()
-    for name in embedded:
-        assert distributed[name] == embedded[name], name
+    for file_id in embedded:
+        assert distributed[file_id] == embedded[file_id], embedded[file_id]["name"]
 
 
 def test_the_same_upload_notified_twice_starts_one_run(stack, tmp_path):
