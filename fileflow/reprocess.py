@@ -7,7 +7,8 @@ for each file it names the steps to redo:
 - a step whose recorded converter version is not the registered one (outdated), and the steps
   that take its output as input (:data:`CONSUMERS`: their cache keys derive from its key);
 - a failed step, and the steps skipped because of it;
-- a step named in ``redo`` (its cached result is ignored: ``refresh_cache``).
+- a step named in ``redo`` and the steps that read its output (their cached results are
+  ignored: ``refresh_cache``, since a forced step keeps its cache key).
 
 Every other step is found in the step cache (the key holds the converter's version), so running
 the file's router again executes exactly those steps. A file with nothing to redo is left alone.
@@ -149,6 +150,18 @@ def _older(recorded: str | None, than: str) -> bool:
         return True  # a version we cannot read is not known to be recent enough
 
 
+def with_consumers(names: set[str] | list[str]) -> set[str]:
+    """``names`` and every step that reads their output, directly or not."""
+    found = set(names)
+    todo = list(found)
+    while todo:
+        for consumer in CONSUMERS.get(todo.pop(), ()):
+            if consumer not in found:
+                found.add(consumer)
+                todo.append(consumer)
+    return found
+
+
 def steps_to_redo(manifest: dict[str, Any], redo: set[str], current: dict[str, str]) -> list[str]:
     """The steps of ``manifest`` that reprocessing executes, in the manifest's order."""
     steps = manifest["steps"]
@@ -161,14 +174,7 @@ def steps_to_redo(manifest: dict[str, Any], redo: set[str], current: dict[str, s
             chosen.add(name)
     if any(s["status"] == "failed" and s["name"] in chosen for s in steps):
         chosen |= {s["name"] for s in steps if s["status"] == "skipped"}  # they wait for the failed one
-    grown = True
-    while grown:
-        grown = False
-        for producer in list(chosen):
-            for consumer in CONSUMERS.get(producer, ()):
-                if consumer not in chosen and any(s["name"] == consumer for s in steps):
-                    chosen.add(consumer)
-                    grown = True
+    chosen = with_consumers(chosen)
     return [s["name"] for s in steps if s["name"] in chosen]
 
 
@@ -305,7 +311,9 @@ async def run_job(
     from fileflow.mediator import Runtime, runtime
 
     check_job(job)
-    rt = Runtime(pipeline, storage, lane="reprocess", refresh=frozenset(sel.redo), run_scope=f"reprocess-{job}")
+    # a step redone by force keeps its cache key, so what reads its output must be forced too
+    refresh = frozenset(with_consumers(sel.redo))
+    rt = Runtime(pipeline, storage, lane="reprocess", refresh=refresh, run_scope=f"reprocess-{job}")
     with runtime(rt):
         plan, _ = await asyncio.to_thread(load_or_plan, rt.store, sel, job, save=not dry_run)
         report = Report(job=job, dry_run=dry_run, files=plan.files, steps=plan.steps,

@@ -4,6 +4,7 @@ executes, progress in the UI, and a killed job that carries on where it stopped.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -42,7 +43,8 @@ def processed(prefect_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("reprocess")
     (root / "in").mkdir()
     (root / "in" / "empty.txt").write_bytes(b"")
-    (root / "in" / "blob.bin").write_bytes(bytes(range(256)) * 64)
+    blob = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(128))  # libmagic: just "data"
+    (root / "in" / "blob.bin").write_bytes(blob)
     files = [SAMPLES / n for n in ("notes-de.txt", "table.csv", "photo.jpg", "bundle.zip")]
     files += [root / "in" / "empty.txt", root / "in" / "blob.bin"]
     out = root / "out"
@@ -173,7 +175,7 @@ def test_dry_run_predicts_exactly_the_steps_a_run_executes_and_progress_shows(pr
 
     monkeypatch.setenv("FILEFLOW_STORAGE_PATH", str(out))
     selection = Selection(mime=["image/*"], redo=["ocr"])
-    report = reprocess(selection=selection, job="images-ocr")
+    report = asyncio.run(reprocess(selection=selection, job="images-ocr"))
     assert (report["files"], report["steps"], report["processed"]) == (2, 4, 2)
     executed = 0
     for name in ("photo.jpg", "bundle.zip/bundle/images/label.png"):
@@ -304,3 +306,22 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(30)
+
+
+def test_reprocessing_children_yield_the_cpu_to_uploads(tmp_path):
+    """Local steps of the reprocess lane run at nice 10, the uploads' at the mediator's own nice."""
+    from fileflow.mediator import Runtime
+
+    def nice_of(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    storage = StorageConfig(basepath=str(tmp_path))
+    niceness = {}
+    for lane in ("upload", "reprocess"):
+        rt = Runtime(PipelineSettings(child_processes=1), storage, lane=lane)
+        try:
+            assert rt.pool.call("json:dumps", {}, timeout_s=120, memory_mb=512) == "{}"
+            niceness[lane] = nice_of(rt.pool.pids()[0])
+        finally:
+            rt.close()
+    assert niceness["reprocess"] == min(19, niceness["upload"] + 10)
