@@ -44,6 +44,27 @@ async def pool_paused(name: str) -> bool:
         return (await client.read_work_pool(name)).is_paused
 
 
+async def _remove_fileflow_limits() -> None:
+    """What these tests created: later tests in the session run as the embedded default does, without
+    limits (on SQLite every slot taken is one more write)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+
+    async with get_client() as client:
+        for gcl in await client.read_global_concurrency_limits(limit=200):
+            if gcl.name.startswith("fileflow-"):
+                await client.delete_global_concurrency_limit_by_name(gcl.name)
+        for pool in await client.read_work_pools():
+            if pool.is_paused and pool.name.startswith("converter-"):
+                await client.update_work_pool(pool.name, WorkPoolUpdate(is_paused=False))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clean_up(prefect_server):
+    yield
+    asyncio.run(_remove_fileflow_limits())
+
+
 def test_setup_creates_queues_and_limits_once_and_keeps_an_operators_values(prefect_server):
     from prefect.client.orchestration import get_client
 
