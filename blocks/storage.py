@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from fileflow.errors import StorageUnavailable
 
@@ -193,3 +193,21 @@ class Store:
         )
         strip = len(base) + 1 if base else 0
         return sorted(o["Key"][strip:] for page in self._s3_call(list, pages) for o in page.get("Contents", []))
+
+    def list(self, prefix: str) -> Iterator[tuple[str, float]]:
+        """``(key, modified)`` of every object under ``prefix`` (modified: POSIX seconds), in key order."""
+        base = check_key(prefix.strip("/"))
+        if self.config.kind == "local":
+            root = Path(self.block.basepath)
+            folder = root / base
+            if folder.is_dir():
+                for path in sorted(folder.rglob("*")):
+                    if path.is_file() and not path.name.startswith("."):  # not a write in progress
+                        yield path.relative_to(root).as_posix(), path.stat().st_mtime
+            return
+        full = self._s3_key(base) + "/"
+        strip = len(full) - len(base) - 1
+        pages = self._client().get_paginator("list_objects_v2")
+        for page in self._s3_call(pages.paginate, Bucket=self.config.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][strip:], obj["LastModified"].timestamp()

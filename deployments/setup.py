@@ -6,8 +6,12 @@
    base job template from this folder; creating one needs no prefect-kubernetes here, only the
    worker that serves it does). Existing pools are left as they are, so an operator's pause or
    concurrency limit survives a re-run;
-2. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place);
-3. the webhook automation for terminal file events, when ``FILEFLOW_NOTIFY_WEBHOOK_URL`` is
+2. on every pool a ``reprocess`` work queue served after the pool's others (priority 100,
+   one run at a time), and fileflow's global concurrency limits (``fileflow-active-files``,
+   ``fileflow-reprocess``, ``fileflow-reprocess-rate``, ``fileflow-converter-<name>``); existing
+   ones are left as they are (see fileflow/limits.py);
+3. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place);
+4. the webhook automation for terminal file events, when ``FILEFLOW_NOTIFY_WEBHOOK_URL`` is
    set (disabled otherwise; see notify.py and docs/events.md).
 
 Run ``python -m deployments.setup`` with ``PREFECT_API_URL`` pointing at the server; running it
@@ -77,7 +81,17 @@ def deploy(env: dict[str, str] | None = None) -> None:
         raise RuntimeError(f"prefect deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-def apply(env: dict[str, str] | None = None) -> list[str]:
+async def ensure_steering() -> tuple[list[str], list[str]]:
+    """The reprocess queues and the limits; (pools given a queue, limits created)."""
+    from prefect.client.orchestration import get_client
+
+    from fileflow.limits import ensure_limits, ensure_reprocess_queues
+
+    async with get_client() as client:
+        return await ensure_reprocess_queues(client, pool_names()), await ensure_limits(client)
+
+
+def apply(env: dict[str, str] | None = None) -> tuple[list[str], list[str], list[str]]:
     from deployments.storage import save_storage_blocks
     from fileflow.settings import StorageSettings
 
@@ -85,11 +99,13 @@ def apply(env: dict[str, str] | None = None) -> list[str]:
     from deployments import notify
 
     created = asyncio.run(ensure_pools())
+    queues, limits = asyncio.run(ensure_steering())
     deploy(env)
     asyncio.run(notify.ensure())
-    return created
+    return created, queues, limits
 
 
 if __name__ == "__main__":  # pragma: no cover
-    made = apply()
+    made, queues, limits = apply()
     print(f"work pools created: {', '.join(made) or 'none (all existed)'}; deployments applied")
+    print(f"reprocess queues created on {len(queues)} pools; limits created: {', '.join(limits) or 'none'}")

@@ -275,5 +275,118 @@ def show(
     typer.echo(f"run: {shown.run_url}" if shown.run_url else "run: none recorded in this Prefect (no manifest artifact)")
 
 
+limits_app = typer.Typer(
+    help="Steer a running fileflow: concurrency limits and pauses (Prefect global concurrency limits, "
+    "work pools and queues; see docs/operations.md)."
+)
+app.add_typer(limits_app, name="limits")
+TARGET = Annotated[str, typer.Argument(help="a converter name, 'active-files', 'reprocess' or 'reprocess-rate'")]
+
+
+def _use_stack_api(home: Path) -> None:
+    """A local stack's API when one is recorded and PREFECT_API_URL is unset; else Prefect's own setting."""
+    if (home / "stack.json").exists():
+        os.environ.setdefault("PREFECT_API_URL", json.loads((home / "stack.json").read_text())["api_url"])
+
+
+def _steer(coro_fn, *args) -> str:
+    from fileflow.errors import InvalidRequest
+
+    try:
+        return asyncio.run(coro_fn(*args))
+    except InvalidRequest as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+
+
+@limits_app.command("show")
+def limits_show(home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME) -> None:
+    """Every limit and pause as Prefect has it now."""
+    from rich.table import Table
+
+    from fileflow.limits import show
+
+    _use_stack_api(home)
+    table = Table("target", "limit", "slots in use", "paused", "Prefect object")
+    for row in asyncio.run(show()):
+        table.add_row(row.target, row.limit, row.active_slots, row.paused, row.prefect_object)
+    Console().print(table)
+
+
+@limits_app.command("set")
+def limits_set(
+    target: TARGET,
+    value: Annotated[float, typer.Argument(help="at once (at least 1), or files per second for reprocess-rate")],
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
+) -> None:
+    """Set a concurrency limit (or the reprocessing rate); running processes follow within a second."""
+    from fileflow.limits import set_limit
+
+    _use_stack_api(home)
+    console.print(_steer(set_limit, target, value))
+
+
+@limits_app.command("pause")
+def limits_pause(
+    target: Annotated[str, typer.Argument(help="a converter name or 'reprocess'")],
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
+) -> None:
+    """Pause a converter (its steps wait, none is interrupted) or all reprocessing."""
+    from fileflow.limits import set_paused
+
+    _use_stack_api(home)
+    console.print(_steer(set_paused, target, True))
+
+
+@limits_app.command("resume")
+def limits_resume(
+    target: Annotated[str, typer.Argument(help="a converter name or 'reprocess'")],
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
+) -> None:
+    """Resume a paused converter or reprocessing."""
+    from fileflow.limits import set_paused
+
+    _use_stack_api(home)
+    console.print(_steer(set_paused, target, False))
+
+
+@app.command()
+def reprocess(
+    kind: Annotated[Optional[list[str]], typer.Option(help="file kind (repeatable): image, pdf, office, ...")] = None,
+    mime: Annotated[Optional[list[str]], typer.Option(help="MIME type, wildcards allowed: 'image/*' (repeatable)")] = None,
+    since: Annotated[Optional[str], typer.Option(help="manifest written at or after (ISO date/time, UTC)")] = None,
+    until: Annotated[Optional[str], typer.Option(help="manifest written before (ISO date/time, UTC)")] = None,
+    converter: Annotated[Optional[str], typer.Option(help="files whose step of this converter ran ...")] = None,
+    older_than: Annotated[Optional[str], typer.Option(help="... at a version older than this")] = None,
+    error: Annotated[Optional[list[str]], typer.Option(help="a step failed with this error type (repeatable)")] = None,
+    status: Annotated[Optional[list[str]], typer.Option(help="completed or failed (repeatable)")] = None,
+    file: Annotated[Optional[list[str]], typer.Option(help="file id, id prefix (8+) or name (repeatable)")] = None,
+    files_from: Annotated[Optional[Path], typer.Option(help="a text file of file ids or names, one a line")] = None,
+    redo: Annotated[Optional[list[str]], typer.Option(help="run this converter again even if up to date")] = None,
+    prefix: Annotated[Optional[str], typer.Option(help="storage prefix to reprocess (S3 key prefix or sub-folder)")] = None,
+    job: Annotated[Optional[str], typer.Option(help="job id: the same id resumes a stopped job")] = None,
+    workers: Annotated[int, typer.Option(help="files in flight in this run (fileflow-reprocess caps all runs)")] = 2,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only report how many files and steps it would touch")] = False,
+    submit: Annotated[bool, typer.Option("--submit", help="start the reprocess deployment on the stack instead")] = False,
+    out: Annotated[Path, typer.Option(help="storage folder (local storage)")] = Path("fileflow-out"),
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up` (with --submit)")] = DEFAULT_HOME,
+) -> None:
+    """Reprocess files already in storage: by default the steps of upgraded converters and failed steps."""
+    from fileflow.errors import InvalidRequest
+    from fileflow.reprocess import command
+
+    try:
+        code = command(
+            dict(kinds=kind or [], mime=mime or [], since=since, until=until, converter=converter,
+                 older_than=older_than, errors=error or [], status=status or [], files=file or [], redo=redo or []),
+            files_from=files_from, prefix=prefix, job=job, workers=workers, dry_run=dry_run, submit=submit,
+            out=out, home=home, console=console, stdout=Console(),
+        )
+    except InvalidRequest as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -11,9 +11,11 @@
     │   ├── ToolTimeout            the converter ran past its timeout and was stopped       [transient]
     │   └── ToolError              the converter raised something it did not classify
     ├── StorageUnavailable         storage could not be reached                             [transient]
-    └── FileLookupError            what an operator asked for (``fileflow show``) is not there
-        ├── UnknownFile            no file has this id, id prefix or name
-        └── AmbiguousFile          several files match; the candidates are listed
+    ├── FileLookupError            what an operator asked for (``fileflow show``) is not there
+    │   ├── UnknownFile            no file has this id, id prefix or name
+    │   └── AmbiguousFile          several files match; the candidates are listed
+    └── InvalidRequest             an operator's command cannot be applied (a limit of 0, an
+                                   unknown converter, a selection that makes no sense)
 
 Only transient errors are retried (with backoff): a crash or a hang may not happen again, and
 storage comes back; a corrupt or unsupported input fails the same way every time.
@@ -66,6 +68,10 @@ class StorageUnavailable(FileflowError):
     transient = True
 
 
+class InvalidRequest(FileflowError):
+    """An operator's command cannot be applied as given (``fileflow limits``, ``fileflow reprocess``)."""
+
+
 ERRORS: dict[str, type[FileflowError]] = {
     cls.__name__: cls
     for cls in (
@@ -78,6 +84,7 @@ ERRORS: dict[str, type[FileflowError]] = {
         ToolTimeout,
         ToolError,
         StorageUnavailable,
+        InvalidRequest,
     )
 }
 

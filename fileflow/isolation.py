@@ -52,10 +52,12 @@ def _set_memory_limit(memory_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
-def _serve(conn) -> None:
+def _serve(conn, nice: int = 0) -> None:
     """The child's loop: receive a call, run it under the memory limit, send the outcome."""
     os.setpgrp()
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a parent may block signals for itself (fileflow.worker)
+    if nice:
+        os.nice(nice)  # a lower-priority pool (reprocessing) leaves the CPU to the others
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the mediator's to handle
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract: one thread per step
@@ -102,9 +104,9 @@ def _describe_exit(code: int | None) -> str:
 
 
 class _Child:
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx, nice: int = 0) -> None:
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child_conn,), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child_conn, nice), daemon=True)
         self.proc.start()
         child_conn.close()
         self.calls = 0
@@ -144,10 +146,11 @@ class _Child:
 class ChildPool:
     """A bounded pool of warm child processes that run one step each at a time."""
 
-    def __init__(self, size: int, *, max_calls_per_child: int = 500) -> None:
+    def __init__(self, size: int, *, max_calls_per_child: int = 500, nice: int = 0) -> None:
         if size < 1:
             raise ValueError("a child pool needs at least one process")
         self.size = size
+        self.nice = nice
         self.max_calls_per_child = max_calls_per_child
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(_PRELOAD)
@@ -170,7 +173,7 @@ class ChildPool:
                     self._busy.add(child)
                     return child
                 child.kill()
-        child = _Child(self._ctx)
+        child = _Child(self._ctx, self.nice)
         with self._lock:
             self._busy.add(child)
         return child

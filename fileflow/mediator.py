@@ -107,10 +107,20 @@ class Runtime:
     _office_lock: threading.Lock = field(default_factory=threading.Lock)
     _store: Store | None = None
     _results: Any = None
+    lane: str = "upload"
+    """'upload', or 'reprocess': lower priority (reprocess queues on pools, niced children here)."""
+    refresh: frozenset[str] = frozenset()
+    """Converters whose cached results are ignored (``fileflow reprocess --redo``)."""
+    run_scope: str = ""
+    """Added to pool runs' idempotency keys, so a reprocessing job does not re-attach to old runs."""
 
     def __post_init__(self) -> None:
+        from fileflow.limits import Steering
+
         if self.pool is None:
-            self.pool = ChildPool(self.pipeline.child_processes)
+            # reprocessing's children yield the CPU to the uploads' (nice 10)
+            self.pool = ChildPool(self.pipeline.child_processes, nice=10 if self.lane == "reprocess" else 0)
+        self.steering = Steering()
         # LibreOffice converts one document at a time: more would only queue inside it
         self.gates = {"office_pdf": threading.Semaphore(1)}
 
@@ -208,8 +218,16 @@ async def _run_step(
     converter: str, file_id: str, token: str, label: str, cache_key: str, source: Source, options: dict
 ) -> dict:
     rt = current()
+    # operators' limits and pauses (fileflow/limits.py): wait here, before any capacity is taken
+    async with rt.steering.converter_slot(converter, on_wait=lambda why: rt.tracker.stage(token, f"{converter} (waiting)")):
+        rt.tracker.stage(token, converter)
+        return await _execute_step(rt, converter, file_id, label, cache_key, source, options)
+
+
+async def _execute_step(
+    rt: Runtime, converter: str, file_id: str, label: str, cache_key: str, source: Source, options: dict
+) -> dict:
     spec = converters.spec(converter)
-    rt.tracker.stage(token, converter)
     on_pool = rt.pipeline.placement_of(converter) == "pool"
     if converter == "office_pdf" and not on_pool:
         options = {**options, **(await asyncio.to_thread(rt.office_options))}
@@ -235,6 +253,8 @@ async def _run_step(
             attempt=TaskRunContext.get().task_run.run_count,
             timeout_s=rt.pipeline.pool_queue_timeout_s + spec.timeout_s,
             poll_s=rt.pipeline.pool_poll_s,
+            work_queue_name="reprocess" if rt.lane == "reprocess" else None,
+            scope=rt.run_scope,
         )
     return await rt.pool.acall(
         "fileflow.execute:run_step",
@@ -255,6 +275,7 @@ async def step_task(converter: str, rt: Runtime, cache_key: str):
         retry_delay_seconds=[delay * 2**i for i in range(max(spec.retries, 1))],
         retry_condition_fn=_retry_if_transient,
         cache_key_fn=lambda *_: cache_key,
+        refresh_cache=converter in rt.refresh,
         persist_result=True,
         result_storage=await rt.results_block(),
         result_serializer="json",

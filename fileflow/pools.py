@@ -50,6 +50,8 @@ async def run_on_pool(
     timeout_s: float,
     poll_s: float,
     deployment: str | None = None,
+    work_queue_name: str | None = None,
+    scope: str = "",
 ) -> dict[str, Any]:
     outcome_key = f"tmp/steps/{cache_key}-{attempt}.json"
     flow_run = await arun_deployment(
@@ -60,8 +62,9 @@ async def run_on_pool(
             "payload": {k: v for k, v in payload.items() if k != "storage"},
             "outcome_key": outcome_key,
         },
-        idempotency_key=f"{file_id}:{converter}:{cache_key}:{attempt}",
+        idempotency_key=f"{file_id}:{converter}:{cache_key}:{attempt}" + (f":{scope}" if scope else ""),
         flow_run_name=f"{converter}:{label}",  # named while it waits, not only once it starts
+        work_queue_name=work_queue_name,  # None: the deployment's own (default) queue
         timeout=0,
         tags=[f"converter:{converter}"],
     )

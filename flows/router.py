@@ -38,6 +38,13 @@ async def process_file(
     file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth)
     m = Mediation(file)
     m.rt.tracker.started(file.token, file.name)
+    if parent is None and m.rt.lane == "upload":  # the operators' cap on active uploads (fileflow/limits.py)
+        async with m.rt.steering.file_slot("upload"):
+            return await _route(m, file)
+    return await _route(m, file)
+
+
+async def _route(m: Mediation, file: FileRef):
     inspected = await m.step("inspect")
     if inspected is None:
         return outcome(await m.finish())
