@@ -18,6 +18,12 @@ How a failure is reported:
 
 Children are started from a fork server (never forked from the threaded mediator) and put in a
 process group of their own, so a timeout also stops what the converter spawned (ffmpeg).
+
+A step's clock starts when its child is ready, not when the child is started: a replacement child
+(after a crash, a timeout or a memory limit) first says it is ready, so the cost of starting it,
+which under load can reach tens of seconds, never counts against the next file's step. The fork
+server preloads what every step needs (the converters and Prefect's storage blocks), so a new
+child starts without importing them again.
 """
 
 from __future__ import annotations
@@ -36,7 +42,11 @@ from typing import Any
 
 from fileflow.errors import FileflowError, LimitExceeded, ToolCrashed, ToolTimeout, rebuild
 
-_PRELOAD = ["converters", "converters.base", "fileflow.errors", "fileflow.execute"]
+# imported once by the fork server, inherited by every child; prefect.filesystems is what
+# blocks.storage needs for every step (a cold `import prefect` takes 1 CPU-second or more)
+_PRELOAD = ["converters", "converters.base", "fileflow.errors", "fileflow.execute", "prefect.filesystems"]
+#: how long a new child may take to say it is ready (outside any step's timeout)
+START_TIMEOUT_S = 300.0
 
 
 def _resolve(target: str):
@@ -52,7 +62,7 @@ def _set_memory_limit(memory_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
-def _serve(conn, nice: int = 0) -> None:
+def _serve(conn, nice: int = 0, warmup: str | None = None) -> None:
     """The child's loop: receive a call, run it under the memory limit, send the outcome."""
     os.setpgrp()
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a parent may block signals for itself (fileflow.worker)
@@ -61,6 +71,9 @@ def _serve(conn, nice: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the mediator's to handle
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract: one thread per step
+    if warmup:
+        _resolve(warmup)()
+    conn.send(("ready",))
     while True:
         try:
             target, payload, memory_mb = conn.recv()
@@ -104,12 +117,25 @@ def _describe_exit(code: int | None) -> str:
 
 
 class _Child:
-    def __init__(self, ctx, nice: int = 0) -> None:
+    def __init__(self, ctx, nice: int = 0, warmup: str | None = None) -> None:
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child_conn, nice), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child_conn, nice, warmup), daemon=True)
         self.proc.start()
         child_conn.close()
         self.calls = 0
+        # wait until the child runs its loop, so that starting it is not charged to a step
+        try:
+            ready = self.conn.poll(START_TIMEOUT_S) and self.conn.recv() == ("ready",)
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.proc.join(0.1)
+            code = self.proc.exitcode
+            self.kill()
+            raise ToolCrashed(
+                f"the converter process did not start within {START_TIMEOUT_S:g} s"
+                if code is None else _describe_exit(code)
+            )
 
     def call(self, target: str, payload: Any, timeout_s: float, memory_mb: int) -> Any:
         self.calls += 1
@@ -146,11 +172,13 @@ class _Child:
 class ChildPool:
     """A bounded pool of warm child processes that run one step each at a time."""
 
-    def __init__(self, size: int, *, max_calls_per_child: int = 500, nice: int = 0) -> None:
+    def __init__(self, size: int, *, max_calls_per_child: int = 500, nice: int = 0, warmup: str | None = None) -> None:
+        """``warmup``: ``module:function`` each new child runs before it counts as ready."""
         if size < 1:
             raise ValueError("a child pool needs at least one process")
         self.size = size
         self.nice = nice
+        self.warmup = warmup
         self.max_calls_per_child = max_calls_per_child
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(_PRELOAD)
@@ -173,7 +201,7 @@ class ChildPool:
                     self._busy.add(child)
                     return child
                 child.kill()
-        child = _Child(self._ctx, self.nice)
+        child = _Child(self._ctx, self.nice, self.warmup)
         with self._lock:
             self._busy.add(child)
         return child

@@ -33,6 +33,22 @@ def corrupt(payload: Any) -> None:
     raise CorruptInput("these bytes are not what they claim")
 
 
+def slow_start() -> None:
+    """A child start that takes longer than the steps' timeouts in the tests."""
+    time.sleep(3)
+
+
+def dead_start() -> None:
+    os._exit(3)
+
+
+def preloaded(payload: Any) -> bool:
+    """Whether this child already had Prefect's storage blocks when its first step came."""
+    import sys
+
+    return "prefect.filesystems" in sys.modules
+
+
 def echo(payload: Any) -> dict:
     return {"pid": os.getpid(), "payload": payload}
 

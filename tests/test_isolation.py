@@ -82,3 +82,23 @@ def test_close_leaves_no_child_behind():
     time.sleep(0.2)
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+
+
+def test_starting_a_child_does_not_count_against_the_step_timeout():
+    """A replacement child that is slow to start (under load: a cold import of tens of seconds)
+    must not make an innocent step time out; found by the hostile batch (tests/test_hostile.py)."""
+    with ChildPool(1, warmup="tests.crashers:slow_start") as pool:
+        assert call(pool, "echo", {"n": 1}, timeout_s=1)["payload"] == {"n": 1}  # start: 3 s
+        with pytest.raises(LimitExceeded):
+            call(pool, "hog", memory_mb=512)  # the child is replaced
+        assert call(pool, "echo", {"n": 2}, timeout_s=1)["payload"] == {"n": 2}
+
+
+def test_children_start_with_the_storage_blocks_already_imported(pool):
+    assert call(pool, "preloaded") is True
+
+
+def test_a_child_that_dies_while_starting_is_a_tool_crash():
+    with ChildPool(1, warmup="tests.crashers:dead_start") as pool:
+        with pytest.raises(ToolCrashed, match="code 3"):
+            call(pool, "echo")
