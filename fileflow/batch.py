@@ -14,7 +14,7 @@ import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -24,7 +24,7 @@ from rich.text import Text
 
 from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
-from fileflow.mediator import FileRef, Mediation, Runtime, display_name, runtime
+from fileflow.mediator import FileRef, Runtime, display_name, runtime
 from fileflow.progress import Tracker
 from fileflow.settings import PipelineSettings
 
@@ -72,27 +72,16 @@ def _render(tracker: Tracker, started: float) -> Group:
     return Group(head, bar, table)
 
 
-async def _one(path: Path, rt: Runtime, gate: asyncio.Semaphore, batch_id: str) -> None:
+async def _one(path: Path, rt: Runtime, gate: asyncio.Semaphore, batch_id: str, name: str) -> None:
     from prefect import tags
 
-    from flows.router import process_file
+    from flows.router import process_to_terminal
 
     async with gate:
         digest, size = await asyncio.to_thread(ingest, path, rt.store)
-        file = FileRef(file_id=digest, name=display_name(path.name), key=original_key(digest), size=size)
-        try:
-            with tags(f"batch:{batch_id}"):
-                state = await process_file(
-                    key=file.key, file_id=digest, name=path.name, size=size, return_state=True
-                )
-            reason = state.message or state.name
-        except Exception as exc:  # the run itself broke: the file must still get a manifest
-            reason = f"{type(exc).__name__}: {exc}"
-        if rt.tracker.has_finished(file.token):
-            return
-        m = Mediation(file)
-        m.fail("router", RuntimeError(f"the file's run ended without a manifest: {reason}"))
-        await m.finish()
+        file = FileRef(file_id=digest, name=display_name(name), key=original_key(digest), size=size)
+        with tags(f"batch:{batch_id}"):
+            await process_to_terminal(file, name, delay_s=rt.pipeline.retry_delay_s)
 
 
 async def run_batch(
@@ -103,17 +92,21 @@ async def run_batch(
     console: Console | None = None,
     out: Path | None = None,
     batch_id: str | None = None,
+    names: Mapping[Path, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Process ``files``; the manifests of every file and archive member, in completion order.
 
-    Runs are tagged ``batch:<batch_id>`` (a new id when none is given)."""
+    Runs are tagged ``batch:<batch_id>`` (a new id when none is given). ``names`` gives the
+    upload's own name for a file whose name on disk differs (an upload service receives names
+    no file system would hold: ``../x``, more than 255 bytes)."""
     batch_id = batch_id or new_batch_id()
     tracker = Tracker()
     tracker.expect(len(files))
     started = time.monotonic()
     with runtime(Runtime(pipeline, storage, tracker)) as rt:
         gate = asyncio.Semaphore(pipeline.max_active_files)
-        work = asyncio.gather(*(_one(path, rt, gate, batch_id) for path in files))
+        names = names or {}
+        work = asyncio.gather(*(_one(path, rt, gate, batch_id, names.get(path, path.name)) for path in files))
         if console is None:
             await work
         else:

@@ -14,13 +14,13 @@ from prefect import flow
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
 from blocks.storage import original_key
-from fileflow.mediator import FileRef, Mediation
+from fileflow.mediator import FileRef, Mediation, display_name
 from flows._common import file_tags, outcome
 
 
 @flow(name="archive", flow_run_name="archive:{file.name}", persist_result=False)
 async def archive_flow(file: FileRef, inspected: dict):
-    from flows.router import process_file  # the router routes to this flow too
+    from flows.router import process_to_terminal  # the router routes to this flow too
 
     m = Mediation(file, inspected)
     expanded = await m.step("archive_expand")
@@ -31,17 +31,12 @@ async def archive_flow(file: FileRef, inspected: dict):
     await progress.start()
 
     async def member(entry: dict) -> None:
-        async with gate:
+        name = f"{file.name}/{entry['name']}"
+        member_file = FileRef(file_id=entry["sha256"], name=display_name(name), key=original_key(entry["sha256"]),
+                              size=entry["size"], parent=file.file_id, depth=file.depth + 1)
+        async with gate:  # a failed member is its own manifest's business
             with file_tags():  # the member's router tags it with its own kind
-                await process_file(
-                    key=original_key(entry["sha256"]),
-                    file_id=entry["sha256"],
-                    name=f"{file.name}/{entry['name']}",
-                    size=entry["size"],
-                    parent=file.file_id,
-                    depth=file.depth + 1,
-                    return_state=True,  # a failed member is its own manifest's business
-                )
+                await process_to_terminal(member_file, name, delay_s=m.rt.pipeline.retry_delay_s)
         await progress.advance()
 
     await asyncio.gather(*(member(e) for e in members))

@@ -7,10 +7,12 @@ named after it. A file of a kind nobody handles, or one that cannot even be insp
 
 from __future__ import annotations
 
+import asyncio
+
 from prefect import flow
 
 from fileflow.errors import UnsupportedInput
-from fileflow.mediator import FileRef, Mediation, display_name
+from fileflow.mediator import FileRef, Mediation, current, display_name
 from flows._common import file_tags, outcome
 from flows.archive import archive_flow
 from flows.drawing import drawing_flow
@@ -58,3 +60,31 @@ async def _route(m: Mediation, file: FileRef):
     with file_tags(file.kind):
         state = await kind_flow(file, inspected, return_state=True)
     return state
+
+
+async def process_to_terminal(file: FileRef, name: str, *, attempts: int = 3, delay_s: float = 1.0) -> None:
+    """Run the router on ``file`` (uploaded as ``name``) until the file has its manifest.
+
+    A run can break without writing one: the Prefect API itself failed it (on SQLite, "database
+    is locked" arrives as a 503 once the client's own retries are spent). Such a file is run
+    again (its finished steps come back from the cache); after the last attempt it gets a
+    failed manifest that says why, so no file is ever left without one.
+    """
+    tracker = current().tracker
+    reason = "no attempt"
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(delay_s * 2 ** (attempt - 1))
+        try:
+            state = await process_file(
+                key=file.key, file_id=file.file_id, name=name, size=file.size, parent=file.parent,
+                depth=file.depth, return_state=True,
+            )
+            reason = state.message or state.name
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if tracker.has_finished(file.token):
+            return
+    m = Mediation(file)
+    m.fail("router", RuntimeError(f"the file's run ended without a manifest ({attempts} attempts): {reason}"))
+    await m.finish()
