@@ -86,6 +86,33 @@ def converters() -> None:
 
 DEFAULT_HOME = Path(".fileflow/stack")
 
+
+@app.command()
+def audit(
+    out: Annotated[Optional[Path], typer.Option(help="local storage folder (default FILEFLOW_STORAGE_PATH)")] = None,
+    stuck_after: Annotated[str, typer.Option(help="a file or run unfinished for longer is stuck (90, 30s, 15m, 2h)")] = "15m",
+    heartbeat_after: Annotated[str, typer.Option(help="a Running run silent for longer has lost its heartbeat")] = "10m",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    home: Annotated[Path, typer.Option(help="a stack started by `fileflow up` (its API and storage)")] = DEFAULT_HOME,
+) -> None:
+    """Was anything lost or is anything stuck? Exit 1 if so (lost, stuck, silent runs, missing renditions)."""
+    from fileflow.audit import audit as run_audit, parse_duration, print_report, use_stack
+    from blocks.storage import Store
+
+    use_stack(home)
+    try:
+        stuck, silent = parse_duration(stuck_after), parse_duration(heartbeat_after)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    store = Store(StorageSettings().config(out=out))
+    report = asyncio.run(run_audit(store, stuck_after=stuck, heartbeat_after=silent))
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print_report(report, Console())
+    raise typer.Exit(0 if report.ok else 1)
+
 storage_app = typer.Typer(help="Storage: Prefect blocks and the S3 bucket (FILEFLOW_STORAGE_* settings).")
 app.add_typer(storage_app, name="storage")
 
