@@ -132,3 +132,24 @@ def test_stuck_lost_silent_and_incomplete_files_are_named(prefect_server, tmp_pa
 def test_bad_threshold_is_a_usage_error(tmp_path):
     code, output = run_cli(tmp_path, "--stuck-after", "soon")
     assert code == 2 and "not a duration" in output
+
+
+def test_audit_reads_an_s3_store(prefect_server, s3_endpoint, s3_bucket, tmp_path):
+    """The same audit over S3 (moto): originals and manifests listed under the prefix."""
+    config = StorageConfig(kind="s3", bucket=s3_bucket, prefix="ff", endpoint_url=s3_endpoint, region="us-east-1",
+                           access_key_id="testing", secret_access_key="testing")
+    store = Store(config)
+    done, _ = ingest(unique_upload(tmp_path, "done.txt"), store)
+    text = f"derived/{done}/text_extract/text.txt"
+    store.put_bytes(b"some text", text)
+    manifest = {"file_id": done, "name": "done.txt", "kind": "text", "status": "completed",
+                "renditions": [{"role": "text", "path": text, "mime": "text/plain", "bytes": 9}]}
+    store.put_bytes(json.dumps(manifest).encode(), manifest_key(done))
+    orphan, _ = ingest(unique_upload(tmp_path, "orphan.txt"), store)
+
+    report = asyncio.run(audit(store, stuck_after=ZERO, heartbeat_after=ZERO))
+    assert report.submitted == 2 and report.completed == 1
+    assert [(f.kind, f.file_id) for f in report.findings] == [("lost", orphan)]
+    store._client().delete_object(Bucket=s3_bucket, Key=f"ff/{text}")
+    report = asyncio.run(audit(store, stuck_after=ZERO, heartbeat_after=ZERO))
+    assert ("missing_rendition", done) in {(f.kind, f.file_id) for f in report.findings}
