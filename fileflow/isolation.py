@@ -21,9 +21,10 @@ process group of their own, so a timeout also stops what the converter spawned (
 
 A step's clock starts when its child is ready, not when the child is started: a replacement child
 (after a crash, a timeout or a memory limit) first says it is ready, so the cost of starting it,
-which under load can reach tens of seconds, never counts against the next file's step. The fork
-server preloads what every step needs (the converters and Prefect's storage blocks), so a new
-child starts without importing them again.
+which under load can reach tens of seconds, never counts against the next file's step.
+(Preloading Prefect's storage blocks in the fork server as well would make new children cheaper,
+but it kept the warm worker's fork server from stopping within its grace period; see
+tests/test_worker.py.)
 """
 
 from __future__ import annotations
@@ -42,9 +43,7 @@ from typing import Any
 
 from fileflow.errors import FileflowError, LimitExceeded, ToolCrashed, ToolTimeout, rebuild
 
-# imported once by the fork server, inherited by every child; prefect.filesystems is what
-# blocks.storage needs for every step (a cold `import prefect` takes 1 CPU-second or more)
-_PRELOAD = ["converters", "converters.base", "fileflow.errors", "fileflow.execute", "prefect.filesystems"]
+_PRELOAD = ["converters", "converters.base", "fileflow.errors", "fileflow.execute"]
 #: how long a new child may take to say it is ready (outside any step's timeout)
 START_TIMEOUT_S = 300.0
 

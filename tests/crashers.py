@@ -42,13 +42,6 @@ def dead_start() -> None:
     os._exit(3)
 
 
-def preloaded(payload: Any) -> bool:
-    """Whether this child already had Prefect's storage blocks when its first step came."""
-    import sys
-
-    return "prefect.filesystems" in sys.modules
-
-
 def echo(payload: Any) -> dict:
     return {"pid": os.getpid(), "payload": payload}
 

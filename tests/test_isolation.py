@@ -94,10 +94,6 @@ def test_starting_a_child_does_not_count_against_the_step_timeout():
         assert call(pool, "echo", {"n": 2}, timeout_s=1)["payload"] == {"n": 2}
 
 
-def test_children_start_with_the_storage_blocks_already_imported(pool):
-    assert call(pool, "preloaded") is True
-
-
 def test_a_child_that_dies_while_starting_is_a_tool_crash():
     with ChildPool(1, warmup="tests.crashers:dead_start") as pool:
         with pytest.raises(ToolCrashed, match="code 3"):
