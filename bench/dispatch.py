@@ -117,7 +117,11 @@ def main() -> None:
         times = asyncio.run(measure())
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:  # Prefect's worker can take long to stop on a busy machine
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(30)
     figures = {name: stats(values) for name, values in times.items()}
     print(f"steps measured: {args.n} of each, interleaved; load average {os.getloadavg()[0]:.1f} at the end")
     for name, label in (("local", "local (warm child process)"), ("warm", "pool, warm worker"),
