@@ -145,40 +145,48 @@ def test_the_same_upload_notified_twice_starts_one_run(stack, tmp_path):
     assert runs[0] == runs[1]
 
 
-def test_paused_pool_queues_work_in_the_exporter_and_drains_after_resume(stack, tmp_path):
+def test_paused_converter_holds_its_steps_until_resume(stack, tmp_path):
+    """An operator pauses a converter (its pool): the mediator holds that converter's steps
+    (fileflow/limits.py) instead of piling runs onto the pool, and they run after resume."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from converters.inspect import sha256_of
+
     pool = "converter-text_extract"
+    api = stack["env"]["PREFECT_API_URL"]
 
     async def set_paused(paused: bool) -> None:
-        with temporary_settings({PREFECT_API_URL: stack["env"]["PREFECT_API_URL"]}):
+        with temporary_settings({PREFECT_API_URL: api}):
             async with get_client() as client:
                 await client.update_work_pool(pool, WorkPoolUpdate(is_paused=paused))
 
+    sample = tmp_path / "queued.txt"
+    sample.write_text("This file waits until its converter pool is resumed by the operator. " * 3)
+    digest = sha256_of(sample)
     asyncio.run(set_paused(True))
     try:
-        sample = tmp_path / "queued.txt"
-        sample.write_text("This file waits until its converter pool is resumed by the operator. " * 3)
         result = fileflow("submit", str(sample), "--home", str(stack["root"] / "home"), env=stack["env"])
         assert result.returncode == 0, result.stderr
-        deadline = time.monotonic() + 120
+        body = json.dumps({"flow_runs": {"name": {"any_": [f"file:{sample.name}"]},
+                                         "state": {"type": {"any_": ["RUNNING"]}}}}).encode()
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            figures = get_json(f"{stack['exporter']}/pools/{pool}")
-            if figures["waiting"] >= 1:
-                break
+            request = urllib.request.Request(f"{api}/flow_runs/filter", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                if json.loads(response.read()):
+                    break
             time.sleep(1)
-        assert figures["waiting"] >= 1 and figures["paused"] is True, figures
+        time.sleep(15)  # time enough for its steps up to text_extract, which must wait
+        assert not stack["store"].exists(f"manifests/{digest}.json")
+        assert get_json(f"{stack['exporter']}/pools/{pool}")["pending"] == 0  # held, not queued
     finally:
         asyncio.run(set_paused(False))
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        figures = get_json(f"{stack['exporter']}/pools/{pool}")
-        if figures["pending"] == 0:
-            break
-        time.sleep(1)
-    assert figures["pending"] == 0, figures
+    run = _wait_for_run(api, f"file:{sample.name}", timeout_s=300)
+    assert run["state"]["type"] == "COMPLETED"
+    assert json.loads(stack["store"].get_bytes(f"manifests/{digest}.json"))["status"] == "completed"
 
 
 def _store_original(stack, sample: Path) -> tuple[str, str, int]:
