@@ -312,6 +312,12 @@ def text_pdf(path: Path, pages: list[list[str]], size: tuple[float, float] = (59
             f"/Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>".encode()
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    info = b" /Info << /Title (Sample Text) /Author (fileflow tests) /CreationDate (D:20240102030405Z) >>"
+    return write_pdf(path, objects, info)
+
+
+def write_pdf(path: Path, objects: list[bytes], info: bytes = b"") -> Path:
+    """Objects 1..n (1 is the catalog) with their cross-reference table and trailer."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, 1):
@@ -321,8 +327,8 @@ def text_pdf(path: Path, pages: list[list[str]], size: tuple[float, float] = (59
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info << /Title (Sample Text) /Author (fileflow tests) " % (len(objects) + 1)
-    out += b"/CreationDate (D:20240102030405Z) >> >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    out += b"trailer\n<< /Size %d /Root 1 0 R" % (len(objects) + 1) + info
+    out += b" >>\nstartxref\n%d\n%%%%EOF\n" % xref
     path.write_bytes(bytes(out))
     return path
 

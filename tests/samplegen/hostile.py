@@ -105,7 +105,7 @@ def pdf_many_pages(path: Path, pages: int = 6000) -> Path:
     objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 3 0 R >>"
     objects += [page] * pages
-    return _write_pdf(path, objects)
+    return documents.write_pdf(path, objects)
 
 
 def pdf_lying_page_count(path: Path, declared: int = 2_000_000_000) -> Path:
@@ -117,22 +117,7 @@ def pdf_lying_page_count(path: Path, declared: int = 2_000_000_000) -> Path:
         b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 3 0 R >>",
     ]
-    return _write_pdf(path, objects)
-
-
-def _write_pdf(path: Path, objects: list[bytes]) -> Path:
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
-    return path
+    return documents.write_pdf(path, objects)
 
 
 def dxf_garbage_body(path: Path) -> Path:
