@@ -9,6 +9,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from fileflow.settings import PipelineSettings
 
 SAMPLES = Path(__file__).parent / "samples"
 SETTINGS = PipelineSettings(child_processes=2, max_active_files=4, retry_delay_s=0.1)
+# The same files (same content, so same ids) are processed by other tests on the session's
+# server: events and artifacts are told apart by this batch's tag, unique per test session.
+BATCH = f"test-events-{uuid.uuid4().hex[:8]}"
 
 pytestmark = pytest.mark.timeout(900)  # a shared, busy 2-core machine makes the batch slow
 
@@ -27,7 +31,13 @@ pytestmark = pytest.mark.timeout(900)  # a shared, busy 2-core machine makes the
 async def _events(resource_ids: list[str], names: tuple[str, ...], expect: int, timeout_s: float = 60) -> list:
     """The persisted events of these resources, once ``expect`` of them are there."""
     from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventRelatedFilter,
+        EventResourceFilter,
+    )
     from prefect.types._datetime import now
 
     deadline = time.monotonic() + timeout_s
@@ -38,6 +48,7 @@ async def _events(resource_ids: list[str], names: tuple[str, ...], expect: int, 
                     occurred=EventOccurredFilter(since=now("UTC").replace(year=2000)),
                     event=EventNameFilter(name=list(names)),
                     resource=EventResourceFilter(id=resource_ids),
+                    related=EventRelatedFilter(id=[f"prefect.tag.batch:{BATCH}"]),
                 ),
                 limit=50,
             )
@@ -56,7 +67,7 @@ def batch(prefect_server, tmp_path_factory):
     (folder / "bundle.zip").write_bytes((SAMPLES / "bundle.zip").read_bytes())
     out = root / "out"
     manifests = asyncio.run(
-        run_batch(sorted(folder.iterdir()), SETTINGS, StorageConfig(basepath=str(out)), batch_id="test-events-1")
+        run_batch(sorted(folder.iterdir()), SETTINGS, StorageConfig(basepath=str(out)), batch_id=BATCH)
     )
     return out, {m["name"]: m for m in manifests}
 
@@ -96,7 +107,7 @@ def test_runs_carry_the_batch_tag_and_members_only_their_own_kind(batch):
     async def read():
         async with get_client() as client:
             return await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["batch:test-events-1"]))
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"batch:{BATCH}"]))
             )
 
     runs = {r.name: r for r in asyncio.run(read())}
@@ -110,16 +121,24 @@ def test_runs_carry_the_batch_tag_and_members_only_their_own_kind(batch):
 
 def test_archive_run_has_a_progress_artifact_at_100_percent(batch):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
 
     _, manifests = batch
     archive = manifests["bundle.zip"]
 
     async def read():
         async with get_client() as client:
-            return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"members-{archive['file_id'][:32]}"]))
-            )
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"batch:{BATCH}"])))
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[f"members-{archive['file_id'][:32]}"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in runs])))
 
     (artifact,) = asyncio.run(read())
     assert artifact.type == "progress" and float(artifact.data) == 100.0

@@ -254,17 +254,17 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
     storage = StorageConfig(basepath=str(tmp_path / "out"))
     store = Store(storage)
     env = {**os.environ, **WORKER_ENV, "PREFECT_API_URL": prefect_server, "FILEFLOW_STORAGE_PATH": storage.basepath}
-    deployed = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
-                               "prefect.yaml", "--name", converter], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
-    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
 
     async def prepare():
         async with get_client() as client:
             await ensure_pool(client, pool)
             await ensure_reprocess_queues(client, [pool])
 
-    asyncio.run(prepare())
+    asyncio.run(prepare())  # the pool first: deploying to a missing pool fails
+    deployed = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
+                               "prefect.yaml", "--name", converter], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
 
     def step(name: str, lane: str | None):
         sample = tmp_path / name
@@ -314,6 +314,19 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(30)
+        asyncio.run(_cancel_unfinished(asyncio.run(runs()).values()))  # leave the shared pool empty
+
+
+async def _cancel_unfinished(runs) -> None:
+    """Cancel the runs a test leaves behind (the bulk steps still waiting, the one the killed
+    worker held), so later tests on the session's server see an empty pool."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    async with get_client() as client:
+        for run in runs:
+            if run.state is None or not run.state.is_final():
+                await client.set_flow_run_state(run.id, Cancelled(message="left over by the test"), force=True)
 
 
 def test_reprocessing_children_yield_the_cpu_to_uploads(tmp_path):

@@ -54,6 +54,24 @@ async def _deploy_text_extract_without_worker() -> None:
                                        entrypoint="flows/step.py:converter_step")
 
 
+async def _empty_pool() -> None:
+    """Cancel runs that earlier tests on the session's server left waiting on the pool, so the
+    one this test holds there is the only one."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    async with get_client() as client:
+        left = await client.read_flow_runs(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[POOL])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]))))
+        for run in left:
+            await client.set_flow_run_state(run.id, Cancelled(message="left over by an earlier test"), force=True)
+
+
 def _poll(predicate, timeout_s: float = 120):
     """collect() until ``predicate(status)`` holds; the last status either way."""
     deadline = time.monotonic() + timeout_s
@@ -70,6 +88,7 @@ def test_status_shows_a_waiting_step_then_counts_the_failure(prefect_server, tmp
     from prefect.states import Cancelled
 
     asyncio.run(_deploy_text_extract_without_worker())
+    asyncio.run(_empty_pool())
     before = asyncio.run(collect(timedelta(hours=1)))["finished"]
     sample = tmp_path / "held-at-text.txt"
     sample.write_text("This file waits at its text step until the operator lets it go. " * 3)
