@@ -88,7 +88,7 @@ async def ensure_steering() -> tuple[list[str], list[str]]:
     from fileflow.limits import ensure_limits, ensure_reprocess_queues
 
     async with get_client() as client:
-        return await ensure_reprocess_queues(client, pool_names()), await ensure_limits(client)
+        return await ensure_reprocess_queues(client, [*pool_names(), *K8S_POOLS]), await ensure_limits(client)
 
 
 def apply(env: dict[str, str] | None = None) -> tuple[list[str], list[str], list[str]]:

@@ -68,7 +68,7 @@ def _clean_up(prefect_server):
 def test_setup_creates_queues_and_limits_once_and_keeps_an_operators_values(prefect_server):
     from prefect.client.orchestration import get_client
 
-    from deployments.setup import ensure_pools, ensure_steering, pool_names
+    from deployments.setup import K8S_POOLS, ensure_pools, ensure_steering, pool_names
 
     asyncio.run(ensure_pools())
     asyncio.run(ensure_steering())  # whatever an earlier test left: from here on it must be a no-op
@@ -78,7 +78,8 @@ def test_setup_creates_queues_and_limits_once_and_keeps_an_operators_values(pref
 
     async def queues():
         async with get_client() as client:
-            return {p: {q.name: q for q in await client.read_work_queues(work_pool_name=p)} for p in pool_names()}
+            return {p: {q.name: q for q in await client.read_work_queues(work_pool_name=p)}
+                    for p in [*pool_names(), *K8S_POOLS]}  # the Kubernetes video pool too
 
     for pool, by_name in asyncio.run(queues()).items():
         reprocess = by_name["reprocess"]
