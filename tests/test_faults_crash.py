@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 FILEFLOW = Path(sys.executable).parent / "fileflow"
 BUCKET = "fileflow-faults-crash"
 VIDEO_STEPS = ["inspect", "video_probe", "video_transcode", "video_poster"]
+RESUMES = 1  # FILEFLOW_LIVENESS_MEDIATOR_RESUMES of this stack (2 by default): fewer kills to reach it
 
 
 def fileflow(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -72,6 +73,7 @@ def stack(postgres_url, s3_endpoint, tmp_path_factory):
         "FILEFLOW_STORAGE_KIND": "s3", "FILEFLOW_STORAGE_BUCKET": BUCKET, "FILEFLOW_STORAGE_PREFIX": "prod",
         "FILEFLOW_STORAGE_ENDPOINT_URL": s3_endpoint, "FILEFLOW_STORAGE_REGION": "us-east-1",
         "FILEFLOW_STORAGE_ACCESS_KEY_ID": "testing", "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": "testing",
+        "FILEFLOW_LIVENESS_MEDIATOR_RESUMES": str(RESUMES),
     })
     prepared = fileflow("storage", "prepare-bucket", env=env, timeout=60)
     assert prepared.returncode == 0, prepared.stderr
@@ -221,6 +223,17 @@ def running_transcode(stack, video: Path) -> dict | None:
     return runs[-1] if runs and runs[-1]["state_type"] == "RUNNING" and runs[-1]["infrastructure_pid"] else None
 
 
+def kill_mediator(router: dict) -> None:
+    """SIGKILL the engine process running a router run, with its session (its own children)."""
+    mediators = _pids_with_env("PREFECT__FLOW_RUN_ID", router["id"])
+    assert mediators, "no process runs the router run"
+    for pid in mediators:
+        try:
+            os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _completed(run: dict | None) -> dict | None:
     return run if run and run["state_type"] == "COMPLETED" else None
 
@@ -275,13 +288,7 @@ def test_fault3_sigkilled_mediator_resumes_without_redoing_finished_steps(stack,
     wait_until(lambda: running_transcode(stack, video), 300, "the video's transcode step running")
     router = router_run(stack, video.name)
     assert router["state_type"] == "RUNNING"
-    mediators = _pids_with_env("PREFECT__FLOW_RUN_ID", router["id"])
-    assert mediators, "no process runs the router run"
-    for pid in mediators:  # the engine process (and its own children, in its session)
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_mediator(router)
     killed_at = time.time()
 
     done = wait_for_manifests(stack, files, 600)
@@ -301,4 +308,41 @@ def test_fault3_sigkilled_mediator_resumes_without_redoing_finished_steps(stack,
     print(f"\nFIGURES fault 3: files 3 in, 3 completed, 0 failed, 0 lost; kill -> router run Crashed "
           f"{seconds_between(killed_at, crashed):.1f} s; kill -> all manifests {recovered_s:.1f} s; "
           f"steps from stored results on resume: {cached}")
+    audit_clean(stack)
+
+
+@pytest.mark.timeout(900)
+def test_fault3_a_file_that_kills_its_mediator_every_time_ends_failed_not_looping(stack, tmp_path):
+    """The mediator dies on every run of one file: the router run is resumed RESUMES times, then
+    its next run writes a failed manifest (``ToolCrashed`` in step ``router``) and ends Failed,
+    which is not resumed; no run of the file stays Running (a subflow or step left by a
+    killed process would be crashed by the automation)."""
+    from tests.samplegen import media
+
+    video = media.video(tmp_path / "f3x-killer.mp4", 1248, 720, seconds=60, fps=25,
+                        vcodec=["-c:v", "mpeg4", "-q:v", "5"])
+    submit(stack, [video])
+    for attempt in range(1, RESUMES + 2):
+        def running_attempt():
+            run = router_run(stack, video.name)
+            ok = run and run["state_type"] == "RUNNING" and run["run_count"] == attempt
+            return run if ok and _pids_with_env("PREFECT__FLOW_RUN_ID", run["id"]) else None
+
+        kill_mediator(wait_until(running_attempt, 300, f"run {attempt} of the router running"))
+    manifest = wait_for_manifests(stack, [video], 300)[video.name]
+    assert manifest["status"] == "failed"
+    assert [(s["name"], s["error"]["type"]) for s in manifest["steps"] if s["status"] == "failed"] == [
+        ("router", "ToolCrashed")], manifest["steps"]
+    router = wait_until(lambda: (r := router_run(stack, video.name)) and r["state_type"] == "FAILED" and r, 120,
+                        "the router run Failed")
+    assert router["run_count"] == RESUMES + 2
+
+    def nothing_running():
+        runs = api(stack, "/flow_runs/filter", {"flow_runs": {"name": {"like_": video.name}}})
+        return all(r["state_type"] not in ("RUNNING", "PENDING", "SCHEDULED") for r in runs) and runs
+
+    runs = wait_until(nothing_running, 300, "every run of the file final", interval_s=2)
+    print(f"\nFIGURES resume cap: 1 file in, 0 completed, 1 failed (ToolCrashed), 0 lost; "
+          f"{RESUMES + 1} mediators killed, router run count {router['run_count']}; runs: "
+          f"{sorted((r['name'], r['state_type']) for r in runs)}")
     audit_clean(stack)
