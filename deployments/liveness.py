@@ -67,7 +67,7 @@ def crash_spec(settings: LivenessSettings):
     )
 
 
-def resume_spec(router_deployment_id) -> "AutomationCore":  # noqa: F821
+def resume_spec(router_deployment_id):
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture

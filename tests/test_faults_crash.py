@@ -63,8 +63,6 @@ def _fresh_database(postgres_url: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(postgres_url, s3_endpoint, tmp_path_factory):
-    import asyncpg  # noqa: F401  (postgres_url has already skipped without it)
-
     root = tmp_path_factory.mktemp("faults-crash")
     database, db_name = _fresh_database(postgres_url)
     port, exporter_port = _free_port(), _free_port()
