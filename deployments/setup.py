@@ -12,7 +12,9 @@
    ones are left as they are (see fileflow/limits.py);
 3. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place);
 4. the webhook automation for terminal file events, when ``FILEFLOW_NOTIFY_WEBHOOK_URL`` is
-   set (disabled otherwise; see notify.py and docs/events.md).
+   set (disabled otherwise; see notify.py and docs/events.md);
+5. the liveness automations: a run without heartbeats is marked Crashed, a crashed router run
+   is resumed (see liveness.py and docs/reliability.md).
 
 Run ``python -m deployments.setup`` with ``PREFECT_API_URL`` pointing at the server; running it
 twice changes nothing.
@@ -96,12 +98,13 @@ def apply(env: dict[str, str] | None = None) -> tuple[list[str], list[str], list
     from fileflow.settings import StorageSettings
 
     save_storage_blocks(StorageSettings().config())
-    from deployments import notify
+    from deployments import liveness, notify
 
     created = asyncio.run(ensure_pools())
     queues, limits = asyncio.run(ensure_steering())
     deploy(env)
     asyncio.run(notify.ensure())
+    asyncio.run(liveness.ensure())
     return created, queues, limits
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from blocks.storage import StorageConfig
@@ -81,3 +81,30 @@ class PipelineSettings(BaseSettings):
             "preview_sizes": list(self.preview_sizes),
             "max_depth": self.max_archive_depth,
         }
+
+
+class LivenessSettings(BaseSettings):
+    """How a run whose process died is found and recovered (``FILEFLOW_LIVENESS_*``).
+
+    Every flow run of the stack emits ``prefect.flow-run.heartbeat`` events (Prefect's flow
+    engine, ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, set from ``heartbeat_s``); the automations of
+    :mod:`deployments.liveness` mark a run without one for ``crashed_after_s`` seconds Crashed,
+    and put a Crashed router run back to Scheduled (see docs/reliability.md).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FILEFLOW_LIVENESS_", frozen=True)
+
+    heartbeat_s: int = Field(30, ge=30, description="seconds between two heartbeats of a run (Prefect's minimum: 30)")
+    crashed_after_s: int = Field(
+        90, ge=60, description="a Running run with no heartbeat for this long is marked Crashed (3 heartbeats)"
+    )
+    mediator_resumes: int = Field(
+        2, ge=0, description="how often a crashed router run is resumed before its file ends failed"
+    )
+
+    @model_validator(mode="after")
+    def _window_spans_heartbeats(self) -> "LivenessSettings":
+        if self.crashed_after_s < 2 * self.heartbeat_s:  # one late heartbeat must not crash a live run
+            raise ValueError(f"crashed_after_s ({self.crashed_after_s}) must be at least twice heartbeat_s "
+                             f"({self.heartbeat_s})")
+        return self

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import converters
 from fileflow.pools import pool_name
+from fileflow.settings import LivenessSettings
 
 MEDIATOR_POOL = "fileflow-mediator"
 
@@ -76,6 +77,9 @@ class Stack:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_HOME": str(self.home / "prefect-home"),
             "FILEFLOW_DEFAULT_PLACEMENT": os.environ.get("FILEFLOW_DEFAULT_PLACEMENT", "pool"),
+            # every run (router, per-kind subflow, converter step) says it is alive this often;
+            # the automations of deployments/liveness.py crash and resume the silent ones
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(LivenessSettings().heartbeat_s),
         }
         if self.storage_path and env.get("FILEFLOW_STORAGE_KIND", "local") == "local":
             env["FILEFLOW_STORAGE_PATH"] = str(self.storage_path.resolve())

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 
-from fileflow.errors import UnsupportedInput
+from fileflow.errors import ToolCrashed, UnsupportedInput
 from fileflow.mediator import FileRef, Mediation, current, display_name
+from fileflow.settings import LivenessSettings
 from flows._common import file_tags, outcome
 from flows.archive import archive_flow
 from flows.drawing import drawing_flow
@@ -40,10 +43,26 @@ async def process_file(
     file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth)
     m = Mediation(file)
     m.rt.tracker.started(file.token, file.name)
+    crashes = await _mediator_crashes()
+    if crashes > LivenessSettings().mediator_resumes:  # it kills its mediator every time: stop here
+        m.fail("router", ToolCrashed(f"the file's mediator crashed {crashes} times while processing it; "
+                                     "it is not resumed again (FILEFLOW_LIVENESS_MEDIATOR_RESUMES)"))
+        return outcome(await m.finish())
     if parent is None and m.rt.lane == "upload":  # the operators' cap on active uploads (fileflow/limits.py)
         async with m.rt.steering.file_slot("upload"):
             return await _route(m, file)
     return await _route(m, file)
+
+
+async def _mediator_crashes() -> int:
+    """How often this router run was started before: each time its mediator died and the
+    resume automation (deployments/liveness.py) scheduled it again. 0 outside a deployment."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None or ctx.flow_run.deployment_id is None:
+        return 0
+    async with get_client() as client:  # the count the server keeps; the context's copy predates Running
+        run = await client.read_flow_run(ctx.flow_run.id)
+    return max(run.run_count - 1, 0)
 
 
 async def _route(m: Mediation, file: FileRef):

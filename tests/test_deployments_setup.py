@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 import converters
+from deployments.liveness import CRASH_AUTOMATION, RESUME_AUTOMATION
 from deployments.setup import MEDIATOR_POOL, pool_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,13 +53,28 @@ def test_setup_is_idempotent(prefect_server):
         async with get_client() as client:
             pools = {p.name for p in await client.read_work_pools()}
             deployments = {(d.name, d.id, str(d.work_pool_name)) for d in await client.read_deployments()}
-        return pools, deployments
+            automations = {(a.name, a.id) for name in (CRASH_AUTOMATION, RESUME_AUTOMATION)
+                           for a in await client.read_automations_by_name(name)}
+        return pools, deployments, automations
 
-    first = setup()
-    pools, deployments = asyncio.run(snapshot())
-    second = setup()
+    async def remove_liveness_automations() -> None:
+        # the session's server runs the embedded tests' flows with Prefect's 180 s heartbeat:
+        # a 90 s crash window would mark their longer runs Crashed
+        async with get_client() as client:
+            for name in (CRASH_AUTOMATION, RESUME_AUTOMATION):
+                for automation in await client.read_automations_by_name(name):
+                    await client.delete_automation(automation.id)
+
+    try:
+        first = setup()
+        pools, deployments, automations = asyncio.run(snapshot())
+        second = setup()
+        again = asyncio.run(snapshot())
+    finally:
+        asyncio.run(remove_liveness_automations())
     assert "none (all existed)" not in first and "none (all existed)" in second
     assert set(pool_names()) <= pools
     assert "converter-video-k8s" in pools
-    assert asyncio.run(snapshot()) == (pools, deployments)  # same ids: updated in place, nothing new
+    assert {name for name, _ in automations} == {CRASH_AUTOMATION, RESUME_AUTOMATION}  # one of each
+    assert again == (pools, deployments, automations)  # same ids: updated in place, nothing new
     assert len({d for d in deployments if d[0] in converters.BUILTINS}) == len(converters.BUILTINS)

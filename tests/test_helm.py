@@ -559,3 +559,16 @@ def test_scaling_simulation_uses_the_chart_values_and_respects_them(tmp_path):
     # every file finished, and the steps add up to the mix of kinds
     assert sum(report["latency_by_arrival_hour"][h]["files"] for h in report["latency_by_arrival_hour"]) == 3000
     assert json.loads((tmp_path / "r.json").read_text())["files"] == 3000
+
+
+def test_every_pod_heartbeats_as_often_as_the_crash_automation_expects(default_objects):
+    """The setup hook creates the automation that crashes silent runs: every pod that runs flows
+    (and the hook itself) must agree with it on the heartbeat interval and the window."""
+    specs = pod_specs(default_objects)
+    for name, pod in specs:
+        env = env_of(pod["containers"][0])
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]["value"] == "30", name
+        assert env["FILEFLOW_LIVENESS_HEARTBEAT_S"]["value"] == "30", name
+        assert env["FILEFLOW_LIVENESS_CRASHED_AFTER_S"]["value"] == "90", name
+    with pytest.raises(Exception, match="at least twice"):
+        render({**MINIMAL, "prefect": {"heartbeatSeconds": 60, "crashedAfterSeconds": 90}})

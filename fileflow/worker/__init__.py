@@ -20,6 +20,10 @@ Scale-in: SIGTERM (or Ctrl-C) stops taking new runs at once, lets the steps in p
 within ``--grace`` seconds, then stops; a step still running after that is cancelled and its
 run ends Crashed, which the mediator retries elsewhere. No run is left Running.
 
+Killed outright (SIGKILL, OOM): Prefect's engine sends each run's heartbeats from a thread of
+this process, so they stop with it, and the setup's liveness automation marks the runs
+``Crashed`` (:mod:`deployments.liveness`); the mediator retries them on another worker.
+
 One process serves any number of pools (``--pool`` repeated); ``--limit`` bounds the steps of
 each pool in flight, ``--children`` the warm child processes shared by all of them.
 """

@@ -95,6 +95,15 @@ Secret or none at all for IRSA / workload identity).
 {{- end }}
 - name: PREFECT_SERVER_ANALYTICS_ENABLED
   value: "false"
+{{- if lt (int $prefect.crashedAfterSeconds) (mul 2 (int $prefect.heartbeatSeconds)) }}
+{{- fail "prefect.crashedAfterSeconds must be at least twice prefect.heartbeatSeconds, or live runs are marked Crashed" }}
+{{- end }}
+- name: PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+  value: {{ $prefect.heartbeatSeconds | quote }}
+- name: FILEFLOW_LIVENESS_HEARTBEAT_S
+  value: {{ $prefect.heartbeatSeconds | quote }}
+- name: FILEFLOW_LIVENESS_CRASHED_AFTER_S
+  value: {{ $prefect.crashedAfterSeconds | quote }}
 - name: PREFECT_HOME
   value: /tmp/prefect
 - name: HOME

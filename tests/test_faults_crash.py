@@ -1,0 +1,346 @@
+"""Issue 4, faults 1 and 3 on the distributed stack: a process SIGKILLed in the middle of a file
+loses nothing.
+
+One stack for the module (`fileflow up --workers 2` on a fresh PostgreSQL database, storage in
+an S3 bucket on moto's server). Each test submits a long video (its transcode is the step to
+kill, seen `Running` first) and two small text files, kills one process with SIGKILL, waits for
+every file's manifest, checks which step runs exist, and ends with `fileflow audit` (exit 0).
+Nothing tells the stack about the kill: recovery comes from the heartbeats and the liveness
+automations of deployments/liveness.py (docs/reliability.md, "Distributed faults").
+
+The figures (seconds from the kill to the run's `Crashed` state and to the file's manifest) are
+printed, never asserted: `pytest -s` shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from blocks.storage import StorageConfig, Store
+from tests.conftest import _free_port
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+FILEFLOW = Path(sys.executable).parent / "fileflow"
+BUCKET = "fileflow-faults-crash"
+VIDEO_STEPS = ["inspect", "video_probe", "video_transcode", "video_poster"]
+RESUMES = 1  # FILEFLOW_LIVENESS_MEDIATOR_RESUMES of this stack (2 by default): fewer kills to reach it
+
+
+def fileflow(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(FILEFLOW), *args], env={**env, "COLUMNS": "250"}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _fresh_database(postgres_url: str) -> tuple[str, str]:
+    """A database of this module's own on the same server (no other module's runs in it)."""
+    import asyncpg
+
+    name = f"fileflow_faults_crash_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}", name
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_url, s3_endpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults-crash")
+    database, db_name = _fresh_database(postgres_url)
+    port, exporter_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
+    env.update({
+        "FILEFLOW_STORAGE_KIND": "s3", "FILEFLOW_STORAGE_BUCKET": BUCKET, "FILEFLOW_STORAGE_PREFIX": "prod",
+        "FILEFLOW_STORAGE_ENDPOINT_URL": s3_endpoint, "FILEFLOW_STORAGE_REGION": "us-east-1",
+        "FILEFLOW_STORAGE_ACCESS_KEY_ID": "testing", "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": "testing",
+        "FILEFLOW_LIVENESS_MEDIATOR_RESUMES": str(RESUMES),
+    })
+    prepared = fileflow("storage", "prepare-bucket", env=env, timeout=60)
+    assert prepared.returncode == 0, prepared.stderr
+    home = root / "home"
+    up = fileflow("up", "--workers", "2", "--database", database, "--home", str(home), "--out", str(root / "out"),
+                  "--port", str(port), "--exporter-port", str(exporter_port), env=env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = json.loads((home / "stack.json").read_text())
+        env["PREFECT_API_URL"] = state["api_url"]
+        storage = StorageConfig(kind="s3", bucket=BUCKET, prefix="prod", endpoint_url=s3_endpoint,
+                                region="us-east-1", access_key_id="testing", secret_access_key="testing")
+        yield {"home": home, "env": env, "api": state["api_url"], "state": state, "store": Store(storage)}
+    finally:
+        down = fileflow("down", "--home", str(home), env=env, timeout=120)
+        _kill_mediator_sessions(home)
+        asyncio.run(_drop(db_name))
+        assert down.returncode == 0, down.stderr
+
+
+async def _drop(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _kill_mediator_sessions(home: Path) -> None:
+    """Prefect's process worker starts each flow run in a session of its own: stop any left."""
+    for pid in _pids_with_env("PREFECT_HOME", str(home / "prefect-home")):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _pids_with_env(name: str, value: str) -> list[int]:
+    found = []
+    needle = f"{name}={value}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return found
+
+
+# -- the Prefect API, over plain HTTP ------------------------------------------------------------
+
+def api(stack, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{stack['api']}{path}", data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def step_runs(stack, file_name: str) -> dict[str, list[dict]]:
+    """The ``converter-step`` runs of one file, by converter, oldest first."""
+    runs = api(stack, "/flow_runs/filter", {
+        "flows": {"name": {"any_": ["converter-step"]}},
+        "flow_runs": {"name": {"like_": f":{file_name}"}},
+        "sort": "EXPECTED_START_TIME_ASC",
+    })
+    by_converter: dict[str, list[dict]] = {}
+    for run in runs:
+        converter, _, label = run["name"].partition(":")
+        if label == file_name:
+            by_converter.setdefault(converter, []).append(run)
+    return by_converter
+
+
+def router_run(stack, file_name: str) -> dict | None:
+    runs = api(stack, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [f"file:{file_name}"]}}})
+    return runs[0] if runs else None
+
+
+def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.25):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"{what}: not within {timeout_s:g} s")
+
+
+def states_of(stack, run_id: str) -> list[tuple[str, str]]:
+    states = api(stack, f"/flow_run_states/?flow_run_id={run_id}")
+    return [(s["type"], s["timestamp"]) for s in sorted(states, key=lambda s: s["timestamp"])]
+
+
+def seconds_between(start: float, iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - start
+
+
+# -- the files ---------------------------------------------------------------------------------
+
+def make_batch(folder: Path, tag: str, width: int) -> list[Path]:
+    """A 60 s 720p-class video (its transcode takes seconds: long enough to be killed in the
+    middle) and two small text files."""
+    from tests.samplegen import media
+
+    folder.mkdir(parents=True, exist_ok=True)
+    video = media.video(folder / f"{tag}-long.mp4", width, 720, seconds=60, fps=25,
+                        vcodec=["-c:v", "mpeg4", "-q:v", "5"])
+    texts = []
+    for i in range(2):
+        text = folder / f"{tag}-note-{i}.txt"
+        text.write_text(f"Note {i} of the {tag} batch: nothing may be lost when a process dies. " * 4)
+        texts.append(text)
+    return [video, *texts]
+
+
+def submit(stack, files: list[Path]) -> None:
+    result = fileflow("submit", *map(str, files), "--home", str(stack["home"]), env=stack["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def manifests(stack, files: list[Path]) -> dict[str, dict]:
+    from converters.inspect import sha256_of
+
+    out = {}
+    for path in files:
+        key = f"manifests/{sha256_of(path)}.json"
+        if stack["store"].exists(key):
+            out[path.name] = json.loads(stack["store"].get_bytes(key))
+    return out
+
+
+def wait_for_manifests(stack, files: list[Path], timeout_s: float) -> dict[str, dict]:
+    def all_there():
+        found = manifests(stack, files)
+        return found if len(found) == len(files) else None
+
+    return wait_until(all_there, timeout_s, "every file's manifest", interval_s=1)
+
+
+def running_transcode(stack, video: Path) -> dict | None:
+    runs = step_runs(stack, video.name).get("video_transcode", [])
+    return runs[-1] if runs and runs[-1]["state_type"] == "RUNNING" and runs[-1]["infrastructure_pid"] else None
+
+
+def kill_mediator(router: dict) -> None:
+    """SIGKILL the engine process running a router run, with its session (its own children)."""
+    mediators = _pids_with_env("PREFECT__FLOW_RUN_ID", router["id"])
+    assert mediators, "no process runs the router run"
+    for pid in mediators:
+        try:
+            os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _completed(run: dict | None) -> dict | None:
+    return run if run and run["state_type"] == "COMPLETED" else None
+
+
+def audit_clean(stack) -> None:
+    result = fileflow("audit", "--home", str(stack["home"]), "--json", env=stack["env"], timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+# -- the faults --------------------------------------------------------------------------------
+
+@pytest.mark.timeout(900)
+def test_fault1_sigkilled_converter_worker_its_step_runs_again_elsewhere(stack, tmp_path):
+    """A warm converter worker SIGKILLed while it transcodes: nobody reports the death; the
+    step run's heartbeats stop, the liveness automation marks it Crashed, the mediator retries
+    the step (attempt 2, a new run) and the other worker completes it."""
+    files = make_batch(tmp_path, "f1", 1280)
+    video = files[0]
+    submit(stack, files)
+    run = wait_until(lambda: running_transcode(stack, video), 300, "the video's transcode step running")
+    pid = int(run["infrastructure_pid"].split(":")[1])
+    workers = {name: p for name, p in stack["state"]["processes"].items() if name.startswith("worker-warm")}
+    assert pid in workers.values(), (run["infrastructure_pid"], workers)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+
+    done = wait_for_manifests(stack, files, 600)
+    recovered_s = time.time() - killed_at
+    assert {name: m["status"] for name, m in done.items()} == {f.name: "completed" for f in files}
+    transcodes = step_runs(stack, video.name)["video_transcode"]
+    assert [r["state_type"] for r in transcodes] == ["CRASHED", "COMPLETED"], transcodes
+    assert "no heartbeat" in transcodes[0]["state"]["message"]  # the automation, not a worker, said so
+    assert transcodes[1]["infrastructure_pid"].split(":")[1] != str(pid)  # the other worker ran it
+    crashed = [t for kind, t in states_of(stack, transcodes[0]["id"]) if kind == "CRASHED"][0]
+    router = wait_until(lambda: _completed(router_run(stack, video.name)), 120, "the router run Completed")
+    assert router["run_count"] == 1  # the mediator never died
+    print(f"\nFIGURES fault 1: files 3 in, 3 completed, 0 failed, 0 lost; kill -> step run Crashed "
+          f"{seconds_between(killed_at, crashed):.1f} s; kill -> all manifests {recovered_s:.1f} s")
+    audit_clean(stack)
+
+
+@pytest.mark.timeout(900)
+def test_fault3_sigkilled_mediator_resumes_without_redoing_finished_steps(stack, tmp_path):
+    """The mediator (the engine process running the file's router run, with its subflow) is
+    SIGKILLed after `video_probe` finished, while `video_transcode` runs on a pool: the same
+    router run is resumed (Crashed -> Scheduled by the automation), `inspect` and
+    `video_probe` come from their stored results, the transcode in flight is re-attached, not
+    started again: every converter ran exactly once for the file."""
+    files = make_batch(tmp_path, "f3", 1264)
+    video = files[0]
+    submit(stack, files)
+    wait_until(lambda: running_transcode(stack, video), 300, "the video's transcode step running")
+    router = router_run(stack, video.name)
+    assert router["state_type"] == "RUNNING"
+    kill_mediator(router)
+    killed_at = time.time()
+
+    done = wait_for_manifests(stack, files, 600)
+    recovered_s = time.time() - killed_at
+    assert {name: m["status"] for name, m in done.items()} == {f.name: "completed" for f in files}
+    router = wait_until(lambda: _completed(router_run(stack, video.name)), 120, "the router run Completed")
+    history = [kind for kind, _ in states_of(stack, router["id"])]
+    assert "CRASHED" in history and history[history.index("CRASHED") + 1] == "SCHEDULED", history
+    assert router["run_count"] == 2  # the same run, resumed once
+    runs = step_runs(stack, video.name)
+    assert {c: [r["state_type"] for r in runs.get(c, [])] for c in VIDEO_STEPS} == {
+        c: ["COMPLETED"] for c in VIDEO_STEPS}  # exactly one execution of every step
+    crashed = [t for kind, t in states_of(stack, router["id"]) if kind == "CRASHED"][0]
+    steps = json.loads(stack["store"].get_bytes(
+        f"manifests/{done[video.name]['file_id']}.json"))["steps"]
+    cached = sorted(s["name"] for s in steps if s.get("cached"))
+    print(f"\nFIGURES fault 3: files 3 in, 3 completed, 0 failed, 0 lost; kill -> router run Crashed "
+          f"{seconds_between(killed_at, crashed):.1f} s; kill -> all manifests {recovered_s:.1f} s; "
+          f"steps from stored results on resume: {cached}")
+    audit_clean(stack)
+
+
+@pytest.mark.timeout(900)
+def test_fault3_a_file_that_kills_its_mediator_every_time_ends_failed_not_looping(stack, tmp_path):
+    """The mediator dies on every run of one file: the router run is resumed RESUMES times, then
+    its next run writes a failed manifest (``ToolCrashed`` in step ``router``) and ends Failed,
+    which is not resumed; no run of the file stays Running (a subflow or step left by a
+    killed process would be crashed by the automation)."""
+    from tests.samplegen import media
+
+    video = media.video(tmp_path / "f3x-killer.mp4", 1248, 720, seconds=60, fps=25,
+                        vcodec=["-c:v", "mpeg4", "-q:v", "5"])
+    submit(stack, [video])
+    for attempt in range(1, RESUMES + 2):
+        def running_attempt():
+            run = router_run(stack, video.name)
+            ok = run and run["state_type"] == "RUNNING" and run["run_count"] == attempt
+            return run if ok and _pids_with_env("PREFECT__FLOW_RUN_ID", run["id"]) else None
+
+        kill_mediator(wait_until(running_attempt, 300, f"run {attempt} of the router running"))
+    manifest = wait_for_manifests(stack, [video], 300)[video.name]
+    assert manifest["status"] == "failed"
+    assert [(s["name"], s["error"]["type"]) for s in manifest["steps"] if s["status"] == "failed"] == [
+        ("router", "ToolCrashed")], manifest["steps"]
+    router = wait_until(lambda: (r := router_run(stack, video.name)) and r["state_type"] == "FAILED" and r, 120,
+                        "the router run Failed")
+    assert router["run_count"] == RESUMES + 2
+
+    def nothing_running():
+        runs = api(stack, "/flow_runs/filter", {"flow_runs": {"name": {"like_": video.name}}})
+        return all(r["state_type"] not in ("RUNNING", "PENDING", "SCHEDULED") for r in runs) and runs
+
+    runs = wait_until(nothing_running, 300, "every run of the file final", interval_s=2)
+    print(f"\nFIGURES resume cap: 1 file in, 0 completed, 1 failed (ToolCrashed), 0 lost; "
+          f"{RESUMES + 1} mediators killed, router run count {router['run_count']}; runs: "
+          f"{sorted((r['name'], r['state_type']) for r in runs)}")
+    audit_clean(stack)
