@@ -67,9 +67,19 @@ class PipelineSettings(BaseSettings):
     pool_poll_s: float = Field(
         1.0, gt=0, description="longest interval between two reads of a step running on a pool (the poll starts at 50 ms)"
     )
+    converter_modules: dict[str, str] = Field(
+        default_factory=dict,
+        description="converters replaced by another module with the same contract (dotted path), e.g. "
+        "{\"text_extract\": \"mypackage.text_extract_fixed\"} to try a fixed build; the module's SPEC "
+        "(same name; its version, timeout and retries) applies. Mediators and converter workers read it alike",
+    )
     pool_queue_timeout_s: float = Field(
         600, gt=0, description="how long a pool step may wait for a worker before it counts as timed out"
     )
+
+    def module_of(self, converter: str) -> str:
+        """The module that runs ``converter``: its own, unless ``converter_modules`` replaces it."""
+        return self.converter_modules.get(converter, converter)
 
     def placement_of(self, converter: str) -> str:
         return self.placement.get(converter, self.default_placement)
