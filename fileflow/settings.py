@@ -25,6 +25,9 @@ class StorageSettings(BaseSettings):
     region: str | None = Field(None, description="S3 region")
     access_key_id: str | None = Field(None, description="S3 access key (else the AWS default chain)")
     secret_access_key: SecretStr | None = Field(None, description="S3 secret key")
+    retry_s: float = Field(
+        120.0, ge=0, description="how long an S3 operation keeps retrying while the endpoint cannot be reached"
+    )
 
     def config(self, out: Path | None = None) -> StorageConfig:
         return StorageConfig(
@@ -36,6 +39,7 @@ class StorageSettings(BaseSettings):
             region=self.region,
             access_key_id=self.access_key_id,
             secret_access_key=self.secret_access_key.get_secret_value() if self.secret_access_key else None,
+            retry_s=self.retry_s,
         )
 
 
