@@ -17,12 +17,38 @@ so every write is idempotent)::
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from fileflow.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+#: attempts of one S3 request by botocore itself (its "standard" retry mode)
+S3_MAX_ATTEMPTS = 14
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: boto3's transfer errors wrap the cause) says the S3
+    endpoint could not be reached, as opposed to an answer from it."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
+            return True
+        if type(exc).__name__ in ("S3UploadFailedError", "RetriesExceededError") and (
+            "connect" in str(exc).lower() or "timed out" in str(exc).lower()
+        ):
+            return True
+        exc = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 @dataclass(frozen=True)
@@ -36,6 +62,8 @@ class StorageConfig:
     region: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    retry_s: float = 120.0
+    """How long an S3 operation keeps retrying while the endpoint cannot be reached."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +110,13 @@ def make_block(config: StorageConfig):
             aws_access_key_id=config.access_key_id,
             aws_secret_access_key=config.secret_access_key,
             region_name=config.region,
-            aws_client_parameters=AwsClientParameters(endpoint_url=config.endpoint_url),
+            # botocore's own retries also cover Prefect's reads and writes of persisted results
+            # through this block: "standard" backoff (up to 20 s each) over 14 attempts waits
+            # about 95 s on average for an unreachable endpoint, and Store adds its deadline
+            aws_client_parameters=AwsClientParameters(
+                endpoint_url=config.endpoint_url,
+                config={"retries": {"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS}},
+            ),
         )
         return S3Bucket(bucket_name=config.bucket, bucket_folder=config.prefix, credentials=credentials)
     raise ValueError(f"unknown storage kind {config.kind!r}; expected 'local' or 's3'")
@@ -103,7 +137,13 @@ class Store:
     # -- S3 -----------------------------------------------------------------------------
     def _client(self):
         if self._s3 is None:
-            self._s3 = self.block.credentials.get_s3_client()
+            from botocore.config import Config
+
+            # few attempts inside botocore: _s3_call keeps to its own deadline (retry_s)
+            self._s3 = self.block.credentials.get_boto3_session().client(
+                "s3", endpoint_url=self.config.endpoint_url,
+                config=Config(retries={"mode": "standard", "max_attempts": 3}),
+            )
         return self._s3
 
     def _s3_key(self, key: str) -> str:
@@ -111,14 +151,31 @@ class Store:
         return f"{prefix}/{check_key(key)}" if prefix else check_key(key)
 
     def _s3_call(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, retried with backoff for ``retry_s`` while S3 is unreachable.
+
+        An outage of the endpoint (refused or dropped connections, timeouts) is waited out, so
+        a step, a worker or a mediator does not fail a file for it; after ``retry_s`` it is
+        :class:`StorageUnavailable` (transient: the step is retried). An answer from S3 (a
+        ``ClientError``: missing key, denied) is never retried here.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            return fn(*args, **kwargs)
-        except ClientError:
-            raise
-        except BotoCoreError as exc:
-            raise StorageUnavailable(f"S3 at {self.config.endpoint_url or 'AWS'}: {exc}") from exc
+        deadline = time.monotonic() + self.config.retry_s
+        delay = 0.5
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except ClientError:
+                raise
+            except Exception as exc:
+                if not isinstance(exc, BotoCoreError) and not _unreachable(exc):
+                    raise
+                if not _unreachable(exc) or time.monotonic() + delay > deadline:
+                    raise StorageUnavailable(f"S3 at {self.config.endpoint_url or 'AWS'}: {exc}") from exc
+                log.warning("S3 at %s unreachable (%s); retrying in %.1f s", self.config.endpoint_url or "AWS",
+                            exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- operations ---------------------------------------------------------------------
     def put_file(self, path: Path, key: str) -> int:

@@ -37,6 +37,18 @@ def load(name: str) -> ModuleType:
     return module
 
 
+def implementation(name: str, module: str | None = None) -> ModuleType:
+    """The module that runs converter ``name``: itself, or ``module`` where an operator replaced
+    it (``FILEFLOW_CONVERTER_MODULES``, e.g. to try a fixed build). A replacement must declare
+    the same ``SPEC.name``; its own version, timeout and retries apply."""
+    if not module or module == name:
+        return load(name)
+    loaded = load(module)
+    if loaded.SPEC.name != name:
+        raise TypeError(f"{module} declares converter {loaded.SPEC.name!r}, so it cannot replace {name!r}")
+    return loaded
+
+
 def spec(name: str) -> ConverterSpec:
     return load(name).SPEC
 

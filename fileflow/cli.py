@@ -193,6 +193,30 @@ def down(home: Annotated[Path, typer.Option(help="state and logs of the stack")]
     console.print(f"stopped {count} processes" + (f" ({', '.join(killed)} had to be killed)" if killed else ""))
 
 
+@app.command("restart-server")
+def restart_server(
+    home: Annotated[Path, typer.Option(help="state and logs of the stack")] = DEFAULT_HOME,
+    database: Annotated[
+        Optional[str],
+        typer.Option(envvar="PREFECT_API_DATABASE_CONNECTION_URL",
+                     help="the stack's PostgreSQL URL, if it has a password (stack.json records none)"),
+    ] = None,
+) -> None:
+    """Restart the Prefect server of `fileflow up` on the same port and database; the rest keeps running."""
+    from fileflow.stack import Stack
+
+    if not (home / "stack.json").exists():
+        console.print(f"[red]no stack recorded in {home}[/red]")
+        raise typer.Exit(2)
+    try:
+        stack = Stack.recorded(home.resolve(), database_url=database)
+        stack.restart_server()
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]restarted[/green] the Prefect server at {stack.api_url} (pid {stack.processes['server']})")
+
+
 @app.command()
 def submit(
     sources: Annotated[list[str], typer.Argument(help="local files or s3://bucket/key objects")],

@@ -196,16 +196,19 @@ def runtime(rt: Runtime) -> Iterator[Runtime]:
 # ---------------------------------------------------------------------------------------
 
 
-def step_cache_key(converter: str, source: Source, options: dict[str, Any]) -> str:
+def step_cache_key(converter: str, source: Source, options: dict[str, Any], module: str | None = None) -> str:
     """``<converter>-<version>-<digest of (input identity, options)>``.
 
     The input identity is the whole SHA-256 of an original or the whole cache key of the step
     that made a derived input; options that only say where a service listens are left out,
-    since they do not change the output.
+    since they do not change the output. A replacement ``module`` (``converter_modules``) has
+    its own version and is part of the identity: its results are never mistaken for the
+    built-in's, nor the other way round.
     """
-    spec = converters.spec(converter)
+    spec = converters.implementation(converter, module).SPEC
     stable = {k: v for k, v in options.items() if not k.startswith("unoserver_")}
-    identity = json.dumps([source.digest, stable], sort_keys=True, default=str)
+    parts = [source.digest, stable] + ([module] if module and module != converter else [])
+    identity = json.dumps(parts, sort_keys=True, default=str)
     return f"{spec.name}-{spec.version}-{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
 
 
@@ -227,12 +230,13 @@ async def _run_step(
 async def _execute_step(
     rt: Runtime, converter: str, file_id: str, label: str, cache_key: str, source: Source, options: dict
 ) -> dict:
-    spec = converters.spec(converter)
+    module = rt.pipeline.module_of(converter)
+    spec = converters.implementation(converter, module).SPEC
     on_pool = rt.pipeline.placement_of(converter) == "pool"
     if converter == "office_pdf" and not on_pool:
         options = {**options, **(await asyncio.to_thread(rt.office_options))}
     payload = {
-        "converter": converter,
+        "converter": module,  # a pool's worker chooses its module from its own settings
         "storage": rt.storage.to_dict(),
         "input_key": source.key,
         "input_ext": source.ext,
@@ -267,7 +271,7 @@ async def _execute_step(
 
 async def step_task(converter: str, rt: Runtime, cache_key: str):
     """The step task configured for one converter: retries, backoff, persisted cached result."""
-    spec = converters.spec(converter)
+    spec = converters.implementation(converter, rt.pipeline.module_of(converter)).SPEC
     delay = rt.pipeline.retry_delay_s
     return _run_step.with_options(
         task_run_name=converter,
@@ -348,7 +352,7 @@ class Mediation:
             return None
         source = source or self.original
         opts = {**self.rt.pipeline.converter_options(), "mime": self.file.mime, "depth": self.file.depth, **(options or {})}
-        key = step_cache_key(converter, source, opts)
+        key = step_cache_key(converter, source, opts, self.rt.pipeline.module_of(converter))
         task = await step_task(converter, self.rt, key)
         state = await task(
             converter, self.file.file_id, self.file.token, self.file.name, key, source, opts, return_state=True
@@ -385,7 +389,7 @@ class Mediation:
         """Record a failed step (``index`` of a reserved slot, else a new one)."""
         etype = type(exc).__name__ if isinstance(exc, FileflowError) else "ToolError"
         try:
-            version = converters.spec(converter).version
+            version = converters.implementation(converter, self.rt.pipeline.module_of(converter)).SPEC.version
         except Exception:
             version = None
         record = StepRecord(

@@ -25,6 +25,9 @@ class StorageSettings(BaseSettings):
     region: str | None = Field(None, description="S3 region")
     access_key_id: str | None = Field(None, description="S3 access key (else the AWS default chain)")
     secret_access_key: SecretStr | None = Field(None, description="S3 secret key")
+    retry_s: float = Field(
+        120.0, ge=0, description="how long an S3 operation keeps retrying while the endpoint cannot be reached"
+    )
 
     def config(self, out: Path | None = None) -> StorageConfig:
         return StorageConfig(
@@ -36,6 +39,7 @@ class StorageSettings(BaseSettings):
             region=self.region,
             access_key_id=self.access_key_id,
             secret_access_key=self.secret_access_key.get_secret_value() if self.secret_access_key else None,
+            retry_s=self.retry_s,
         )
 
 
@@ -67,9 +71,19 @@ class PipelineSettings(BaseSettings):
     pool_poll_s: float = Field(
         1.0, gt=0, description="longest interval between two reads of a step running on a pool (the poll starts at 50 ms)"
     )
+    converter_modules: dict[str, str] = Field(
+        default_factory=dict,
+        description="converters replaced by another module with the same contract (dotted path), e.g. "
+        "{\"text_extract\": \"mypackage.text_extract_fixed\"} to try a fixed build; the module's SPEC "
+        "(same name; its version, timeout and retries) applies. Mediators and converter workers read it alike",
+    )
     pool_queue_timeout_s: float = Field(
         600, gt=0, description="how long a pool step may wait for a worker before it counts as timed out"
     )
+
+    def module_of(self, converter: str) -> str:
+        """The module that runs ``converter``: its own, unless ``converter_modules`` replaces it."""
+        return self.converter_modules.get(converter, converter)
 
     def placement_of(self, converter: str) -> str:
         return self.placement.get(converter, self.default_placement)

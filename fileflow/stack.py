@@ -37,6 +37,10 @@ MEDIATOR_POOL = "fileflow-mediator"
 # Latency: a worker asks for due runs every second (Prefect's default is 10 s) and may claim
 # them slightly early; see docs/distributed.md for the measured dispatch time.
 WORKER_ENV = {
+    # riding out a server restart: Prefect's client retries a refused connection (once it had
+    # connected) with backoff 2, 4, 8 ... s; 8 retries wait about 8 minutes in all, the default
+    # 5 only about one, shorter than a restart of the server on a busy machine
+    "PREFECT_CLIENT_MAX_RETRIES": "8",
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_PREFETCH_SECONDS": "2",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -96,7 +100,7 @@ class Stack:
     def _save(self) -> None:
         state = {"api_url": self.api_url, "port": self.port, "exporter_port": self.exporter_port,
                  "storage_path": str(self.storage_path.resolve()) if self.storage_path else None,
-                 "processes": self.processes}
+                 "database": _without_password(self.database_url), "processes": self.processes}
         self.state_file.write_text(json.dumps(state, indent=2))
 
     def _wait_http(self, url: str, timeout: float, what: str) -> None:
@@ -110,23 +114,42 @@ class Stack:
                 time.sleep(0.3)
         raise RuntimeError(f"{what} did not answer at {url} within {timeout:g} s; see {self.home / 'logs'}")
 
-    def up(self, progress=print) -> None:
-        if self.state_file.exists():
-            raise RuntimeError(f"a stack is already recorded in {self.state_file}; run `fileflow down` first")
-        (self.home / "logs").mkdir(parents=True, exist_ok=True)
-        env = self.env()
+    def _start_server(self, env: dict[str, str]) -> None:
         server_env = dict(env)
         if self.database_url:
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
         # the UI's own API address: Prefect's default is port 4200 whatever --port says
         server_env.setdefault("PREFECT_UI_API_URL", self.api_url)
+        self._start("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(self.port), "--log-level", "WARNING"], server_env)
+        self._wait_http(f"{self.api_url}/health", 120, "the Prefect server")
+
+    def restart_server(self, grace_s: float = 15.0) -> None:
+        """Stop the recorded Prefect server and start it again on the same port and database.
+
+        What an operator does for an upgrade or after a fault; the workers, mediators and
+        clients ride it out (Prefect's client retries, ``PREFECT_CLIENT_MAX_RETRIES`` below).
+        """
+        pid = self.processes.get("server")
+        if pid is not None:
+            _signal_group(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while _group_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _group_alive(pid):
+                _signal_group(pid, signal.SIGKILL)
+            _reap(pid)
+        self._start_server(self.env())
+
+    def up(self, progress=print) -> None:
+        if self.state_file.exists():
+            raise RuntimeError(f"a stack is already recorded in {self.state_file}; run `fileflow down` first")
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        env = self.env()
         python = sys.executable
         try:
             progress(f"starting the Prefect server on port {self.port}")
-            self._start("server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(self.port), "--log-level",
-                                   "WARNING"], server_env)
-            self._wait_http(f"{self.api_url}/health", 120, "the Prefect server")
+            self._start_server(env)
             progress("creating work pools and deployments")
             setup = subprocess.run([python, "-m", "deployments.setup"], env=env, capture_output=True, text=True,
                                    cwd=Path(__file__).resolve().parents[1])
@@ -178,11 +201,34 @@ class Stack:
         return killed
 
     @classmethod
-    def recorded(cls, home: Path) -> "Stack":
+    def recorded(cls, home: Path, database_url: str | None = None) -> "Stack":
+        """The stack recorded under ``home``; ``database_url`` where the record holds it
+        without its password (to restart its server)."""
         state = json.loads((home / "stack.json").read_text())
         storage = Path(state["storage_path"]) if state.get("storage_path") else None
+        recorded_db = state.get("database")
+        if recorded_db and not database_url:
+            if MASK in recorded_db:
+                raise RuntimeError(f"the stack's database ({recorded_db}) needs its password: pass --database")
+            database_url = recorded_db
         return cls(home=home, port=state["port"], exporter_port=state["exporter_port"],
-                   storage_path=storage, processes=state["processes"])
+                   storage_path=storage, database_url=database_url, processes=state["processes"])
+
+
+MASK = "***"
+
+
+def _without_password(url: str | None) -> str | None:
+    """A database URL as recorded in stack.json: never with its password."""
+    if not url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _signal_group(pid: int, sig: int) -> None:

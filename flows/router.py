@@ -48,7 +48,11 @@ async def process_file(
         m.fail("router", ToolCrashed(f"the file's mediator crashed {crashes} times while processing it; "
                                      "it is not resumed again (FILEFLOW_LIVENESS_MEDIATOR_RESUMES)"))
         return outcome(await m.finish())
-    if parent is None and m.rt.lane == "upload":  # the operators' cap on active uploads (fileflow/limits.py)
+    return await _route_through_api_failures(m, file)
+
+
+async def _admit_and_route(m: Mediation, file: FileRef):
+    if file.parent is None and m.rt.lane == "upload":  # the operators' cap on active uploads (fileflow/limits.py)
         async with m.rt.steering.file_slot("upload"):
             return await _route(m, file)
     return await _route(m, file)
@@ -63,6 +67,67 @@ async def _mediator_crashes() -> int:
     async with get_client() as client:  # the count the server keeps; the context's copy predates Running
         run = await client.read_flow_run(ctx.flow_run.id)
     return max(run.run_count - 1, 0)
+
+
+#: waits before routing a file again after the Prefect API failed under it (a server restart)
+API_RETRY_DELAYS_S = (10.0, 30.0, 90.0)
+
+
+def _api_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is the Prefect API failing (refused, dropped, 5xx), here or in what it wraps."""
+    import httpx
+
+    for _ in range(5):
+        if exc is None:
+            return False
+        if isinstance(exc, httpx.HTTPError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+async def _route_through_api_failures(m: Mediation, file: FileRef):
+    """Route the file; if the Prefect API breaks the run before the file has its manifest, route
+    it again after a pause (finished steps come back from the cache, a pool step re-attaches to
+    its run through its idempotency key).
+
+    Prefect's client retries most calls while the server restarts, but not all: a client
+    created afresh, such as the one that takes concurrency slots (a task's tag limits, the
+    active-files cap), fails at once on a refused connection, and the exception escapes the
+    task's own retries. Failures of the file itself (a converter's typed error, a storage
+    error) are not retried here.
+    """
+    from fileflow.mediator import _exception_of
+
+    tracker = m.rt.tracker
+    for delay in (*API_RETRY_DELAYS_S, None):
+        try:
+            state = await _admit_and_route(m, file)
+        except Exception as exc:
+            if delay is None or not _api_failure(exc):
+                raise
+            reason: BaseException = exc
+        else:
+            if tracker.has_finished(file.token) or not state.is_failed() or delay is None:
+                return state
+            reason = await _exception_of(state)
+            if not _api_failure(reason):
+                return state
+        _logger().warning("the Prefect API failed under %r (%s: %s); routing it again in %g s",
+                          file.name, type(reason).__name__, reason, delay)
+        await asyncio.sleep(delay)
+        m = Mediation(file)
+
+
+def _logger():
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except Exception:
+        import logging
+
+        return logging.getLogger(__name__)
 
 
 async def _route(m: Mediation, file: FileRef):

@@ -39,9 +39,11 @@ async def converter_step(converter: str, label: str, payload: dict[str, Any], ou
 
     from blocks.storage import Store
 
-    spec = converters.spec(converter)
+    # the module comes from this worker's own settings, never from the run's parameters
+    module = PipelineSettings().module_of(converter)
+    spec = converters.implementation(converter, module).SPEC
     storage = StorageSettings().config()
-    payload = {**payload, "storage": storage.to_dict()}
+    payload = {**payload, "converter": module, "storage": storage.to_dict()}
     store = Store(storage)
     with ExitStack() as stack:
         pool = _shared_pool or stack.enter_context(ChildPool(1))

@@ -58,3 +58,12 @@ def test_registry_lists_every_converter_module():
     folder = Path(converters.__file__).parent
     modules = {p.stem for p in folder.glob("*.py")} - {"__init__", "base", "geometry", "options"}
     assert modules == set(converters.BUILTINS)
+
+
+def test_a_replacement_module_must_declare_the_converter_it_replaces():
+    """FILEFLOW_CONVERTER_MODULES: a replacement runs under the converter's name, with its own spec."""
+    faulty = converters.implementation("text_extract", "tests.extra_converters.faulty_text")
+    assert faulty.SPEC.name == "text_extract" and faulty.SPEC.version != converters.spec("text_extract").version
+    assert converters.implementation("text_extract", None) is converters.load("text_extract")
+    with pytest.raises(TypeError, match="cannot replace 'ocr'"):
+        converters.implementation("ocr", "tests.extra_converters.faulty_text")

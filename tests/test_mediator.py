@@ -47,6 +47,11 @@ def test_cache_key_depends_on_content_version_and_options_only():
     assert step_cache_key("office_pdf", source, {"unoserver_port": 1}) == step_cache_key(
         "office_pdf", source, {"unoserver_port": 2}
     )
+    # a replacement module (FILEFLOW_CONVERTER_MODULES) never shares results with the built-in
+    text = Source("originals/ab/abc", "txt", "ab" * 32)
+    replaced = step_cache_key("text_extract", text, {}, "tests.extra_converters.faulty_text")
+    assert replaced != step_cache_key("text_extract", text, {})
+    assert step_cache_key("text_extract", text, {}, "text_extract") == step_cache_key("text_extract", text, {})
 
 
 @flow(name="counting")
@@ -78,3 +83,25 @@ def test_rerun_skips_finished_steps_and_a_new_version_redoes_only_its_own(prefec
     assert [s["cached"] for s in second["steps"]] == [True, True]
     assert [s["cached"] for s in third["steps"]] == [True, False]
     assert third["metadata"]["tests.extra_converters.counter_v2"] == {"version": 2}
+
+
+def test_only_failures_of_the_prefect_api_route_a_file_again():
+    """flows/router.py routes a file again when the Prefect API broke its run (a server restart),
+    never for the file's own failures."""
+    import httpx
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+
+    from fileflow.errors import StorageUnavailable, ToolCrashed
+    from flows.router import _api_failure
+
+    try:
+        try:
+            raise httpx.ConnectError("All connection attempts failed")
+        except httpx.ConnectError as exc:
+            raise ConcurrencySlotAcquisitionError("Unable to acquire concurrency slots on ['tag:x']") from exc
+    except ConcurrencySlotAcquisitionError as exc:
+        assert _api_failure(exc)
+    assert _api_failure(httpx.ReadTimeout("slow"))
+    assert not _api_failure(ToolCrashed("SIGSEGV"))
+    assert not _api_failure(StorageUnavailable("S3 down"))
+    assert not _api_failure(OSError("manifests is a file"))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import replace
+
 import boto3
 import pytest
 
@@ -64,7 +68,33 @@ def test_keys_never_escape_the_store(key):
 def test_unreachable_s3_is_a_transient_storage_error(tmp_path):
     from fileflow.errors import StorageUnavailable, is_transient
 
-    store = Store(s3_config("http://127.0.0.1:9", "nowhere"))
+    store = Store(replace(s3_config("http://127.0.0.1:9", "nowhere"), retry_s=1))
+    started = time.monotonic()
     with pytest.raises(StorageUnavailable) as info:
         store.exists("originals/ab/x")
     assert is_transient(info.value)
+    assert time.monotonic() - started >= 1  # it waited out its retry window first
+
+
+def test_an_outage_shorter_than_the_retry_window_is_waited_out(tmp_path, s3_endpoint, s3_bucket):
+    """The endpoint refuses connections for 3 s (a proxy cut at the network boundary): every
+    operation begun meanwhile waits and succeeds once it is back, with the data intact."""
+    from urllib.parse import urlsplit
+
+    from tests.tcp_proxy import TcpProxy
+
+    upstream = urlsplit(s3_endpoint)
+    proxy = TcpProxy(upstream.hostname, upstream.port)
+    try:
+        store = Store(replace(s3_config(proxy.url, s3_bucket), retry_s=60))
+        store.put_bytes(b"before", "manifests/a.json")
+        proxy.cut()
+        threading.Timer(3, proxy.restore).start()
+        started = time.monotonic()
+        assert store.get_bytes("manifests/a.json") == b"before"
+        assert time.monotonic() - started >= 2.5
+        assert proxy.refused >= 2  # it kept trying meanwhile
+        store.put_bytes(b"after", "manifests/b.json")
+        assert store.get_bytes("manifests/b.json") == b"after"
+    finally:
+        proxy.close()
