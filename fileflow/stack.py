@@ -196,6 +196,9 @@ class Stack:
                 killed.append(name)
         for pid in self.processes.values():
             _reap(pid)
+        # Prefect's process worker starts each flow run in a session of its own, outside the
+        # worker's group: a run still going when the worker stopped is found by its PREFECT_HOME
+        killed += _stop_processes(members(self.home), grace_s=min(grace_s, 5.0))
         self.processes = {}
         self.state_file.unlink(missing_ok=True)
         return killed
@@ -229,6 +232,63 @@ def _without_password(url: str | None) -> str | None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def members(home: Path) -> list[int]:
+    """Every live process started by the stack under ``home``: all of them, flow-run processes
+    included, inherit its ``PREFECT_HOME``."""
+    needle = f"PREFECT_HOME={home / 'prefect-home'}".encode()
+    mine = _ancestors()  # never this process or the shell that runs it, whatever their environment
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0") and not _zombie(int(entry.name)):
+                found.append(int(entry.name))
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return found
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            break
+    return pids
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+def _stop_processes(pids: list[int], grace_s: float) -> list[str]:
+    """SIGTERM, then SIGKILL after ``grace_s``; the names of those that had to be killed."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while any(not _zombie(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    killed = []
+    for pid in pids:
+        if not _zombie(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(f"process {pid}")
+            except ProcessLookupError:
+                pass
+        _reap(pid)
+    return killed
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -22,6 +22,7 @@ import pytest
 from blocks.storage import StorageConfig, Store
 from fileflow.batch import run_batch
 from fileflow.settings import PipelineSettings
+from fileflow.stack import members
 from tests.conftest import _free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -69,6 +70,7 @@ def stack(postgres_url, s3_endpoint, tmp_path_factory):
     left = [name for name, pid in state["processes"].items() if Path(f"/proc/{pid}").exists()
             and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]]
     assert not left, f"still running after fileflow down: {left}"
+    assert not members(root / "home"), "a process of the stack (a flow run's, say) outlived fileflow down"
 
 
 def get_json(url: str):

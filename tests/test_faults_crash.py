@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from blocks.storage import StorageConfig, Store
+from fileflow.stack import members
 from tests.conftest import _free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -87,9 +88,11 @@ def stack(postgres_url, s3_endpoint, tmp_path_factory):
         yield {"home": home, "env": env, "api": state["api_url"], "state": state, "store": Store(storage)}
     finally:
         down = fileflow("down", "--home", str(home), env=env, timeout=120)
+        left = members(home)  # flow-run processes in sessions of their own included
         _kill_mediator_sessions(home)
         asyncio.run(_drop(db_name))
         assert down.returncode == 0, down.stderr
+        assert not left, f"processes of the stack still running after fileflow down: {left}"
 
 
 async def _drop(name: str) -> None:

@@ -1,0 +1,50 @@
+"""`fileflow down` stops what `fileflow up` started, including processes outside the recorded
+process groups: Prefect's process worker starts each flow run in a session of its own, so a run
+still going when its worker stops is no longer in the worker's group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fileflow.stack import Stack, members
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_down_stops_a_flow_run_process_left_in_a_session_of_its_own(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "PREFECT_HOME": str(home / "prefect-home")}
+    # what a process worker leaves behind: a run's process in its own session, ignoring SIGTERM
+    run = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                            "signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"],
+                           env=env, start_new_session=True, stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],  # another stack's
+                             env={**os.environ, "PREFECT_HOME": str(tmp_path / "elsewhere" / "prefect-home")},
+                             start_new_session=True)
+    try:
+        assert run.stdout.readline().strip() == "ready"
+        (home / "stack.json").write_text(json.dumps({"port": 1, "exporter_port": 2, "processes": {}}))
+        assert members(home) == [run.pid]
+        started = time.monotonic()
+        killed = Stack.recorded(home).down(grace_s=1.0)
+        run.wait(10)
+        assert killed == [f"process {run.pid}"]  # it ignored SIGTERM: killed after the grace
+        assert time.monotonic() - started < 10
+        assert not _alive(run.pid) and members(home) == []
+        assert _alive(other.pid)  # another stack's process is left alone
+        assert not (home / "stack.json").exists()
+    finally:
+        for proc in (run, other):
+            proc.kill()
+            proc.wait(10)
