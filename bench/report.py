@@ -89,7 +89,7 @@ def markdown(r: dict) -> str:
         out += ["", f"Ratios of the medians: warm pool / local {f['warm']['median_ms'] / f['local']['median_ms']:.1f}x, "
                 f"process pool / warm pool {f['process']['median_ms'] / f['warm']['median_ms']:.1f}x.", ""]
     t = r.get("throughput")
-    if t:
+    if t and t.get("runs"):
         out += [
             "## 3. Orchestration throughput (distributed stack on PostgreSQL)",
             "",
@@ -109,6 +109,10 @@ def markdown(r: dict) -> str:
                        f"{_f(x['converter_ms_per_step_median'])} | {c.get('server')} / {c.get('worker-mediator')} / "
                        f"{c.get('converter-workers')} / {c.get('submitter')} | "
                        f"{_verdict(x['steady_files_per_hour'], GOALS['files_per_hour'], higher_is_better=True)} |")
+        out += ["", "The idle stack's own cost (15 s with no work before each batch: polls, heartbeats, event "
+                "streams), CPU seconds per second: " + "; ".join(
+                    f"{x['workers_per_pool']} worker(s): " + ", ".join(f"{k} {v}" for k, v in x.get(
+                        "idle_cpu_s_per_s", {}).items() if v) for x in t["runs"]) + "."]
         first = t["runs"][0]
         cpu = {k: v for k, v in first["cpu_s_per_file"].items()}
         total = sum(cpu.values())
@@ -122,10 +126,14 @@ def markdown(r: dict) -> str:
         ]
         for role, prof in (first.get("profile") or {}).items():
             if prof:
-                out.append(f"py-spy on the {role} ({prof['samples']} samples), frames with the largest inclusive share:")
+                out.append(f"py-spy on the {role} ({prof['samples']} samples, 50 Hz, with subprocesses): share of "
+                           "samples in a frame (inclusive; Prefect's server, runner and engines, fileflow) and "
+                           "where the CPU was (leaf frames):")
                 out.append("")
-                for name, share in prof["top_inclusive"]:
-                    out.append(f"- {share} % `{name}`")
+                out.append("| inclusive % | frame | leaf % | frame |")
+                out.append("|---|---|---|---|")
+                for (name, share), (lname, lshare) in zip(prof["top_inclusive"], prof["top_leaf"]):
+                    out.append(f"| {share} | `{name}` | {lshare} | `{lname}` |")
                 out.append("")
     pv = r.get("first_preview")
     if pv:
@@ -165,6 +173,8 @@ def markdown(r: dict) -> str:
             out.append(f"| converter workers, {w} per pool (each with its warm children) | {cw['peak_tree_rss_mib']} | "
                        f"largest single process {cw['peak_process_rss_mib']} |")
         out.append("")
+    if r.get("errors"):
+        out += ["## Items that failed in this run", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
     notes = Path(__file__).with_name("analysis.md")
     if notes.exists():  # written by hand after reading a run's figures and profiles; it says which run
         out += [notes.read_text().rstrip(), ""]

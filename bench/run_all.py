@@ -42,12 +42,12 @@ def dispatch(home: Path, n: int, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "run")
-    parser.add_argument("--dispatch-n", type=int, default=3, help="item 2: steps of each kind")
+    parser.add_argument("--dispatch-n", type=int, default=2, help="item 2: steps of each kind")
     parser.add_argument("--rounds", type=int, default=2, help="item 1: rounds of the mixed corpus")
     parser.add_argument("--scale", type=int, default=1, help="item 1: the mix times this (14 files at 1)")
     parser.add_argument("--preview-n", type=int, default=2, help="item 4: uploads of each kind")
-    parser.add_argument("--memory-files", type=int, default=60, help="item 5: files in one embedded mediator")
-    parser.add_argument("--throughput-files", type=int, default=24, help="item 3: files per worker count")
+    parser.add_argument("--memory-files", type=int, default=40, help="item 5: files in one embedded mediator")
+    parser.add_argument("--throughput-files", type=int, default=16, help="item 3: files per worker count")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="item 3: workers per pool")
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     parser.add_argument("--py-spy", default=py_spy, help="py-spy for the profile (item 3; a dev dependency)")
@@ -68,31 +68,48 @@ def main() -> None:
     results: dict = {"machine": machine(), "command": "python bench/run_all.py " + " ".join(sys.argv[1:]),
                      "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     started = time.monotonic()
+
+    def save() -> None:
+        """After every item: an interrupted run still leaves what it measured."""
+        results["machine"]["load_average_during_run"] = load.summary()
+        results["machine"]["duration_min"] = round((time.monotonic() - started) / 60, 1)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        args.doc.write_text(report.markdown(results))
+
+    def item(key: str, fn, *a, **kw) -> None:
+        try:
+            results[key] = fn(*a, **kw)
+        except Exception as exc:  # one broken item must not cost the others' figures
+            say(f"   {key} failed: {type(exc).__name__}: {exc}")
+            results.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"
+        save()
+
     with LoadSampler() as load:
         if {"dispatch", "efficiency", "preview"} - set(args.skip):
             say("== stack for dispatch, efficiency, first preview")
             with stack(args.work / "home", workers=1, db_name="bench_main", storage=args.work / "storage") as s:
                 if "dispatch" not in args.skip:
                     say("== item 2: dispatch")
-                    results["dispatch"] = dispatch(args.work / "home", args.dispatch_n, args.work)
+                    item("dispatch", dispatch, args.work / "home", args.dispatch_n, args.work)
                 if "efficiency" not in args.skip:
                     say("== item 1: efficiency")
-                    results["efficiency"] = efficiency.run(args.work / "efficiency", rounds=args.rounds,
-                                                           scale=args.scale, stack=s)
+                    item("efficiency", efficiency.run, args.work / "efficiency", rounds=args.rounds, scale=args.scale,
+                         stack=s)
                 if "preview" not in args.skip:
                     say("== item 4: first preview")
-                    results["first_preview"] = first_preview.run(args.work / "preview", s, n=args.preview_n)
+                    item("first_preview", first_preview.run, args.work / "preview", s, n=args.preview_n)
         if "memory" not in args.skip:
             say("== item 5: one embedded mediator")
-            results["memory_embedded"] = memory.run(args.work / "memory", files=args.memory_files)
+            item("memory_embedded", memory.run, args.work / "memory", files=args.memory_files)
         if "throughput" not in args.skip:
             say("== item 3: throughput")
-            results["throughput"] = throughput.run(args.work / "throughput", workers=args.workers,
-                                                   files=args.throughput_files, py_spy=args.py_spy)
-    results["machine"]["load_average_during_run"] = load.summary()
-    results["machine"]["duration_min"] = round((time.monotonic() - started) / 60, 1)
-    args.json.write_text(json.dumps(results, indent=1) + "\n")
-    args.doc.write_text(report.markdown(results))
+            def partial(figures: dict) -> None:
+                results["throughput"] = figures
+                save()
+
+            item("throughput", throughput.run, args.work / "throughput", workers=args.workers,
+                 files=args.throughput_files, py_spy=args.py_spy, on_result=partial)
+    save()
     say(f"wrote {args.json} and {args.doc} in {results['machine']['duration_min']} min")
 
 

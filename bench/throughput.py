@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import StackSampler, count_manifests, make_files, manifests_in, stack
+from common import ROOT, StackSampler, count_manifests, make_files, manifests_in, stack
 
 
 def steady_rate(series: list[tuple[float, int]], total: int, low: float = 0.2, high: float = 0.8) -> float | None:
@@ -53,9 +53,17 @@ def start_profiles(py_spy: str, roots: dict[str, int], folder: Path, seconds: in
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for role, pid in roots.items()]
 
 
-def summarise_profile(path: Path, top: int = 12) -> dict:
-    """Share of samples per frame (inclusive), for frames of fileflow, flows and prefect."""
-    counts: dict[str, int] = {}
+INTERESTING = ("prefect/server/api/", "prefect/server/models/", "prefect/server/services/", "prefect/server/events/",
+               "prefect/server/orchestration/", "prefect/runner/", "prefect/flow_engine", "prefect/task_engine",
+               "prefect/workers/", "prefect/deployments/", "fileflow/", "flows/", "ssl.py", "source_to_code",
+               "_compile_bytecode")
+
+
+def summarise_profile(path: Path, top: int = 15) -> dict:
+    """Share of samples per frame: leaf frames (where the CPU was), and the inclusive share of
+    frames in Prefect's server API and models, its runner and engines, and fileflow's code."""
+    leaf: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
     total = 0
     if not path.exists():
         return {}
@@ -64,15 +72,26 @@ def summarise_profile(path: Path, top: int = 12) -> dict:
         if not n.isdigit():
             continue
         total += int(n)
-        seen = set()
-        for frame in stack_text.split(";"):
-            name = frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 2)[-1].rstrip(")") + ")" \
-                if " (" in frame else frame
-            if name not in seen:
-                seen.add(name)
-                counts[name] = counts.get(name, 0) + int(n)
-    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
-    return {"samples": total, "top_inclusive": [(name, round(100 * c / total, 1)) for name, c in ranked[:top]]}
+        frames = [_frame(f) for f in stack_text.split(";")[1:]]  # the first is the process
+        if frames:
+            leaf[frames[-1]] = leaf.get(frames[-1], 0) + int(n)
+        for name in set(frames):
+            if any(k in name for k in INTERESTING):
+                inclusive[name] = inclusive.get(name, 0) + int(n)
+    if not total:
+        return {}
+
+    def rank(counts: dict[str, int]) -> list:
+        return [(name, round(100 * c / total, 1)) for name, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "top_leaf": rank(leaf), "top_inclusive": rank(inclusive)}
+
+
+def _frame(frame: str) -> str:
+    """``func (…/site-packages/prefect/server/api/workers.py:123)`` -> ``func (prefect/server/api/workers.py)``."""
+    func, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0].split("site-packages/")[-1].split("/lib/python3.11/")[-1]
+    return f"{func} ({where.replace(str(ROOT) + '/', '')})"
 
 
 def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None = None,
@@ -138,16 +157,24 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
     }
 
 
-def run(work: Path, *, workers: list[int], files: int, timeout_s: float = 3600, py_spy: str | None = None) -> dict:
+def run(work: Path, *, workers: list[int], files: int, timeout_s: float = 3600, py_spy: str | None = None,
+        on_result=None) -> dict:
+    """One run per worker count; ``on_result(partial)`` after each, so an interrupted run keeps its figures."""
     work.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[dict] = []
     for i, w in enumerate(workers):
         print(f"  throughput: {w} worker(s) per pool, {files} files ...", flush=True, file=sys.stderr)
-        result = run_one(work, w, files, offset=10_000 + i * files, timeout_s=timeout_s,
-                         py_spy=py_spy if i == 0 else None)
+        try:
+            result = run_one(work, w, files, offset=10_000 + i * files, timeout_s=timeout_s,
+                             py_spy=py_spy if i == 0 else None)
+        except Exception as exc:
+            print(f"    {w} worker(s) failed: {type(exc).__name__}: {exc}", flush=True, file=sys.stderr)
+            continue
         print(f"    steady {result['steady_files_per_hour']} files/h, {result['manifests_out']}/{files} "
               f"manifests, CPU s/file {result['cpu_s_per_file']}", flush=True, file=sys.stderr)
         results.append(result)
+        if on_result:
+            on_result({"files_per_run": files, "runs": results})
     return {"files_per_run": files, "runs": results}
 
 
