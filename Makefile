@@ -15,7 +15,7 @@ test: setup
 schema: setup
 	.venv/bin/fileflow schema --output docs/manifest.schema.json
 
-# Issue 6's five measurements side by side (about half an hour on 2 cores; needs PostgreSQL at
+# Issue 6's five measurements side by side (about 20 minutes on 2 cores; needs PostgreSQL at
 # 127.0.0.1:5432): writes docs/benchmarks.md and bench/results.json. Bigger runs: BENCH_ARGS,
 # e.g. make bench BENCH_ARGS="--rounds 5 --throughput-files 2000" (see bench/run_all.py --help).
 BENCH_ARGS ?=
