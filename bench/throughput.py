@@ -122,14 +122,17 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
                         break
                     time.sleep(0.5)
 
-            watcher = threading.Thread(target=watch)
+            watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             profiles = start_profiles(py_spy, {"server": s.processes["server"],
                                                "mediator": s.processes["worker-mediator"]},
                                       work / f"profile-w{workers}", profile_s) if py_spy else []
-            runs = asyncio.run(submit([str(p) for p in paths], store))
-            submitted_s = time.perf_counter() - started
-            watcher.join()
+            try:
+                runs = asyncio.run(submit([str(p) for p in paths], store))
+                submitted_s = time.perf_counter() - started
+                watcher.join()
+            finally:  # interrupted (Ctrl-C) or failed: the watcher stops too, and the stack is stopped
+                done.set()
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
         done.set()
