@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set everything up first.
-.PHONY: setup demo test schema clean
+.PHONY: setup demo test schema bench clean
 
 OUT ?= fileflow-out
 
@@ -14,6 +14,13 @@ test: setup
 
 schema: setup
 	.venv/bin/fileflow schema --output docs/manifest.schema.json
+
+# Issue 6's five measurements side by side (about 20 minutes on 2 cores; needs PostgreSQL at
+# 127.0.0.1:5432): writes docs/benchmarks.md and bench/results.json. Bigger runs: BENCH_ARGS,
+# e.g. make bench BENCH_ARGS="--rounds 5 --throughput-files 2000" (see bench/run_all.py --help).
+BENCH_ARGS ?=
+bench: setup
+	nice -n 5 .venv/bin/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

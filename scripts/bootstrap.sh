@@ -34,5 +34,5 @@ if ! "$PYTHON" -m uv --version 2>/dev/null | grep -q "uv $UV_VERSION"; then
   echo "bootstrap: installing uv $UV_VERSION"
   "$PYTHON" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
-UV_PYTHON_DOWNLOADS=never "$PYTHON" -m uv sync --frozen --python "$PYTHON" -q
+UV_PYTHON_DOWNLOADS=never "$PYTHON" -m uv sync --frozen --compile-bytecode --python "$PYTHON" -q
 echo "bootstrap: ready (.venv/bin/fileflow)"

@@ -1,0 +1,133 @@
+"""Item 1, efficiency: the price of the mediator on a mixed corpus.
+
+Per round, a fresh deterministic corpus (``common.MIX`` times ``--scale``: pictures, PDFs,
+office documents, text, a drawing, a video, an archive; numbered past the previous rounds so
+nothing is a cache hit) is processed three ways, in an order that rotates every round:
+
+- ``direct``: ``bench/direct.py``, the same converter functions in a process pool of the same
+  size as the mediator's child pool, no orchestration (the baseline);
+- ``embedded``: ``fileflow process`` (Prefect on SQLite, child processes here);
+- ``distributed``: ``fileflow submit`` of every file to a running stack (PostgreSQL, one warm
+  worker), timed until every router run is final.
+
+Reported: wall times, their ratios to ``direct`` in the same round (median and spread over the
+rounds), and the CPU seconds each way used (this process's waited children; the stack's
+processes through the sampler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import MIX, ROOT, StackSampler, make_files, stats
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
+    """(wall s, CPU s of the command and its waited children, exit code)."""
+    cpu = _children_cpu()
+    started = time.perf_counter()
+    with open(log, "ab") as fh:
+        code = subprocess.run(["nice", "-n", "5", *cmd], env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode
+    return time.perf_counter() - started, _children_cpu() - cpu, code
+
+
+def run_direct(corpus: Path, out: Path, work: Path) -> dict:
+    wall, cpu, code = _timed([sys.executable, str(ROOT / "bench" / "direct.py"), str(corpus), "--out", str(out)],
+                             dict(os.environ), work / "direct.log")
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 2), "exit": code}
+
+
+def run_embedded(corpus: Path, out: Path, work: Path) -> dict:
+    env = {**os.environ, "PREFECT_HOME": str(work / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    wall, cpu, code = _timed([str(Path(sys.executable).parent / "fileflow"), "process", str(corpus), "--out", str(out)],
+                             env, work / "embedded.log")
+    manifests = list((out / "manifests").glob("*.json"))
+    failed = sum(json.loads(p.read_text())["status"] != "completed" for p in manifests)
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 2), "exit": code, "manifests": len(manifests),
+            "failed": failed}
+
+
+def run_distributed(corpus: Path, stack) -> dict:
+    from blocks.storage import StorageConfig, Store
+    from fileflow.submit import submit, wait_for
+
+    store = Store(StorageConfig(kind="local", basepath=str(stack.storage_path.resolve())))
+    files = sorted(str(p) for p in corpus.iterdir())
+    with StackSampler(stack.processes) as sampler:
+        started = time.perf_counter()
+
+        async def go():
+            runs = await submit(files, store)
+            return await wait_for(runs, store, timeout_s=1800)
+
+        manifests = asyncio.run(go())
+        wall = time.perf_counter() - started
+    return {"wall_s": round(wall, 3), "cpu_s": round(sum(sampler.cpu_seconds().values()), 2),
+            "cpu_s_by_role": sampler.cpu_seconds(), "manifests": len(manifests),
+            "failed": sum(m["status"] != "completed" for m in manifests)}
+
+
+def run(work: Path, *, rounds: int, scale: int, stack=None) -> dict:
+    """``rounds`` rounds at ``scale`` times the mix; ``stack`` adds the distributed way."""
+    work.mkdir(parents=True, exist_ok=True)
+    counts = {k: v * scale for k, v in MIX.items()}
+    per_round = sum(counts.values())
+    # warm-up, not counted: Prefect's first start on a fresh PREFECT_HOME (~15 s), first imports
+    warm = make_files(work / "warmup", {"text": 1}, offset=90_000)[0].parent
+    run_embedded(warm, work / "warmup-out", work)
+    ways = ["direct", "embedded"] + (["distributed"] if stack is not None else [])
+    raw = []
+    for r in range(rounds):
+        corpus = work / f"corpus-{r}"
+        make_files(corpus, counts, offset=1000 + r * per_round)
+        order = ways[r % len(ways):] + ways[:r % len(ways)]
+        entry = {"round": r, "order": order}
+        for way in order:
+            out = work / f"out-{way}-{r}"
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"  efficiency round {r}: {way} ...", flush=True, file=sys.stderr)
+            if way == "direct":
+                entry[way] = run_direct(corpus, out, work)
+            elif way == "embedded":
+                entry[way] = run_embedded(corpus, out, work)
+            else:
+                entry[way] = run_distributed(corpus, stack)
+            print(f"    {way}: {entry[way]['wall_s']:.1f} s", flush=True, file=sys.stderr)
+        raw.append(entry)
+    summary = {"files_per_round": per_round, "mix": counts, "rounds": rounds, "raw": raw}
+    for way in ways:
+        summary[f"{way}_wall_s"] = stats([e[way]["wall_s"] for e in raw])
+        summary[f"{way}_cpu_s"] = stats([e[way]["cpu_s"] for e in raw])
+        if way != "direct":
+            summary[f"{way}_ratio"] = stats([e[way]["wall_s"] / e["direct"]["wall_s"] for e in raw])
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", type=Path, default=Path(".bench/efficiency"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scale", type=int, default=1, help="multiplies the mix (14 files at 1)")
+    args = parser.parse_args()
+    print(json.dumps(run(args.work, rounds=args.rounds, scale=args.scale), indent=2))
+
+
+if __name__ == "__main__":
+    main()

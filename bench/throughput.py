@@ -1,0 +1,195 @@
+"""Item 3, orchestration throughput, and item 5's memory of the stack's processes.
+
+The distributed stack on a fresh PostgreSQL database, with 1, 2 and 4 warm workers per
+converter pool, each time ``--files`` distinct small text files submitted at once (``fileflow
+submit``). A text file is routed like every upload (``process-file`` flow: ``inspect``, then
+the ``text`` subflow: ``text_extract`` then ``language``): three steps on the converter pools,
+each a deployment run picked up by a warm worker, whose converter work is a few milliseconds
+(measured: the steps' own ``duration_s`` from the manifests is reported next to the wall
+time), so what is measured is the orchestration.
+
+Figures: files per hour at steady state (completions between 20 % and 80 % of the batch, so
+the stack's start and the last stragglers are left out) and over the whole batch; every file
+must end with a manifest (count in = count out). Where the time goes: CPU seconds per file of
+each process tree (server, mediator worker with its flow-run processes, converter workers,
+the submitting client), sampled from ``/proc``; the largest one is the bottleneck on a machine
+whose cores are all busy. Peak RSS of each (item 5) comes from the same sampler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, StackSampler, count_manifests, make_files, manifests_in, stack
+
+
+def steady_rate(series: list[tuple[float, int]], total: int, low: float = 0.2, high: float = 0.8) -> float | None:
+    """Files per second between the moments ``low`` and ``high`` of ``total`` were done."""
+    first = next(((t, c) for t, c in series if c >= low * total), None)
+    last = next(((t, c) for t, c in series if c >= high * total), None)
+    if not first or not last or last[0] <= first[0]:
+        return None
+    return (last[1] - first[1]) / (last[0] - first[0])
+
+
+def start_profiles(py_spy: str, roots: dict[str, int], folder: Path, seconds: int) -> list:
+    """py-spy on each root (with its subprocesses) for ``seconds``: collapsed stacks per role."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [(role, folder / f"{role}.txt", subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--subprocesses", "--duration", str(seconds), "--rate", "50",
+         "--nonblocking", "--format", "raw", "--output", str(folder / f"{role}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for role, pid in roots.items()]
+
+
+INTERESTING = ("prefect/server/api/", "prefect/server/models/", "prefect/server/services/", "prefect/server/events/",
+               "prefect/server/orchestration/", "prefect/runner/", "prefect/flow_engine", "prefect/task_engine",
+               "prefect/workers/", "prefect/deployments/", "fileflow/", "flows/", "ssl.py", "source_to_code",
+               "_compile_bytecode")
+
+
+def summarise_profile(path: Path, top: int = 15) -> dict:
+    """Share of samples per frame: leaf frames (where the CPU was), and the inclusive share of
+    frames in Prefect's server API and models, its runner and engines, and fileflow's code."""
+    leaf: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    if not path.exists():
+        return {}
+    for line in path.read_text().splitlines():
+        stack_text, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        frames = [_frame(f) for f in stack_text.split(";")[1:]]  # the first is the process
+        if frames:
+            leaf[frames[-1]] = leaf.get(frames[-1], 0) + int(n)
+        for name in set(frames):
+            if any(k in name for k in INTERESTING):
+                inclusive[name] = inclusive.get(name, 0) + int(n)
+    if not total:
+        return {}
+
+    def rank(counts: dict[str, int]) -> list:
+        return [(name, round(100 * c / total, 1)) for name, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "top_leaf": rank(leaf), "top_inclusive": rank(inclusive)}
+
+
+def _frame(frame: str) -> str:
+    """``func (…/site-packages/prefect/server/api/workers.py:123)`` -> ``func (prefect/server/api/workers.py)``."""
+    func, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0].split("site-packages/")[-1].split("/lib/python3.11/")[-1]
+    return f"{func} ({where.replace(str(ROOT) + '/', '')})"
+
+
+def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None = None,
+            profile_s: int = 60, idle_s: float = 15.0) -> dict:
+    from blocks.storage import StorageConfig, Store
+    from fileflow.submit import submit
+
+    storage = work / f"storage-w{workers}"
+    corpus = work / f"text-w{workers}"
+    paths = make_files(corpus, {"text": files}, offset=offset)
+    with stack(work / f"home-w{workers}", workers=workers, db_name=f"bench_throughput_w{workers}",
+               storage=storage) as s:
+        store = Store(StorageConfig(kind="local", basepath=str(storage.resolve())))
+        series: list[tuple[float, int]] = []
+        done = threading.Event()
+        # the idle stack's own cost first: polls, heartbeats, event streams, with no work at all
+        with StackSampler(s.processes) as idle:
+            time.sleep(idle_s)
+        idle_cpu = {role: round(v / idle_s, 3) for role, v in idle.cpu_seconds().items()}
+        with StackSampler(s.processes) as sampler:
+            self_cpu = resource.getrusage(resource.RUSAGE_SELF)
+            started = time.perf_counter()
+
+            def watch() -> None:
+                while not done.is_set():
+                    series.append((time.perf_counter() - started, count_manifests(storage)))
+                    if series[-1][1] >= files or series[-1][0] > timeout_s:
+                        break
+                    time.sleep(0.5)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            profiles = start_profiles(py_spy, {"server": s.processes["server"],
+                                               "mediator": s.processes["worker-mediator"]},
+                                      work / f"profile-w{workers}", profile_s) if py_spy else []
+            try:
+                runs = asyncio.run(submit([str(p) for p in paths], store))
+                submitted_s = time.perf_counter() - started
+                watcher.join()
+            finally:  # interrupted (Ctrl-C) or failed: the watcher stops too, and the stack is stopped
+                done.set()
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_SELF)
+        done.set()
+        for _, _, proc in profiles:
+            proc.wait()
+        manifests = manifests_in(storage)
+    rate = steady_rate(series, files)
+    steps = [st for m in manifests for st in m["steps"]]
+    converter_s = sum(st.get("duration_s") or 0 for st in steps)
+    cpu = sampler.cpu_seconds()
+    cpu["submitter"] = round(after.ru_utime + after.ru_stime - self_cpu.ru_utime - self_cpu.ru_stime, 2)
+    return {
+        "workers_per_pool": workers, "files_in": files, "runs_submitted": len(runs),
+        "manifests_out": len(manifests), "completed": sum(m["status"] == "completed" for m in manifests),
+        "wall_s": round(wall, 2), "submit_s": round(submitted_s, 2),
+        "steady_files_per_hour": round(rate * 3600) if rate else None,
+        "overall_files_per_hour": round(len(manifests) / wall * 3600) if wall else None,
+        "steps": len(steps), "converter_s_total": round(converter_s, 2),
+        "converter_ms_per_step_median": round(statistics.median([st.get("duration_s") or 0 for st in steps]) * 1000, 1)
+        if steps else None,
+        "idle_cpu_s_per_s": idle_cpu, "cpu_s": cpu, "cpu_s_per_file": {k: round(v / max(files, 1), 3) for k, v in cpu.items()},
+        "memory": sampler.memory_mib(),
+        "profile": {role: summarise_profile(path) for role, path, _ in profiles},
+        "series": [(round(t, 1), c) for t, c in series],
+    }
+
+
+def run(work: Path, *, workers: list[int], files: int, timeout_s: float = 3600, py_spy: str | None = None,
+        on_result=None) -> dict:
+    """One run per worker count; ``on_result(partial)`` after each, so an interrupted run keeps its figures."""
+    work.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    for i, w in enumerate(workers):
+        print(f"  throughput: {w} worker(s) per pool, {files} files ...", flush=True, file=sys.stderr)
+        try:
+            result = run_one(work, w, files, offset=10_000 + i * files, timeout_s=timeout_s,
+                             py_spy=py_spy if i == 0 else None)
+        except Exception as exc:
+            print(f"    {w} worker(s) failed: {type(exc).__name__}: {exc}", flush=True, file=sys.stderr)
+            continue
+        print(f"    steady {result['steady_files_per_hour']} files/h, {result['manifests_out']}/{files} "
+              f"manifests, CPU s/file {result['cpu_s_per_file']}", flush=True, file=sys.stderr)
+        results.append(result)
+        if on_result:
+            on_result({"files_per_run": files, "runs": results})
+    return {"files_per_run": files, "runs": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", type=Path, default=Path(".bench/throughput"))
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--files", type=int, default=150)
+    parser.add_argument("--py-spy", help="path of py-spy: profile the server and mediator of the first run")
+    args = parser.parse_args()
+    print(json.dumps(run(args.work, workers=args.workers, files=args.files, py_spy=args.py_spy), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The benchmark harness's own arithmetic and its /proc sampler (bench/), on a real child process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+import throughput  # noqa: E402
+
+
+def test_stats_median_and_nearest_rank_p95():
+    figures = common.stats([0.4, 0.1, 0.3, 0.2], unit=1000)
+    assert figures == {"median": 250.0, "p95": 400.0, "min": 100.0, "max": 400.0, "n": 4}
+
+
+def test_steady_rate_leaves_out_the_start_and_the_stragglers():
+    series = [(0.0, 0), (10.0, 0), (20.0, 2), (30.0, 5), (40.0, 8), (90.0, 10)]
+    assert throughput.steady_rate(series, total=10) == (8 - 2) / (40.0 - 20.0)
+    assert throughput.steady_rate([(0.0, 0), (5.0, 1)], total=10) is None  # never reached 80 %
+
+
+def test_sampler_sees_a_child_process_memory_and_cpu():
+    script = "import time\nblock = bytearray(150 * 2**20)\nend = time.process_time() + 0.6\n" \
+             "while time.process_time() < end: pass\ntime.sleep(0.3)\n"
+    child = subprocess.Popen([sys.executable, "-c", script])
+    with common.ProcSampler({"child": child.pid}, interval_s=0.05) as sampler:
+        child.wait(30)
+    memory = sampler.memory_mib()["child"]
+    assert memory["peak_root_rss_mib"] >= 140
+    assert memory["processes_seen"] == 1
+    assert 0.4 <= sampler.cpu_seconds()["child"] <= 5
+
+
+def test_profile_summary_shares(tmp_path):
+    raw = tmp_path / "server.txt"
+    api = "get_scheduled_flow_runs (/x/site-packages/prefect/server/api/workers.py:10)"
+    raw.write_text(
+        f"process 1:\"server\";main (/x/a.py:1);{api};write (/usr/lib/python3.11/asyncio/selector_events.py:5) 3\n"
+        "process 1:\"server\";main (/x/a.py:1);idle (/x/b.py:2) 1\n"
+    )
+    summary = throughput.summarise_profile(raw)
+    assert summary["samples"] == 4
+    assert summary["top_inclusive"] == [("get_scheduled_flow_runs (prefect/server/api/workers.py)", 75.0)]
+    assert summary["top_leaf"][0] == ("write (asyncio/selector_events.py)", 75.0)
