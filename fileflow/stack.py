@@ -176,6 +176,8 @@ class Stack:
             self._start("exporter", [python, "-m", "fileflow.exporter", "--host", "127.0.0.1", "--port",
                                      str(self.exporter_port), "--api-url", self.api_url], env)
             self._wait_http(f"http://127.0.0.1:{self.exporter_port}/healthz", 60, "the exporter")
+            # resumes crashed router runs whose Crashed event the automation missed (fileflow/resumer.py)
+            self._start("resumer", [python, "-m", "fileflow.resumer"], env)
         except BaseException:
             self.down()
             raise

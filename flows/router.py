@@ -64,9 +64,15 @@ async def _mediator_crashes() -> int:
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None or ctx.flow_run.deployment_id is None:
         return 0
-    async with get_client() as client:  # the count the server keeps; the context's copy predates Running
-        run = await client.read_flow_run(ctx.flow_run.id)
-    return max(run.run_count - 1, 0)
+    try:
+        async with get_client() as client:  # the count the server keeps; the context's copy predates Running
+            run = await client.read_flow_run(ctx.flow_run.id)
+        return max(run.run_count - 1, 0)
+    except Exception as exc:  # the API failing here (a server restart) must not fail the file
+        if not _api_failure(exc):
+            raise
+        _logger().warning("could not read the run count (%s: %s); using the run's own copy", type(exc).__name__, exc)
+        return max(ctx.flow_run.run_count, 0)  # taken before this start's Running: one less than the server's
 
 
 #: waits before routing a file again after the Prefect API failed under it (a server restart)

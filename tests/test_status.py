@@ -54,18 +54,17 @@ async def _deploy_text_extract_without_worker() -> None:
                                        entrypoint="flows/step.py:converter_step")
 
 
-async def _empty_pool() -> None:
-    """Cancel runs that earlier tests on the session's server left waiting on the pool, so the
-    one this test holds there is the only one."""
+async def _cancel_leftovers() -> None:
+    """Cancel runs that earlier tests on the session's server left waiting or unfinished (status
+    reports the oldest waiting run of all, on a pool or not), so the one this test holds is the
+    only one."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
     from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelled
 
     async with get_client() as client:
         left = await client.read_flow_runs(
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[POOL])),
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
                 any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]))))
         for run in left:
@@ -88,7 +87,7 @@ def test_status_shows_a_waiting_step_then_counts_the_failure(prefect_server, tmp
     from prefect.states import Cancelled
 
     asyncio.run(_deploy_text_extract_without_worker())
-    asyncio.run(_empty_pool())
+    asyncio.run(_cancel_leftovers())
     before = asyncio.run(collect(timedelta(hours=1)))["finished"]
     sample = tmp_path / "held-at-text.txt"
     sample.write_text("This file waits at its text step until the operator lets it go. " * 3)
