@@ -87,11 +87,24 @@ async def submit(sources: list[str], store: Store, batch_id: str | None = None) 
     return submitted
 
 
+#: a Crashed router run is resumed (the automation at once, else the resumer within about 45 s,
+#: docs/distributed.md): it counts as ended only when it stays Crashed this long
+RESUME_GRACE_S = 120.0
+
+
 async def wait_for(runs: list[Submitted], store: Store, *, on_progress=None, timeout_s: float = 3600) -> list[dict[str, Any]]:
     """Follow the router runs until each is final; their manifests, read from storage."""
+    from datetime import datetime, timezone
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
+
+    def ended(state) -> bool:
+        if not (state and state.is_final()):
+            return False
+        if state.is_crashed():  # it will be resumed unless it stays so
+            return (datetime.now(timezone.utc) - state.timestamp).total_seconds() > RESUME_GRACE_S
+        return True
 
     pending = {r.flow_run_id: r for r in runs}
     states: dict[str, str] = {}
@@ -101,7 +114,7 @@ async def wait_for(runs: list[Submitted], store: Store, *, on_progress=None, tim
             for run_id in list(pending):
                 flow_run = await client.read_flow_run(UUID(run_id))
                 states[run_id] = flow_run.state.name if flow_run.state else "?"
-                if flow_run.state and flow_run.state.is_final():
+                if ended(flow_run.state):
                     pending.pop(run_id)
             if on_progress:
                 on_progress(len(runs) - len(pending), len(runs), states)
