@@ -240,7 +240,13 @@ def test_s3_storage_end_to_end(prefect_server, s3_endpoint, s3_bucket, tmp_path)
 
 def test_runs_are_named_tagged_and_carry_the_manifest_artifact(batch):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterName,
+    )
 
     _, _, manifests = batch
     photo = by_name(manifests)["photo.jpg"]
@@ -250,9 +256,11 @@ def test_runs_are_named_tagged_and_carry_the_manifest_artifact(batch):
             runs = await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["image:photo.jpg", "file:photo.jpg"]))
             )
-            artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"manifest-{photo['file_id'][:32]}"]))
-            )
+            # by key and by run: a file of the same content under another name (the hostile batch's
+            # photo-named.pdf) has the same id, so the same artifact key, on the session's server
+            artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[f"manifest-{photo['file_id'][:32]}"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in runs])))
         return runs, artifacts
 
     runs, artifacts = asyncio.run(read())
