@@ -53,26 +53,40 @@ def machine() -> dict:
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-class LoadSampler:
-    """The 1-minute load average, sampled while a benchmark runs (the machine is shared)."""
+class _Sampler:
+    """Calls ``sample()`` every ``interval_s`` seconds in a thread, between ``with`` and its end."""
 
-    def __init__(self, interval_s: float = 5.0) -> None:
-        self.values: list[float] = []
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self, interval_s: float) -> None:
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            self.values.append(os.getloadavg()[0])
-            self._stop.wait(interval_s)
+            self.sample()
+            self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> LoadSampler:
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class LoadSampler(_Sampler):
+    """The 1-minute load average, sampled while a benchmark runs (the machine is shared)."""
+
+    def __init__(self, interval_s: float = 5.0) -> None:
+        super().__init__(interval_s)
+        self.values: list[float] = []
+
+    def sample(self) -> None:
+        self.values.append(os.getloadavg()[0])
 
     def summary(self) -> dict:
         return {"min": round(min(self.values), 2), "median": round(statistics.median(self.values), 2),
@@ -115,20 +129,18 @@ def _tree(table: dict[int, tuple[int, float, int]], root: int) -> list[int]:
     return found
 
 
-class ProcSampler:
+class ProcSampler(_Sampler):
     """Peak RSS and CPU seconds per role, each role a process tree under a root pid."""
 
     def __init__(self, roots: dict[str, int], interval_s: float = 0.5) -> None:
+        super().__init__(interval_s)
         self.roots = dict(roots)
-        self.interval_s = interval_s
         self.peak_rss: dict[str, int] = {r: 0 for r in roots}  # sum over the tree, at its peak
         self.peak_proc_rss: dict[str, int] = {r: 0 for r in roots}  # the largest single process
         self.peak_root_rss: dict[str, int] = {r: 0 for r in roots}  # the root process itself
         self.cpu: dict[str, dict[int, float]] = {r: {} for r in roots}  # role -> pid -> CPU s
         self.processes_seen: dict[str, int] = {r: 0 for r in roots}
         self.first_cpu: dict[str, float] | None = None  # CPU already used when sampling began
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self._lock = threading.Lock()
 
     def sample(self) -> None:
@@ -147,19 +159,9 @@ class ProcSampler:
                 self.processes_seen[role] = len(self.cpu[role])
             self._mark_start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval_s)
-
     def __enter__(self) -> ProcSampler:
         self.sample()  # the starting point, before the caller does anything
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        return super().__enter__()
 
     def _mark_start(self) -> None:
         if self.first_cpu is None:

@@ -21,6 +21,19 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
+def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.5):
+    """``condition()``'s first truthy value; the test fails after ``timeout_s`` without one."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"not within {timeout_s:g} s: {what}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -30,7 +30,7 @@ import pytest
 
 from blocks.storage import StorageConfig, Store
 from fileflow.stack import members
-from tests.conftest import _free_port
+from tests.conftest import _free_port, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -157,15 +157,6 @@ def router_run(stack, file_name: str) -> dict | None:
     runs = api(stack, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [f"file:{file_name}"]}}})
     return runs[0] if runs else None
 
-
-def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    pytest.fail(f"{what}: not within {timeout_s:g} s")
 
 
 def states_of(stack, run_id: str) -> list[tuple[str, str]]:

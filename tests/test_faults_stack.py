@@ -24,7 +24,7 @@ import pytest
 
 from blocks.storage import StorageConfig, Store, manifest_key
 from converters.inspect import sha256_of
-from tests.conftest import _free_port
+from tests.conftest import _free_port, wait_until
 from tests.extra_converters.faulty_text import HANG_MARKER, SEGFAULT_MARKER, SPEC as FAULTY
 from tests.tcp_proxy import TcpProxy
 
@@ -111,15 +111,6 @@ def flow_runs(api: str, **flow_run_filter) -> list[dict]:
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
-
-def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    pytest.fail(f"not within {timeout_s:g} s: {what}")
 
 
 def routers(stack, paths: list[Path]) -> list[dict]:
