@@ -150,6 +150,12 @@ def up(
         typer.Option(help="'warm' (fileflow.worker: warm children, woken by events; each process serves every "
                           "converter pool) or 'process' (Prefect's process worker, one per pool)"),
     ] = "warm",
+    mediator_type: Annotated[
+        str,
+        typer.Option(help="'warm' (fileflow.worker: every file's flow in one warm process) or 'process' "
+                          "(Prefect's process worker: two fresh processes per file)"),
+    ] = "warm",
+    mediator_limit: Annotated[int, typer.Option(help="files the mediator processes at once")] = 32,
     port: Annotated[int, typer.Option(help="Prefect server port (the UI is there too)")] = 4200,
     database: Annotated[
         Optional[str],
@@ -163,9 +169,14 @@ def up(
     from fileflow.stack import Stack
 
     stack = Stack(home=home.resolve(), port=port, workers_per_pool=workers, database_url=database,
-                  storage_path=out, exporter_port=exporter_port, worker_type=worker_type)
-    if worker_type not in ("warm", "process"):
-        console.print(f"[red]--worker-type must be 'warm' or 'process', not {worker_type!r}[/red]")
+                  storage_path=out, exporter_port=exporter_port, worker_type=worker_type,
+                  mediator_type=mediator_type, mediator_limit=mediator_limit)
+    for option, value in (("--worker-type", worker_type), ("--mediator-type", mediator_type)):
+        if value not in ("warm", "process"):
+            console.print(f"[red]{option} must be 'warm' or 'process', not {value!r}[/red]")
+            raise typer.Exit(2)
+    if mediator_limit < 1:
+        console.print(f"[red]--mediator-limit must be at least 1, not {mediator_limit}[/red]")
         raise typer.Exit(2)
     try:
         stack.up(progress=lambda msg: console.print(f"[cyan]up[/cyan] {msg}"))

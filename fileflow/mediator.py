@@ -25,6 +25,7 @@ import re
 import threading
 import unicodedata
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -164,31 +165,35 @@ class Runtime:
         self.pool.close()
 
 
-_current: Runtime | None = None
-_current_lock = threading.Lock()
+_default: Runtime | None = None
+_default_lock = threading.Lock()
+#: the runtime of the run in this context: a process may hold runs of several runtimes at once
+#: (the warm mediator runs uploads and a reprocessing job side by side, each with its own lane)
+_bound: ContextVar[Runtime | None] = ContextVar("fileflow_runtime", default=None)
 
 
 def current() -> Runtime:
-    """The process's runtime; built from the environment when none was installed."""
-    global _current
-    with _current_lock:
-        if _current is None:
-            _current = Runtime(PipelineSettings(), StorageSettings().config())
-        return _current
+    """The runtime of the run in this context; else the process's default, built from the
+    environment on first use."""
+    global _default
+    rt = _bound.get()
+    if rt is not None:
+        return rt
+    with _default_lock:
+        if _default is None:
+            _default = Runtime(PipelineSettings(), StorageSettings().config())
+        return _default
 
 
 @contextmanager
 def runtime(rt: Runtime) -> Iterator[Runtime]:
-    """Install ``rt`` as the process's runtime for the duration of a run."""
-    global _current
-    with _current_lock:
-        previous, _current = _current, rt
+    """Install ``rt`` for the code run in this context (and the tasks it starts); closed at the end."""
+    token = _bound.set(rt)
     try:
         yield rt
     finally:
         rt.close()
-        with _current_lock:
-            _current = previous
+        _bound.reset(token)
 
 
 # ---------------------------------------------------------------------------------------

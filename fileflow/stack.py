@@ -6,9 +6,12 @@ Started, each in a session of its own with its log under ``<home>/logs/``:
   says so, SQLite under ``<home>`` otherwise), then the work pools and deployments
   (:mod:`deployments.setup`);
 - a warm LibreOffice (unoserver) shared by the office workers;
-- one mediator worker (pool ``fileflow-mediator``) and N workers per converter pool: N warm
-  workers (:mod:`fileflow.worker`), each serving every converter pool, or with
+- one mediator worker (pool ``fileflow-mediator``): a warm worker (:mod:`fileflow.worker`) that
+  runs up to ``mediator_limit`` files' flows in its own process, or with
+  ``mediator_type="process"`` Prefect's process worker (two fresh processes per file);
+- N workers per converter pool: N warm workers, each serving every converter pool, or with
   ``worker_type="process"`` N of Prefect's process workers per pool;
+- the warm workers run under ``--keep-alive``: one that dies is started again;
 - the pending-work exporter.
 
 Every process started is recorded in ``<home>/stack.json``; ``down`` stops them (SIGTERM to
@@ -33,6 +36,9 @@ from fileflow.pools import pool_name
 from fileflow.settings import LivenessSettings
 
 MEDIATOR_POOL = "fileflow-mediator"
+#: seconds the warm mediator's files in flight get to finish on `fileflow down`; one still going
+#: after that ends Crashed and is resumed by the next mediator (its finished steps are cached)
+MEDIATOR_GRACE_S = 10
 
 # Latency: a worker asks for due runs every second (Prefect's default is 10 s) and may claim
 # them slightly early; see docs/distributed.md for the measured dispatch time.
@@ -59,7 +65,8 @@ class Stack:
     home: Path
     port: int = 4200
     workers_per_pool: int = 1
-    mediator_limit: int = 8
+    mediator_limit: int = 32
+    mediator_type: str = "warm"
     database_url: str | None = None
     storage_path: Path | None = None
     exporter_port: int = 9464
@@ -162,13 +169,18 @@ class Stack:
             env["FILEFLOW_UNOSERVER_PORT"] = str(uno_port)
             progress(f"starting workers: mediator + {self.workers_per_pool} per converter pool")
             worker = [python, "-m", "prefect", "worker", "start", "--type", "process"]
-            self._start("worker-mediator", [*worker, "--pool", MEDIATOR_POOL, "--limit",
-                                            str(self.mediator_limit)], env)
+            warm = [python, "-m", "fileflow.worker", "--keep-alive"]
+            if self.mediator_type == "warm":  # every file's flow runs in this one warm process
+                self._start("worker-mediator", [*warm, "--pool", MEDIATOR_POOL, "--limit", str(self.mediator_limit),
+                                                "--grace", str(MEDIATOR_GRACE_S)], env)
+            else:  # Prefect's process worker: two fresh processes per file
+                self._start("worker-mediator", [*worker, "--pool", MEDIATOR_POOL, "--limit",
+                                                str(self.mediator_limit)], env)
             pools = [pool_name(converter) for converter in converters.BUILTINS]
             for i in range(self.workers_per_pool):
                 if self.worker_type == "warm":
                     pool_args = [arg for pool in pools for arg in ("--pool", pool)]
-                    self._start(f"worker-warm-{i}", [python, "-m", "fileflow.worker", *pool_args], env)
+                    self._start(f"worker-warm-{i}", [*warm, *pool_args], env)
                 else:
                     for pool in pools:
                         self._start(f"worker-{pool}-{i}", [*worker, "--pool", pool], env)

@@ -31,17 +31,22 @@ each pool in flight, ``--children`` the warm child processes shared by all of th
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import asyncio
+import faulthandler
+import importlib
 import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 import threading
 from typing import Any
 
 import anyio
 
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
@@ -70,6 +75,7 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
         self.draining = False
         self._wake = asyncio.Event()
         self._steps: dict[str, anyio.CancelScope] = {}
+        self._flows: dict[str, Any] = {}
 
     # -- the pools are `process` pools: this worker serves them alongside Prefect's own workers
     def _record_work_pool_snapshot(self, work_pool) -> None:  # noqa: D401 (Prefect's hook)
@@ -78,9 +84,20 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
                            work_pool.type)
         self._work_pool = work_pool
 
-    async def run(self, flow_run: FlowRun, configuration: BaseJobConfiguration, task_status=None) -> BaseWorkerResult:
-        from flows.step import converter_step
+    async def _flow_of(self, flow_run: FlowRun):
+        """The flow of the run's deployment, imported once per deployment by its module name (so
+        it shares this process's modules: the warm child pool, the mediator's runtime)."""
+        key = str(flow_run.deployment_id)
+        if key not in self._flows:
+            async with get_client() as client:
+                deployment = await client.read_deployment(flow_run.deployment_id)
+            path, _, name = deployment.entrypoint.rpartition(":")
+            module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+            self._flows[key] = getattr(module, name)
+        return self._flows[key]
 
+    async def run(self, flow_run: FlowRun, configuration: BaseJobConfiguration, task_status=None) -> BaseWorkerResult:
+        flow = await self._flow_of(flow_run)
         identifier = f"{socket.gethostname()}:{os.getpid()}:{flow_run.id}"
         if task_status is not None:
             task_status.started(identifier)
@@ -89,7 +106,7 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
             # cancelled only by drain() or a cancellation: the engine then ends the run Crashed
             with anyio.CancelScope() as scope:
                 self._steps[str(flow_run.id)] = scope
-                state = await run_flow(converter_step, flow_run=flow_run, return_type="state")
+                state = await run_flow(flow, flow_run=flow_run, return_type="state")
         finally:
             self._steps.pop(str(flow_run.id), None)
             self._wake.set()  # a slot is free: look for the next run at once
@@ -239,9 +256,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll", type=float, default=DEFAULT_FALLBACK_POLL_S,
                         help="fallback poll interval in seconds (runs are normally picked up on their event)")
     parser.add_argument("--no-events", action="store_true", help="poll only; do not listen to the event stream")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="run the worker as a child and start it again whenever it dies (SIGKILL, OOM, "
+                             "a crash); SIGTERM/SIGINT stop both")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.keep_alive:
+        raise SystemExit(keep_alive([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--keep-alive"]))
     _block_stop_signals()
     asyncio.run(serve(args.pool, limit=args.limit, children=args.children, grace_s=args.grace,
                       fallback_poll_s=args.poll, wake_on_events=not args.no_events))
 
+
+
+def keep_alive(worker_args: list[str], *, max_backoff_s: float = 30.0) -> int:
+    """Run ``python -m fileflow.worker <worker_args>`` and start it again when it dies.
+
+    What a Kubernetes Deployment does for the mediator pod, for ``fileflow up``: a worker
+    killed outright (SIGKILL, OOM) takes the runs it held with it; their heartbeats stop, the
+    liveness automations crash and resume them (:mod:`deployments.liveness`), and the new
+    worker picks them up. A stop signal is passed on to the worker, which drains; this process
+    then ends with it. Restarts back off (1, 2, 4 ... ``max_backoff_s`` s) while the worker
+    keeps dying within a minute of its start.
+    """
+    stopping = threading.Event()
+    child: subprocess.Popen | None = None
+
+    def stop(signum, _frame) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
+    backoff = 1.0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen([sys.executable, "-m", "fileflow.worker", *worker_args])
+        code = child.wait()
+        if stopping.is_set():
+            return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+        backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, max_backoff_s)
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        logger.warning("worker %d died (%s); starting it again in %g s", child.pid, how, backoff / 2)
+        if stopping.wait(backoff / 2):
+            return 0
