@@ -98,28 +98,35 @@ def markdown(r: dict) -> str:
             "`language`, i.e. three pool steps whose converter work is milliseconds (column 'converter ms/step'). "
             "Steady state = completions between 20 % and 80 % of the batch.",
             "",
-            "| workers per pool | files in / manifests out | steady files/h | whole batch files/h | converter ms/step, median "
+            "| mediator | workers per pool | files in / manifests out | steady files/h | whole batch files/h | converter ms/step, median "
             "| CPU s per file: server / mediator / converter workers / submitter | goal 20,000/h |",
-            "|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for x in t["runs"]:
             c = x["cpu_s_per_file"]
-            out.append(f"| {x['workers_per_pool']} | {x['files_in']} / {x['manifests_out']} ({x['completed']} completed) | "
+            out.append(f"| {x.get('mediator', 'process')} | {x['workers_per_pool']} | {x['files_in']} / {x['manifests_out']} ({x['completed']} completed) | "
                        f"{_f(x['steady_files_per_hour'], 0)} | {_f(x['overall_files_per_hour'], 0)} | "
                        f"{_f(x['converter_ms_per_step_median'])} | {c.get('server')} / {c.get('worker-mediator')} / "
                        f"{c.get('converter-workers')} / {c.get('submitter')} | "
                        f"{_verdict(x['steady_files_per_hour'], GOALS['files_per_hour'], higher_is_better=True)} |")
         out += ["", "The idle stack's own cost (15 s with no work before each batch: polls, heartbeats, event "
                 "streams), CPU seconds per second: " + "; ".join(
-                    f"{x['workers_per_pool']} worker(s): " + ", ".join(f"{k} {v}" for k, v in x.get(
+                    f"{x.get('mediator', 'process')} mediator, {x['workers_per_pool']} worker(s): " + ", ".join(f"{k} {v}" for k, v in x.get(
                         "idle_cpu_s_per_s", {}).items() if v) for x in t["runs"]) + "."]
+        same = {x.get("mediator", "process"): x for x in t["runs"] if x["workers_per_pool"] == t["runs"][0]["workers_per_pool"]}
+        if "warm" in same and "process" in same and same["warm"]["steady_files_per_hour"] and same["process"]["steady_files_per_hour"]:
+            w, p = same["warm"], same["process"]
+            out += ["", f"**Warm mediator against Prefect's process worker**, same run, {w['workers_per_pool']} worker(s) "
+                    f"per pool: steady throughput {w['steady_files_per_hour'] / p['steady_files_per_hour']:.2f}x; mediator CPU "
+                    f"per file {w['cpu_s_per_file'].get('worker-mediator')} against {p['cpu_s_per_file'].get('worker-mediator')} s; "
+                    f"server CPU per file {w['cpu_s_per_file'].get('server')} against {p['cpu_s_per_file'].get('server')} s."]
         first = t["runs"][0]
         cpu = {k: v for k, v in first["cpu_s_per_file"].items()}
         total = sum(cpu.values())
         top = max(cpu, key=cpu.get)
         out += [
             "",
-            f"**Bottleneck** (CPU per file, {first['workers_per_pool']} worker run): `{top}` uses "
+            f"**Bottleneck** (CPU per file, {first.get('mediator', 'process')} mediator, {first['workers_per_pool']} worker run): `{top}` uses "
             f"{cpu[top]:.2f} of {total:.2f} CPU-s per file ({100 * cpu[top] / total:.0f} %). With every core busy, "
             f"2 cores give at most {2 * 3600 / total:,.0f} files/h at this cost per file.",
             "",

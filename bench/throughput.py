@@ -95,15 +95,16 @@ def _frame(frame: str) -> str:
 
 
 def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None = None,
-            profile_s: int = 60, idle_s: float = 15.0) -> dict:
+            profile_s: int = 60, idle_s: float = 15.0, mediator: str = "warm") -> dict:
     from blocks.storage import StorageConfig, Store
     from fileflow.submit import submit
 
-    storage = work / f"storage-w{workers}"
-    corpus = work / f"text-w{workers}"
+    tag = f"{mediator}-w{workers}"
+    storage = work / f"storage-{tag}"
+    corpus = work / f"text-{tag}"
     paths = make_files(corpus, {"text": files}, offset=offset)
-    with stack(work / f"home-w{workers}", workers=workers, db_name=f"bench_throughput_w{workers}",
-               storage=storage) as s:
+    with stack(work / f"home-{tag}", workers=workers, db_name=f"bench_throughput_{mediator}_w{workers}",
+               storage=storage, mediator=mediator) as s:
         store = Store(StorageConfig(kind="local", basepath=str(storage.resolve())))
         series: list[tuple[float, int]] = []
         done = threading.Event()
@@ -126,7 +127,7 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
             watcher.start()
             profiles = start_profiles(py_spy, {"server": s.processes["server"],
                                                "mediator": s.processes["worker-mediator"]},
-                                      work / f"profile-w{workers}", profile_s) if py_spy else []
+                                      work / f"profile-{tag}", profile_s) if py_spy else []
             try:
                 runs = asyncio.run(submit([str(p) for p in paths], store))
                 submitted_s = time.perf_counter() - started
@@ -145,7 +146,7 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
     cpu = sampler.cpu_seconds()
     cpu["submitter"] = round(after.ru_utime + after.ru_stime - self_cpu.ru_utime - self_cpu.ru_stime, 2)
     return {
-        "workers_per_pool": workers, "files_in": files, "runs_submitted": len(runs),
+        "mediator": mediator, "workers_per_pool": workers, "files_in": files, "runs_submitted": len(runs),
         "manifests_out": len(manifests), "completed": sum(m["status"] == "completed" for m in manifests),
         "wall_s": round(wall, 2), "submit_s": round(submitted_s, 2),
         "steady_files_per_hour": round(rate * 3600) if rate else None,
@@ -160,18 +161,27 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
     }
 
 
+def configurations(workers: list[int], mediators: list[str]) -> list[tuple[str, int]]:
+    """The warm mediator at every worker count; the other mediators side by side at the first."""
+    return [(m, w) for w in workers for m in mediators if m == mediators[0] or w == workers[0]]
+
+
 def run(work: Path, *, workers: list[int], files: int, timeout_s: float = 3600, py_spy: str | None = None,
-        on_result=None) -> dict:
-    """One run per worker count; ``on_result(partial)`` after each, so an interrupted run keeps its figures."""
+        on_result=None, mediators: list[str] = ("warm", "process")) -> dict:
+    """One run per configuration; ``on_result(partial)`` after each, so an interrupted run keeps its figures.
+
+    The first mediator type (fileflow's warm mediator) runs at every worker count; the others
+    (Prefect's process worker) at the first worker count, in the same run, for the ratio."""
     work.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    for i, w in enumerate(workers):
-        print(f"  throughput: {w} worker(s) per pool, {files} files ...", flush=True, file=sys.stderr)
+    for i, (mediator, w) in enumerate(configurations(list(workers), list(mediators))):
+        print(f"  throughput: {mediator} mediator, {w} worker(s) per pool, {files} files ...", flush=True,
+              file=sys.stderr)
         try:
             result = run_one(work, w, files, offset=10_000 + i * files, timeout_s=timeout_s,
-                             py_spy=py_spy if i == 0 else None)
+                             py_spy=py_spy if w == workers[0] else None, mediator=mediator)
         except Exception as exc:
-            print(f"    {w} worker(s) failed: {type(exc).__name__}: {exc}", flush=True, file=sys.stderr)
+            print(f"    {mediator}/{w} failed: {type(exc).__name__}: {exc}", flush=True, file=sys.stderr)
             continue
         print(f"    steady {result['steady_files_per_hour']} files/h, {result['manifests_out']}/{files} "
               f"manifests, CPU s/file {result['cpu_s_per_file']}", flush=True, file=sys.stderr)
@@ -186,9 +196,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(".bench/throughput"))
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--files", type=int, default=150)
-    parser.add_argument("--py-spy", help="path of py-spy: profile the server and mediator of the first run")
+    parser.add_argument("--mediators", nargs="+", default=["warm", "process"], choices=["warm", "process"],
+                        help="mediator types: the first at every worker count, the others at the first")
+    parser.add_argument("--py-spy", help="path of py-spy: profile the server and mediator at the first worker count")
     args = parser.parse_args()
-    print(json.dumps(run(args.work, workers=args.workers, files=args.files, py_spy=args.py_spy), indent=2))
+    print(json.dumps(run(args.work, workers=args.workers, files=args.files, py_spy=args.py_spy,
+                         mediators=args.mediators), indent=2))
 
 
 if __name__ == "__main__":

@@ -109,8 +109,10 @@ def test_mixed_batch_of_every_kind_completes_on_pools_like_the_embedded_mode(sta
     generated = corpus.make(tmp_path / "corpus", PER_KIND)
     paths = [SAMPLES / name for name in BATCH] + [p for kind in corpus.KINDS for p in generated[kind]]
     files = [str(p) for p in paths]
+    started = time.monotonic()
     result = fileflow("submit", *files, "--wait", "--home", str(stack["root"] / "home"), env=stack["env"],
                       timeout=3600)
+    distributed_s = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     s3 = boto3.client("s3", endpoint_url=store.config.endpoint_url, region_name="us-east-1")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="prod/manifests/")["Contents"]]
@@ -126,9 +128,14 @@ def test_mixed_batch_of_every_kind_completes_on_pools_like_the_embedded_mode(sta
     assert not not_completed, not_completed
     # the same files through the embedded mode, for reference
     embedded_out = tmp_path / "embedded"
+    started = time.monotonic()
     manifests = asyncio.run(
         run_batch(paths, PipelineSettings(child_processes=2), StorageConfig(basepath=str(embedded_out)))
     )
+    embedded_s = time.monotonic() - started
+    print(f"\nFIGURES mixed batch: {len(paths)} uploads ({PER_KIND} generated per kind), {len(distributed)} "
+          f"manifests with archive members, all completed; distributed (submit --wait) {distributed_s:.0f} s, "
+          f"embedded {embedded_s:.0f} s")
     embedded = {m["file_id"]: {"name": m["name"], **summary(m, lambda key: (embedded_out / key).read_bytes())}
                 for m in manifests}
     assert embedded.keys() == distributed.keys()

@@ -5,8 +5,11 @@ One stack for the module (`fileflow up --workers 2` on a fresh PostgreSQL databa
 an S3 bucket on moto's server). Each test submits a long video (its transcode is the step to
 kill, seen `Running` first) and two small text files, kills one process with SIGKILL, waits for
 every file's manifest, checks which step runs exist, and ends with `fileflow audit` (exit 0).
-Nothing tells the stack about the kill: recovery comes from the heartbeats and the liveness
-automations of deployments/liveness.py (docs/reliability.md, "Distributed faults").
+Two ways the stack learns of a death: a worker killed alone is started again by its keeper
+(`fileflow.worker --keep-alive`), which crashes the dead process's runs at once (fault 3); a
+worker lost with its keeper (the machine gone) is noticed by nobody, and recovery comes from the
+heartbeats and the liveness automations of deployments/liveness.py (fault 1). Either way the
+resume automation reschedules a crashed router run (docs/reliability.md, "Distributed faults").
 
 The figures (seconds from the kill to the run's `Crashed` state and to the file's manifest) are
 printed, never asserted: `pytest -s` shows them.
@@ -262,8 +265,8 @@ def audit_clean(stack) -> None:
 
 @pytest.mark.timeout(900)
 def test_fault1_sigkilled_converter_worker_its_step_runs_again_elsewhere(stack, tmp_path):
-    """A warm converter worker SIGKILLed while it transcodes: nobody reports the death; the
-    step run's heartbeats stop, the liveness automation marks it Crashed, the mediator retries
+    """A warm converter worker SIGKILLed while it transcodes, with its keeper (the machine is
+    lost): nobody reports the death; the step run's heartbeats stop, the liveness automation marks it Crashed, the mediator retries
     the step (attempt 2, a new run) and the other worker completes it."""
     files = make_batch(tmp_path, "f1", 1280)
     video = files[0]
@@ -271,8 +274,10 @@ def test_fault1_sigkilled_converter_worker_its_step_runs_again_elsewhere(stack, 
     run = wait_until(lambda: running_transcode(stack, video), 300, "the video's transcode step running")
     pid = int(run["infrastructure_pid"].split(":")[1])
     workers = {name: p for name, p in stack["state"]["processes"].items() if name.startswith("worker-warm")}
-    assert _parent(pid) in workers.values(), (run["infrastructure_pid"], workers)  # a worker under its keeper
-    os.kill(pid, signal.SIGKILL)
+    keeper = _parent(pid)
+    assert keeper in workers.values(), (run["infrastructure_pid"], workers)  # a worker under its keeper
+    os.kill(pid, signal.SIGKILL)  # the machine is lost: the worker and its keeper, so nothing starts it again
+    os.kill(keeper, signal.SIGKILL)
     killed_at = time.time()
 
     done = wait_for_manifests(stack, files, 600)
@@ -313,6 +318,9 @@ def test_fault3_sigkilled_mediator_resumes_without_redoing_finished_steps(stack,
     history = [kind for kind, _ in states_of(stack, router["id"])]
     assert "CRASHED" in history and history[history.index("CRASHED") + 1] == "SCHEDULED", history
     assert router["run_count"] == 2  # the same run, resumed once
+    crash_message = [st for st in api(stack, f"/flow_run_states/?flow_run_id={router['id']}")
+                     if st["type"] == "CRASHED"][0]["message"]
+    assert "crashed by the worker started in its place" in crash_message  # the keeper's restart, not the silence
     runs = step_runs(stack, video.name)
     assert {c: [r["state_type"] for r in runs.get(c, [])] for c in VIDEO_STEPS} == {
         c: ["COMPLETED"] for c in VIDEO_STEPS}  # exactly one execution of every step

@@ -105,3 +105,32 @@ def test_only_failures_of_the_prefect_api_route_a_file_again():
     assert not _api_failure(ToolCrashed("SIGSEGV"))
     assert not _api_failure(StorageUnavailable("S3 down"))
     assert not _api_failure(OSError("manifests is a file"))
+
+
+def test_each_run_context_sees_its_own_runtime(tmp_path):
+    """The warm mediator holds uploads and a reprocessing job in one process: a runtime installed
+    by one run (its lane, the converters it redoes) is never seen by another running alongside."""
+    from fileflow.mediator import current
+
+    storage = StorageConfig(basepath=str(tmp_path))
+    default = current()
+    seen: dict[str, tuple[str, frozenset]] = {}
+
+    async def job(name: str, rt: Runtime | None) -> None:
+        async def look():
+            await asyncio.sleep(0.01)
+            seen[name] = (current().lane, current().refresh)
+
+        if rt is None:
+            await asyncio.gather(look())  # a task started by the run: it inherits the run's context
+            return
+        with runtime(rt):
+            await asyncio.gather(look())
+
+    async def side_by_side():
+        reprocess = Runtime(PipelineSettings(), storage, lane="reprocess", refresh=frozenset({"ocr"}))
+        await asyncio.gather(job("reprocess", reprocess), job("upload", None))
+
+    asyncio.run(side_by_side())
+    assert seen == {"reprocess": ("reprocess", frozenset({"ocr"})), "upload": ("upload", frozenset())}
+    assert current() is default  # the process's own runtime is untouched after the job

@@ -133,3 +133,55 @@ def test_a_step_outliving_the_grace_period_ends_crashed_never_running(sleepy_poo
             worker.kill()
     assert _state(ctx, run.id) == "CRASHED"  # the mediator retries a Crashed step elsewhere
     assert not ctx["done"].exists()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _wait_child(keeper: subprocess.Popen, ctx, other_than: int | None = None, timeout_s: float = 60) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        kids = [p for p in _children(keeper.pid) if p != other_than]
+        if kids:
+            return kids[0]
+        assert keeper.poll() is None, ctx["log"].read_text()[-3000:]
+        time.sleep(0.2)
+    pytest.fail(f"the keeper started no worker within {timeout_s:g} s:\n{ctx['log'].read_text()[-3000:]}")
+
+
+def test_keep_alive_starts_a_killed_worker_again_and_sigterm_stops_both(sleepy_pool):
+    """`--keep-alive` (what `fileflow up` runs): a worker SIGKILLed is started again and serves
+    the pool; SIGTERM to the keeper drains the worker and ends both, exit code 0."""
+    ctx = sleepy_pool
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
+    env.update({"PREFECT_API_URL": ctx["api"], "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "FILEFLOW_STORAGE_KIND": "local", "FILEFLOW_STORAGE_PATH": ctx["storage"].basepath})
+    log = open(ctx["log"], "ab")
+    keeper = subprocess.Popen([sys.executable, "-m", "fileflow.worker", "--keep-alive", "--pool", ctx["pool"],
+                               "--children", "1", "--grace", "5"], env=env, cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        first = _wait_child(keeper, ctx)
+        os.kill(first, signal.SIGKILL)
+        second = _wait_child(keeper, ctx, other_than=first)
+        run = _submit(ctx, seconds=0, label="after-restart")
+        assert _wait_state(ctx, run.id, {"COMPLETED", "FAILED", "CRASHED"}) == "COMPLETED"
+        infrastructure = _client_call(ctx["api"], lambda c: c.read_flow_run(run.id)).infrastructure_pid
+        assert infrastructure.split(":")[1] == str(second)  # the new worker ran it
+        keeper.send_signal(signal.SIGTERM)
+        assert keeper.wait(timeout=60) == 0, ctx["log"].read_text()[-3000:]
+    finally:
+        if keeper.poll() is None:
+            keeper.kill()
+    assert "died (signal SIGKILL); starting it again" in ctx["log"].read_text()
+    assert not _children(keeper.pid) and not Path(f"/proc/{second}").exists()

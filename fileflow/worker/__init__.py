@@ -196,6 +196,13 @@ async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, 
                    for p in pools]
         for w in workers:
             await w.__aenter__()
+        predecessor = os.environ.get(PREDECESSOR_ENV)
+        if predecessor:
+            try:
+                names = await crash_runs_of_dead_worker(pools, predecessor)
+                logger.warning("crashed %d run(s) of the dead worker %s: %s", len(names), predecessor, ", ".join(names))
+            except Exception as exc:  # the heartbeat automation still catches them
+                logger.warning("could not crash the runs of the dead worker %s: %s", predecessor, exc)
         loops = []
         try:
             for w in workers:
@@ -223,6 +230,33 @@ async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, 
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+#: set by the keeper for a worker it starts after one died: ``<host>:<pid>|<how it died>``
+PREDECESSOR_ENV = "FILEFLOW_WORKER_PREDECESSOR"
+
+
+async def crash_runs_of_dead_worker(pools: list[str], predecessor: str) -> list[str]:
+    """Set ``Crashed`` the runs of ``pools`` that a dead worker process held (its
+    ``host:pid:run`` infrastructure pid), so the mediator retries a step and the resume
+    automation resumes a router run now, rather than after ``crashed_after_s`` without heartbeats
+    (:mod:`deployments.liveness`, which remains the net for a death no keeper saw). The names."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, WorkPoolFilter, WorkPoolFilterName)
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    who, _, how = predecessor.partition("|")
+    crashed = []
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]))),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=pools)))
+        for run in runs:
+            if (run.infrastructure_pid or "").startswith(f"{who}:"):
+                message = f"its worker process {who} died ({how}); crashed by the worker started in its place"
+                await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+                crashed.append(run.name)
+    return crashed
 
 
 def _block_stop_signals() -> None:
@@ -290,14 +324,17 @@ def keep_alive(worker_args: list[str], *, max_backoff_s: float = 30.0) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, stop)
     backoff = 1.0
+    env = dict(os.environ)
     while True:
         started = time.monotonic()
-        child = subprocess.Popen([sys.executable, "-m", "fileflow.worker", *worker_args])
+        child = subprocess.Popen([sys.executable, "-m", "fileflow.worker", *worker_args], env=env)
         code = child.wait()
         if stopping.is_set():
             return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
         backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, max_backoff_s)
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         logger.warning("worker %d died (%s); starting it again in %g s", child.pid, how, backoff / 2)
+        # the next worker crashes the runs this one held at once, not after the heartbeats' silence
+        env[PREDECESSOR_ENV] = f"{socket.gethostname()}:{child.pid}|{how}"
         if stopping.wait(backoff / 2):
             return 0
