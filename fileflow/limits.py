@@ -312,12 +312,24 @@ async def set_paused(target: str, paused: bool) -> str:
     """Pause or resume a converter (its work pool) or reprocessing (the ``reprocess`` queues)."""
     from prefect.client.orchestration import get_client
 
+    from prefect.exceptions import ObjectNotFound
+
+    from deployments.setup import K8S_POOLS
+
     verb = "paused" if paused else "resumed"
     async with get_client() as client:
         if target == "reprocess":
             pools = [MEDIATOR_POOL, *(pool_name(c) for c in converters.BUILTINS)]
             for pool in pools:
                 await ensure_pool(client, pool)
+            # the Kubernetes pools (converter-video-k8s) where they exist; never created here, as
+            # a process pool would not run their steps (their type and job template are the setup's)
+            for pool in K8S_POOLS:
+                try:
+                    await client.read_work_pool(pool)
+                except ObjectNotFound:
+                    continue
+                pools.append(pool)
             await ensure_reprocess_queues(client, pools)
             for pool in pools:
                 queue = await client.read_work_queue_by_name(REPROCESS_QUEUE, work_pool_name=pool)

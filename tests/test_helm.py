@@ -154,6 +154,9 @@ def test_schema_forbids_unknown_keys_everywhere():
         ({"storage": {"bucket": "acme-fileflow", "credentials": {"secretAccessKey": "plain"}}}, "secretAccessKey"),
         ({**MINIMAL, "converters": {"ocr": {"image": "ocr-latest"}}}, "image"),
         ({**MINIMAL, "securityContext": {"runAsUser": 0}}, "runAsUser"),
+        ({**MINIMAL, "resumer": {"everySecond": 5}}, "everySecond"),
+        ({**MINIMAL, "mediator": {"terminationGracePeriodSeconds": 10}}, "terminationGracePeriodSeconds"),
+        ({**MINIMAL, "converterModules": {"office_pdf": "not a module"}}, "converterModules"),
     ],
 )
 def test_schema_refuses_misspelt_and_unsafe_values(values, where):
@@ -296,6 +299,63 @@ def test_mediator_scaled_by_keda_on_the_exporter_and_placement_follows_the_scale
     assert pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
 
+@pytest.mark.parametrize("which, values", [("default_objects", None), ("full_objects", FULL_VALUES)])
+def test_mediator_runs_the_warm_worker_with_its_health_endpoint_as_the_probe(which, values, request):
+    m = (yaml.safe_load(values.read_text()) if values else _load_values())["mediator"]
+    deployment = next(d for n, d in of_kind(request.getfixturevalue(which), "Deployment").items()
+                      if n.endswith("-mediator"))
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    argv = container["command"]
+    assert argv[:3] == ["python", "-m", "fileflow.worker"]
+    assert "--keep-alive" not in argv  # the kubelet restarts the container
+    assert argv[argv.index("--pool") + 1] == "fileflow-mediator"
+    assert argv[argv.index("--limit") + 1] == str(m["runsPerPod"])
+    grace = float(argv[argv.index("--grace") + 1])
+    assert 0 < grace < pod["terminationGracePeriodSeconds"] == m["terminationGracePeriodSeconds"]
+    (port,) = [p for p in container["ports"] if p["name"] == container["livenessProbe"]["httpGet"]["port"]]
+    assert argv[argv.index("--health-port") + 1] == str(port["containerPort"])
+    assert not {"PREFECT_WORKER_WEBSERVER_PORT", "PREFECT_WORKER_WEBSERVER_HOST"} & set(env_of(container))
+
+
+def test_resumer_runs_once_in_the_mediator_image_and_can_be_disabled(default_objects, full_objects, full_values):
+    resumer = of_kind(full_objects, "Deployment")["fileflow-prod-resumer"]
+    assert resumer["spec"]["replicas"] == 1
+    (container,) = resumer["spec"]["template"]["spec"]["containers"]
+    r = full_values["resumer"]
+    assert container["command"] == ["python", "-m", "fileflow.resumer", "--every", str(r["everySeconds"]),
+                                    "--settle", str(r["settleSeconds"])]
+    mediator = of_kind(full_objects, "Deployment")["fileflow-prod-mediator"]["spec"]["template"]["spec"]
+    assert container["image"] == mediator["containers"][0]["image"]
+    assert container["resources"] == r["resources"]
+    policy = of_kind(full_objects, "NetworkPolicy")["fileflow-prod-resumer"]["spec"]
+    assert policy["podSelector"]["matchLabels"]["fileflow.io/role"] == "resumer"
+    assert policy["ingress"] == [] and len(policy["egress"]) == 2  # DNS and the Prefect API, no storage
+    assert f"{RELEASE}-fileflow-resumer" in of_kind(default_objects, "Deployment")  # on by default
+
+    disabled = render({**MINIMAL, "resumer": {"enabled": False}})
+    assert not any(o["metadata"]["name"].endswith("-resumer") for o in disabled)
+
+
+def test_every_pod_gets_the_client_retries_and_converter_pods_the_converter_modules(default_objects, full_objects):
+    for name, pod in pod_specs(default_objects):
+        env = env_of(pod["containers"][0])
+        assert env["PREFECT_CLIENT_MAX_RETRIES"]["value"] == "8", name
+        assert "FILEFLOW_CONVERTER_MODULES" not in env, name  # empty: not set at all
+    runs_converters = {"fileflow-prod-mediator"} | set(of_kind(full_objects, "ScaledJob"))
+    for name, pod in pod_specs(full_objects):
+        env = env_of(pod["containers"][0])
+        assert env["PREFECT_CLIENT_MAX_RETRIES"]["value"] == "6", name
+        if name in runs_converters:
+            assert json.loads(env["FILEFLOW_CONVERTER_MODULES"]["value"]) == {"office_pdf": "hotfix.office_pdf"}, name
+        else:
+            assert "FILEFLOW_CONVERTER_MODULES" not in env, name
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmRenderError, match="converterModules.officepdf: no such converter"):
+            chart.render({**MINIMAL, "converterModules": {"officepdf": "hotfix.office_pdf"}},
+                         name=RELEASE, namespace=NAMESPACE)
+
+
 def test_placement_sends_enabled_converters_to_their_pools(default_objects):
     deployment = of_kind(default_objects, "Deployment")[f"{RELEASE}-fileflow-mediator"]
     env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
@@ -325,6 +385,7 @@ def test_every_pod_is_locked_down(which, request):
     objects = request.getfixturevalue(which)
     specs = pod_specs(objects)
     assert len(specs) >= 4
+    assert any(name.endswith("-resumer") for name, _ in specs)
     for name, pod in specs:
         sc = pod["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0, name

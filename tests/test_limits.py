@@ -90,6 +90,29 @@ def test_setup_creates_queues_and_limits_once_and_keeps_an_operators_values(pref
     assert {limits.ACTIVE_FILES, limits.REPROCESS_FILES, limits.REPROCESS_RATE} <= names
 
 
+def test_pause_reprocess_pauses_the_queue_of_every_pool_the_kubernetes_one_included(prefect_server):
+    """`fileflow limits pause reprocess` reaches the reprocess queue of the Kubernetes video pool
+    too (a reprocessing job's video steps go there when prefect.yaml points video_transcode at it)."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.setup import K8S_POOLS, ensure_pools, pool_names
+
+    asyncio.run(ensure_pools())
+
+    async def reprocess_paused() -> dict[str, bool]:
+        async with get_client() as client:
+            return {p: (await client.read_work_queue_by_name("reprocess", work_pool_name=p)).is_paused
+                    for p in [*pool_names(), *K8S_POOLS]}
+
+    try:
+        said = asyncio.run(limits.set_paused("reprocess", True))
+        assert all(asyncio.run(reprocess_paused()).values()), said
+        assert f"on {len(pool_names()) + len(K8S_POOLS)} pools" in said
+    finally:
+        asyncio.run(limits.set_paused("reprocess", False))
+    assert not any(asyncio.run(reprocess_paused()).values())
+
+
 def test_cli_sets_pauses_resumes_and_shows_through_prefect(prefect_server):
     assert cli("limits", "set", "pdf_text", "2", api=prefect_server).returncode == 0
     assert asyncio.run(gcl("fileflow-converter-pdf_text")).limit == 2

@@ -26,6 +26,10 @@ this process, so they stop with it, and the setup's liveness automation marks th
 
 One process serves any number of pools (``--pool`` repeated); ``--limit`` bounds the steps of
 each pool in flight, ``--children`` the warm child processes shared by all of them.
+
+``--health-port PORT`` serves a liveness endpoint for a kubelet (the Helm chart's mediator): any
+``GET`` answers 200 while every pool's poll loop has polled within 3 fallback poll intervals
+(or the worker is draining), 503 otherwise.
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
 
 
 async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, fallback_poll_s: float,
-                wake_on_events: bool = True, ready=None) -> None:
+                wake_on_events: bool = True, ready=None, health_port: int | None = None) -> None:
     import flows.step
 
     stop = asyncio.Event()
@@ -210,6 +214,9 @@ async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, 
                 loops.append(asyncio.create_task(w._poll_loop()))
                 if wake_on_events:
                     loops.append(asyncio.create_task(w._event_loop()))
+            if health_port is not None:
+                health = await serve_health(workers, health_port)
+                loops.append(asyncio.create_task(health.serve_forever()))
             logger.info("warm worker serving %s (limit %d per pool, %d children)", ", ".join(pools), limit,
                         children)
             if ready is not None:
@@ -227,6 +234,35 @@ async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, 
                 await w.__aexit__(None, None, None)
             flows.step.share_child_pool(None)
     logger.info("stopped")
+
+
+def healthy(workers: list[WarmWorker]) -> bool:
+    """Every pool's poll loop polled within 3 of its fallback poll intervals, or it is draining
+    (a pod that is stopping must not be restarted by its liveness probe halfway through)."""
+    # Prefect's own check (Prefect's window is 30 query intervals, hence the tenth; it also
+    # allows for a server in maintenance); its `_last_polled_time` is set by every successful
+    # get_and_submit_flow_runs(), which the poll loop calls
+    return all(w.draining or w.is_worker_still_polling(query_interval_seconds=w.fallback_poll_s / 10)
+               for w in workers)
+
+
+async def serve_health(workers: list[WarmWorker], port: int, host: str = "0.0.0.0") -> asyncio.Server:
+    """A minimal HTTP endpoint in the worker's own event loop (a blocked loop does not answer
+    either): any GET answers 200 ``ok`` while :func:`healthy`, else 503 ``not polling``."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            status, body = ("200 OK", b"ok\n") if healthy(workers) else ("503 Service Unavailable", b"not polling\n")
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port)
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -290,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll", type=float, default=DEFAULT_FALLBACK_POLL_S,
                         help="fallback poll interval in seconds (runs are normally picked up on their event)")
     parser.add_argument("--no-events", action="store_true", help="poll only; do not listen to the event stream")
+    parser.add_argument("--health-port", type=int, default=None,
+                        help="serve a liveness endpoint on this port: 200 while every pool is polled, else 503")
     parser.add_argument("--keep-alive", action="store_true",
                         help="run the worker as a child and start it again whenever it dies (SIGKILL, OOM, "
                              "a crash); SIGTERM/SIGINT stop both")
@@ -299,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(keep_alive([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--keep-alive"]))
     _block_stop_signals()
     asyncio.run(serve(args.pool, limit=args.limit, children=args.children, grace_s=args.grace,
-                      fallback_poll_s=args.poll, wake_on_events=not args.no_events))
+                      fallback_poll_s=args.poll, wake_on_events=not args.no_events, health_port=args.health_port))
 
 
 

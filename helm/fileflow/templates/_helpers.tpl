@@ -95,6 +95,8 @@ Secret or none at all for IRSA / workload identity).
 {{- end }}
 - name: PREFECT_SERVER_ANALYTICS_ENABLED
   value: "false"
+- name: PREFECT_CLIENT_MAX_RETRIES
+  value: {{ $prefect.clientMaxRetries | quote }}
 {{- if lt (int $prefect.crashedAfterSeconds) (mul 2 (int $prefect.heartbeatSeconds)) }}
 {{- fail "prefect.crashedAfterSeconds must be at least twice prefect.heartbeatSeconds, or live runs are marked Crashed" }}
 {{- end }}
@@ -158,6 +160,19 @@ Secret or none at all for IRSA / workload identity).
 {{- $_ := set $placement $name $where -}}
 {{- end -}}
 {{- toJson $placement -}}
+{{- end -}}
+
+{{/* FILEFLOW_CONVERTER_MODULES of the pods that run converters (mediator, ScaledJobs); none when empty. */}}
+{{- define "fileflow.converterModulesEnv" -}}
+{{- range $name, $module := .Values.converterModules -}}
+{{- if not (hasKey $.Values.converters $name) -}}
+{{- fail (printf "converterModules.%s: no such converter" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.converterModules }}
+- name: FILEFLOW_CONVERTER_MODULES
+  value: {{ toJson . | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "fileflow.workerEnv" -}}
