@@ -284,3 +284,39 @@ def test_keep_alive_starts_a_killed_worker_again_and_sigterm_stops_both(sleepy_p
             keeper.kill()
     assert "died (signal SIGKILL); starting it again" in ctx["log"].read_text()
     assert not _children(keeper.pid) and not Path(f"/proc/{second}").exists()
+
+
+def test_a_run_claimed_while_the_api_is_down_is_crashed_once_it_answers(sleepy_pool):
+    """The engine fails under a claimed run when the API goes away (a server restart): the
+    worker sets the run Crashed as soon as the API answers again, so the mediator retries a
+    step and the resumer resumes a file, instead of the run staying Pending with nobody on it."""
+    from urllib.parse import urlsplit
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Pending
+
+    from fileflow.worker import WarmWorker
+    from tests.tcp_proxy import TcpProxy
+
+    ctx = sleepy_pool
+    run = _submit(ctx, seconds=0, label="claimed")
+    _client_call(ctx["api"], lambda c: c.set_flow_run_state(run.id, Pending(), force=True))  # as a claim does
+    api = urlsplit(ctx["api"])
+    proxy = TcpProxy(api.hostname, api.port)
+    proxy.cut()
+
+    async def crash_through_outage():
+        with temporary_settings({PREFECT_API_URL: f"{proxy.url}/api"}):
+            worker = WarmWorker(ctx["pool"])
+            crashing = asyncio.create_task(worker._crash_once_recorded(run, ConnectionError("the API went away")))
+            await asyncio.sleep(3)
+            assert not crashing.done()  # still trying while the API is unreachable
+            proxy.restore()
+            await asyncio.wait_for(crashing, 60)
+
+    try:
+        asyncio.run(crash_through_outage())
+    finally:
+        proxy.close()
+    state = _client_call(ctx["api"], lambda c: c.read_flow_run(run.id)).state
+    assert state.type.value == "CRASHED" and "the API went away" in state.message, state

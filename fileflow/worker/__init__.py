@@ -101,20 +101,49 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
         return self._flows[key]
 
     async def run(self, flow_run: FlowRun, configuration: BaseJobConfiguration, task_status=None) -> BaseWorkerResult:
-        flow = await self._flow_of(flow_run)
         identifier = f"{socket.gethostname()}:{os.getpid()}:{flow_run.id}"
         if task_status is not None:
             task_status.started(identifier)
         state = None
         try:
+            flow = await self._flow_of(flow_run)
             # cancelled only by drain() or a cancellation: the engine then ends the run Crashed
             with anyio.CancelScope() as scope:
                 self._steps[str(flow_run.id)] = scope
                 state = await run_flow(flow, flow_run=flow_run, return_type="state")
+        except Exception as exc:
+            # the engine could not start or end the run (the API down during a server restart):
+            # left so, it would stay Pending or Running with nobody on it
+            await self._crash_once_recorded(flow_run, exc)
+            raise
         finally:
             self._steps.pop(str(flow_run.id), None)
             self._wake.set()  # a slot is free: look for the next run at once
         return BaseWorkerResult(identifier=identifier, status_code=0 if state is not None else 1)
+
+    async def _crash_once_recorded(self, flow_run: FlowRun, exc: BaseException, give_up_s: float = 600) -> None:
+        """Set the run ``Crashed`` as soon as the API takes it (retrying up to ``give_up_s``), so
+        the mediator retries a step and the resume automation or the resumer resumes a file."""
+        from prefect.states import Crashed
+
+        message = f"its worker could not run it: {type(exc).__name__}: {exc}"
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + give_up_s, 1.0
+        while True:
+            try:
+                async with get_client() as client:
+                    current = await client.read_flow_run(flow_run.id)
+                    if current.state is None or not current.state.is_final():
+                        await client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
+                        logger.warning("run %s crashed: %s", flow_run.name, message)
+                return
+            except Exception as again:
+                if loop.time() > deadline:
+                    logger.error("could not record run %s as crashed for %g s (%s); the liveness automation "
+                                 "or `fileflow audit` will find it", flow_run.name, give_up_s, again)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def kill_infrastructure(self, infrastructure_pid: str, configuration, grace_seconds: int = 30) -> None:
         from prefect.exceptions import InfrastructureNotFound
@@ -151,28 +180,6 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
             except Exception as exc:
                 logger.warning("heartbeat of %s failed: %s", self._work_pool_name, exc)
             await asyncio.sleep(self.heartbeat_interval_seconds)
-
-    async def _event_loop(self) -> None:
-        """Wake the poll loop whenever a run of this pool is scheduled."""
-        while not self.draining:
-            if self._work_pool is None:
-                await asyncio.sleep(0.2)
-                continue
-            pool_resource = f"prefect.work-pool.{self._work_pool.id}"
-            events = EventFilter(
-                event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
-                related=EventRelatedFilter(resources_in_roles=[(pool_resource, "work-pool")]),
-            )
-            try:
-                async with get_events_subscriber(filter=events, reconnect_on_clean_close=True) as subscriber:
-                    async for _event in subscriber:
-                        self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # fall back on the poll until the stream is back
-                logger.warning("event stream for %s lost (%s); polling every %g s", self._work_pool_name, exc,
-                               self.fallback_poll_s)
-                await asyncio.sleep(self.fallback_poll_s)
 
     async def drain(self, grace_s: float) -> None:
         """Take no new run; wait for the steps in progress; cancel what outlives the grace."""
@@ -212,8 +219,8 @@ async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, 
             for w in workers:
                 loops.append(asyncio.create_task(w._sync_loop()))
                 loops.append(asyncio.create_task(w._poll_loop()))
-                if wake_on_events:
-                    loops.append(asyncio.create_task(w._event_loop()))
+            if wake_on_events:
+                loops.append(asyncio.create_task(wake_on_scheduled(workers, fallback_poll_s)))
             if health_port is not None:
                 health = await serve_health(workers, health_port)
                 loops.append(asyncio.create_task(health.serve_forever()))
@@ -234,6 +241,32 @@ async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, 
                 await w.__aexit__(None, None, None)
             flows.step.share_child_pool(None)
     logger.info("stopped")
+
+
+async def wake_on_scheduled(workers: list[WarmWorker], retry_s: float) -> None:
+    """Wake a pool's poll loop whenever a run of that pool is scheduled: one event stream for all
+    the pools of this process (the server matches every event against every subscriber's
+    filter, so one subscription per pool would cost it once per pool)."""
+    while not all(w._work_pool is not None for w in workers):
+        await asyncio.sleep(0.2)
+    by_resource = {f"prefect.work-pool.{w._work_pool.id}": w for w in workers}
+    events = EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+        related=EventRelatedFilter(resources_in_roles=[(r, "work-pool") for r in by_resource]),
+    )
+    while not all(w.draining for w in workers):
+        try:
+            async with get_events_subscriber(filter=events, reconnect_on_clean_close=True) as subscriber:
+                async for event in subscriber:
+                    for related in event.related:
+                        worker = by_resource.get(related.id)
+                        if worker is not None:
+                            worker._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # fall back on the poll until the stream is back
+            logger.warning("event stream lost (%s); polling every %g s", exc, retry_s)
+            await asyncio.sleep(retry_s)
 
 
 def healthy(workers: list[WarmWorker]) -> bool:
