@@ -8,16 +8,18 @@ lifecycle rule). A Crashed run (segfault past the child, worker killed) is a ``T
 retried by the step task like any transient failure.
 
 Waiting: ``run_deployment``'s own wait polls at a fixed interval (5 s by default). Here the run
-is created without waiting, then read back with an adaptive poll that starts at
-``FIRST_POLL_S`` and grows by half each time up to ``poll_s``: a step of a few hundred
-milliseconds is seen finished within tens of milliseconds, while a long video step costs one
-read every ``poll_s``.
+is created without waiting, and the mediator waits for the run's end event (one event stream
+per mediator process, :class:`_RunEnds`), reading the run back when woken, at 0.25 s and 1 s,
+and then every ``poll_s`` (5 s) in case an event was missed (a server restart). An earlier
+adaptive poll (50 ms, growing to 1 s) cost the server most of its work once 32 files waited
+on busy pools (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -27,7 +29,6 @@ from blocks.storage import Store
 from fileflow.errors import ToolCrashed, ToolError, ToolTimeout, rebuild
 
 DEPLOYMENT_FLOW = "converter-step"
-FIRST_POLL_S = 0.05
 
 
 def pool_name(converter: str) -> str:
@@ -87,14 +88,74 @@ async def run_on_pool(
     raise ToolError(f"the step's run {flow_run.name} ended {state.name}: {state.message}")
 
 
+#: states that end a run: their events wake the mediator waiting on it
+END_EVENTS = [f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Crashed", "Cancelled", "TimedOut")]
+#: the mediator reads a waiting step's run at these moments (s after its creation), then every
+#: ``poll_s``: the safety net under the event stream, which wakes it the moment the run ends
+EARLY_READS_S = (0.25, 1.0)
+
+
+class _RunEnds:
+    """One event stream per event loop (the warm mediator: one for every file in flight) that
+    wakes whoever waits on a run the moment the run ends, instead of each waiter reading its run
+    again and again: with 32 files waiting on busy pools, those reads were most of the server's
+    work."""
+
+    def __init__(self) -> None:
+        self.waiters: dict[str, asyncio.Event] = {}
+        self.task: asyncio.Task | None = None
+
+    def watch(self, run_id: str) -> asyncio.Event:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._listen(), name="fileflow-run-ends")
+        return self.waiters.setdefault(run_id, asyncio.Event())
+
+    def forget(self, run_id: str) -> None:
+        self.waiters.pop(run_id, None)
+
+    async def _listen(self) -> None:
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+        events = EventFilter(event=EventNameFilter(name=END_EVENTS),
+                             resource=EventResourceFilter(id_prefix=["prefect.flow-run."]))
+        while True:
+            try:
+                async with get_events_subscriber(filter=events, reconnect_on_clean_close=True) as subscriber:
+                    async for event in subscriber:
+                        waiter = self.waiters.get(event.resource.id.removeprefix("prefect.flow-run."))
+                        if waiter is not None:
+                            waiter.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the server restarting: the reads below carry on meanwhile
+                await asyncio.sleep(2)
+
+
+_run_ends: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _RunEnds]" = weakref.WeakKeyDictionary()
+
+
 async def _wait(flow_run, *, timeout_s: float, poll_s: float):
-    """Read the run back until it is final or ``timeout_s`` passed; an adaptive poll."""
+    """Wait until the run is final or ``timeout_s`` passed: woken by the run's end event, with a
+    read at :data:`EARLY_READS_S` and then every ``poll_s`` in case an event was missed."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    interval = min(FIRST_POLL_S, poll_s)
-    async with get_client() as client:
-        while not (flow_run.state and flow_run.state.is_final()) and loop.time() < deadline:
-            await asyncio.sleep(min(interval, max(0.0, deadline - loop.time())))
-            flow_run = await client.read_flow_run(flow_run.id)
-            interval = min(interval * 1.5, poll_s)
+    ends = _run_ends.setdefault(loop, _RunEnds())
+    run_id = str(flow_run.id)
+    ended = ends.watch(run_id)
+    start = loop.time()
+    deadline = start + timeout_s
+    schedule = [start + t for t in EARLY_READS_S]
+    try:
+        async with get_client() as client:
+            while not (flow_run.state and flow_run.state.is_final()) and loop.time() < deadline:
+                now = loop.time()
+                due = schedule.pop(0) if schedule else now + poll_s
+                try:
+                    await asyncio.wait_for(ended.wait(), max(0.0, min(due, deadline) - now))
+                except asyncio.TimeoutError:
+                    pass
+                ended.clear()
+                flow_run = await client.read_flow_run(flow_run.id)
+    finally:
+        ends.forget(run_id)
     return flow_run

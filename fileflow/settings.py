@@ -69,7 +69,8 @@ class PipelineSettings(BaseSettings):
         default_factory=dict, description="per-converter override of default_placement, e.g. {\"ocr\": \"local\"}"
     )
     pool_poll_s: float = Field(
-        1.0, gt=0, description="longest interval between two reads of a step running on a pool (the poll starts at 50 ms)"
+        5.0, gt=0, description="interval between two reads of a step running on a pool, after the reads at 0.25 and 1 s; "
+                               "the run's end event normally wakes the mediator first"
     )
     converter_modules: dict[str, str] = Field(
         default_factory=dict,

@@ -62,7 +62,7 @@ from fileflow.isolation import ChildPool
 logger = logging.getLogger("fileflow.worker")
 
 STEP_FLOW = "converter-step"
-DEFAULT_FALLBACK_POLL_S = 2.0
+DEFAULT_FALLBACK_POLL_S = 10.0
 
 
 class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
