@@ -40,7 +40,7 @@ def markdown(r: dict) -> str:
         f"- date (UTC): {m['date_utc']}; commit `{m['commit']}`; run took {m.get('duration_min')} min",
         f"- machine: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}",
         f"- load average (1 min) during the run: min {load.get('min')}, median {load.get('median')}, "
-        f"max {load.get('max')} (other engineers' stacks and tests ran on the same 2 cores)",
+        f"max {load.get('max')} (the benchmark's own stacks included; a shared machine)",
         f"- command: `{r['command']}`",
         "",
     ]
@@ -171,13 +171,17 @@ def markdown(r: dict) -> str:
         for x in (t or {}).get("runs", ()):
             mm = x["memory"]
             w = x["workers_per_pool"]
-            out.append(f"| server, {w} worker(s) per pool | {mm['server']['peak_tree_rss_mib']} | PostgreSQL itself not counted |")
+            kind = x.get("mediator", "process")
+            where = f"{kind} mediator, {w} worker(s) per pool"
+            out.append(f"| server, {where} | {mm['server']['peak_tree_rss_mib']} | PostgreSQL itself not counted |")
             med = mm["worker-mediator"]
-            out.append(f"| distributed mediator: worker + its flow-run processes, {w} worker(s) | "
-                       f"{med['peak_tree_rss_mib']} | one process per file in flight (limit 8), largest "
+            how = ("one warm process (and its keeper) for every file in flight (limit 32)" if kind == "warm"
+                   else "a supervisor and an engine process per file in flight (limit 8)")
+            out.append(f"| distributed mediator: worker + its flow-run processes, {where} | "
+                       f"{med['peak_tree_rss_mib']} | {how}, largest "
                        f"{med['peak_process_rss_mib']}; {med['processes_seen']} processes seen |")
             cw = mm["converter-workers"]
-            out.append(f"| converter workers, {w} per pool (each with its warm children) | {cw['peak_tree_rss_mib']} | "
+            out.append(f"| converter workers, {where} (each with its warm children) | {cw['peak_tree_rss_mib']} | "
                        f"largest single process {cw['peak_process_rss_mib']} |")
         out.append("")
     if r.get("errors"):
