@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -23,6 +21,7 @@ import pytest
 from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
 from tests.conftest import _free_port, wait_until
+from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 SLEEPY = "tests.extra_converters.sleepy"
@@ -126,62 +125,6 @@ def test_sigterm_finishes_the_step_in_progress_and_takes_no_new_one(sleepy_pool)
         worker.wait(timeout=60)
 
 
-class _Relay:
-    """A TCP relay to the Prefect server that a test can cut (every connection dropped, new ones
-    refused) and restore: the API going away, as the worker sees it."""
-
-    def __init__(self, api_url: str) -> None:
-        target = urllib.parse.urlsplit(api_url)
-        self.target = (target.hostname, target.port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = api_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{self.listener.getsockname()[1]}")
-        self.open = threading.Event()
-        self.open.set()
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.open.is_set():
-                conn.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            self.sockets += [conn, upstream]
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self) -> None:
-        self.open.clear()
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.sockets.clear()
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
-
-
 def _health(port: int) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
@@ -196,10 +139,11 @@ def test_health_port_answers_200_while_the_pool_is_polled_and_503_when_polling_s
     """`--health-port` (the Helm chart's mediator liveness probe): 200 while the poll loop polls
     the pool, 503 once it has not polled for 3 fallback intervals (the API cut), 200 again after."""
     ctx = sleepy_pool
-    relay = _Relay(ctx["api"])
+    api = urllib.parse.urlsplit(ctx["api"])
+    relay = TcpProxy(api.hostname, api.port)  # the API going away, as the worker sees it
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
-    env.update({"PREFECT_API_URL": relay.url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    env.update({"PREFECT_API_URL": f"{relay.url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "FILEFLOW_STORAGE_KIND": "local", "FILEFLOW_STORAGE_PATH": ctx["storage"].basepath})
     log = open(ctx["log"], "ab")
     worker = subprocess.Popen([sys.executable, "-m", "fileflow.worker", "--pool", ctx["pool"], "--children", "1",
@@ -209,7 +153,7 @@ def test_health_port_answers_200_while_the_pool_is_polled_and_503_when_polling_s
         wait_until(lambda: _health(port) == 200, 90, "the worker's health endpoint answering 200")
         relay.cut()
         wait_until(lambda: _health(port) == 503, 60, "503 once the worker cannot poll the API")
-        relay.open.set()
+        relay.restore()
         wait_until(lambda: _health(port) == 200, 120, "200 again once the API is back")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0, ctx["log"].read_text()[-3000:]
@@ -296,7 +240,6 @@ def test_a_run_claimed_while_the_api_is_down_is_crashed_once_it_answers(sleepy_p
     from prefect.states import Pending
 
     from fileflow.worker import WarmWorker
-    from tests.tcp_proxy import TcpProxy
 
     ctx = sleepy_pool
     run = _submit(ctx, seconds=0, label="claimed")
