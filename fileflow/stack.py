@@ -30,6 +30,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import converters
 from fileflow.pools import pool_name
@@ -330,16 +331,20 @@ def _group_alive(pid: int) -> bool:
     return True
 
 
-def _group_has_members(pgid: int) -> bool:
+def live_processes() -> Iterator[tuple[int, int, int]]:
+    """``(pid, parent pid, process group)`` of every process that is not a zombie, from /proc."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except (FileNotFoundError, ProcessLookupError, IndexError):
                 continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+            if fields[0] != "Z":
+                yield int(entry.name), int(fields[1]), int(fields[2])
+
+
+def _group_has_members(pgid: int) -> bool:
+    return any(group == pgid for _, _, group in live_processes())
 
 
 def _reap(pid: int) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
+from fileflow.stack import live_processes
 from tests.conftest import _free_port, wait_until
 from tests.tcp_proxy import TcpProxy
 
@@ -179,16 +180,7 @@ def test_a_step_outliving_the_grace_period_ends_crashed_never_running(sleepy_poo
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
+    return [child for child, parent, _ in live_processes() if parent == pid]
 
 
 def _wait_child(keeper: subprocess.Popen, ctx, other_than: int | None = None, timeout_s: float = 60) -> int:
