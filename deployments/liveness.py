@@ -1,9 +1,9 @@
-"""The liveness automations: no run is left ``Running`` when its process dies.
+"""The liveness automations: no run is left ``Running`` or ``Pending`` when its process dies.
 
 Every flow run of the stack emits ``prefect.flow-run.heartbeat`` every
 ``FILEFLOW_LIVENESS_HEARTBEAT_S`` seconds (Prefect's flow engine does it, in the process worker's
 engine processes and in the warm worker's in-process runs alike, from a thread of its own;
-``fileflow up`` sets ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``). Two automations, created or updated
+``fileflow up`` sets ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``). Three automations, created or updated
 in place by :func:`ensure` (called by :mod:`deployments.setup`):
 
 - ``fileflow-crash-silent-runs``: Prefect's documented zombie-run pattern. A *proactive* trigger
@@ -13,6 +13,13 @@ in place by :func:`ensure` (called by :mod:`deployments.setup`):
   none comes, the run is set ``Crashed``.
   A converter step run crashed so is retried by its mediator (new attempt, new idempotency key,
   :mod:`fileflow.pools`); a router run crashed so is resumed by the next automation.
+- ``fileflow-crash-stranded-pending``: a worker claims a run (``Pending``) before it starts it
+  (``Running``); a worker that dies in between, with nobody to report it, leaves the run
+  ``Pending`` with no heartbeat ever to miss. After the run's ``Pending`` event, its ``Running``
+  event (or a state that ends it or gives it back) is expected within
+  ``FILEFLOW_LIVENESS_PENDING_AFTER_S`` seconds; if none comes, the run is set ``Crashed`` and
+  recovered like any other. Seen in CI: a fault test's worker killed with a step claimed and not
+  yet started, its mediator waiting on the step for ``pool_queue_timeout_s``.
 - ``fileflow-resume-crashed-router``: a reactive trigger on ``prefect.flow-run.Crashed`` of the
   ``process-file`` deployment sets the same run back to ``Scheduled``; a mediator worker runs
   it again. Its finished steps come back from the persisted task results, a step still running
@@ -30,6 +37,7 @@ from datetime import timedelta
 from fileflow.settings import LivenessSettings
 
 CRASH_AUTOMATION = "fileflow-crash-silent-runs"
+PENDING_AUTOMATION = "fileflow-crash-stranded-pending"
 RESUME_AUTOMATION = "fileflow-resume-crashed-router"
 ROUTER_DEPLOYMENT = "process-file/process-file"
 TERMINAL_EVENTS = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
@@ -63,6 +71,31 @@ def crash_spec(settings: LivenessSettings):
         actions=[ChangeFlowRunState(
             state=StateType.CRASHED,
             message=f"no heartbeat for {settings.crashed_after_s} s: the run's process is gone",
+        )],
+    )
+
+
+def pending_spec(settings: LivenessSettings):
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    return AutomationCore(
+        name=PENDING_AUTOMATION,
+        description=(f"Mark Crashed a flow run claimed by a worker (Pending) that did not start within "
+                     f"{settings.pending_after_s} s (the worker died); fileflow retries or resumes it."),
+        trigger=EventTrigger(
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            after={"prefect.flow-run.Pending"},
+            expect={"prefect.flow-run.heartbeat", *STARTED_EVENTS, *TERMINAL_EVENTS, *LEFT_RUNNING_EVENTS},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=settings.pending_after_s),
+        ),
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message=f"claimed (Pending) and not started within {settings.pending_after_s} s: its worker is gone",
         )],
     )
 
@@ -110,5 +143,6 @@ async def ensure(settings: LivenessSettings | None = None) -> dict[str, str]:
         router = await client.read_deployment_by_name(ROUTER_DEPLOYMENT)
         return {
             CRASH_AUTOMATION: await _put(client, crash_spec(settings)),
+            PENDING_AUTOMATION: await _put(client, pending_spec(settings)),
             RESUME_AUTOMATION: await _put(client, resume_spec(router.id)),
         }

@@ -104,7 +104,8 @@ class LivenessSettings(BaseSettings):
     Every flow run of the stack emits ``prefect.flow-run.heartbeat`` events (Prefect's flow
     engine, ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, set from ``heartbeat_s``); the automations of
     :mod:`deployments.liveness` mark a run without one for ``crashed_after_s`` seconds Crashed,
-    and put a Crashed router run back to Scheduled (see docs/reliability.md).
+    as well as a run left ``Pending`` for ``pending_after_s`` seconds by a worker that died before
+    starting it, and put a Crashed router run back to Scheduled (see docs/reliability.md).
     """
 
     model_config = SettingsConfigDict(env_prefix="FILEFLOW_LIVENESS_", frozen=True)
@@ -112,6 +113,10 @@ class LivenessSettings(BaseSettings):
     heartbeat_s: int = Field(30, ge=30, description="seconds between two heartbeats of a run (Prefect's minimum: 30)")
     crashed_after_s: int = Field(
         90, ge=60, description="a Running run with no heartbeat for this long is marked Crashed (3 heartbeats)"
+    )
+    pending_after_s: int = Field(
+        120, ge=30, description="a run claimed by a worker (Pending) that has not started after this long is marked "
+        "Crashed: its worker died between claiming and starting it"
     )
     mediator_resumes: int = Field(
         2, ge=0, description="how often a crashed router run is resumed before its file ends failed"

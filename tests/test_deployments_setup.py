@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 import converters
-from deployments.liveness import CRASH_AUTOMATION, RESUME_AUTOMATION
+from deployments.liveness import CRASH_AUTOMATION, PENDING_AUTOMATION, RESUME_AUTOMATION
 from deployments.setup import MEDIATOR_POOL, pool_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_setup_is_idempotent(prefect_server):
         async with get_client() as client:
             pools = {p.name for p in await client.read_work_pools()}
             deployments = {(d.name, d.id, str(d.work_pool_name)) for d in await client.read_deployments()}
-            automations = {(a.name, a.id) for name in (CRASH_AUTOMATION, RESUME_AUTOMATION)
+            automations = {(a.name, a.id) for name in (CRASH_AUTOMATION, PENDING_AUTOMATION, RESUME_AUTOMATION)
                            for a in await client.read_automations_by_name(name)}
         return pools, deployments, automations
 
@@ -61,7 +61,7 @@ def test_setup_is_idempotent(prefect_server):
         # the session's server runs the embedded tests' flows with Prefect's 180 s heartbeat:
         # a 90 s crash window would mark their longer runs Crashed
         async with get_client() as client:
-            for name in (CRASH_AUTOMATION, RESUME_AUTOMATION):
+            for name in (CRASH_AUTOMATION, PENDING_AUTOMATION, RESUME_AUTOMATION):
                 for automation in await client.read_automations_by_name(name):
                     await client.delete_automation(automation.id)
 
@@ -75,6 +75,6 @@ def test_setup_is_idempotent(prefect_server):
     assert "none (all existed)" not in first and "none (all existed)" in second
     assert set(pool_names()) <= pools
     assert "converter-video-k8s" in pools
-    assert {name for name, _ in automations} == {CRASH_AUTOMATION, RESUME_AUTOMATION}  # one of each
+    assert {name for name, _ in automations} == {CRASH_AUTOMATION, PENDING_AUTOMATION, RESUME_AUTOMATION}  # one of each
     assert again == (pools, deployments, automations)  # same ids: updated in place, nothing new
     assert len({d for d in deployments if d[0] in converters.BUILTINS}) == len(converters.BUILTINS)

@@ -76,6 +76,7 @@ def stack(postgres_url, s3_endpoint, tmp_path_factory):
         "FILEFLOW_STORAGE_ENDPOINT_URL": s3_endpoint, "FILEFLOW_STORAGE_REGION": "us-east-1",
         "FILEFLOW_STORAGE_ACCESS_KEY_ID": "testing", "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": "testing",
         "FILEFLOW_LIVENESS_MEDIATOR_RESUMES": str(RESUMES),
+        "FILEFLOW_LIVENESS_PENDING_AFTER_S": "60",  # the stranded-Pending test waits for it
     })
     prepared = fileflow("storage", "prepare-bucket", env=env, timeout=60)
     assert prepared.returncode == 0, prepared.stderr
@@ -210,7 +211,15 @@ def wait_for_manifests(stack, files: list[Path], timeout_s: float) -> dict[str, 
         found = manifests(stack, files)
         return found if len(found) == len(files) else None
 
-    return wait_until(all_there, timeout_s, "every file's manifest", interval_s=1)
+    try:
+        return wait_until(all_there, timeout_s, "every file's manifest", interval_s=1)
+    except pytest.fail.Exception:  # say where each file without a manifest stands
+        missing = [f.name for f in files if f.name not in manifests(stack, files)]
+        runs = api(stack, "/flow_runs/filter", {"flow_runs": {"name": {"like_": ":"}}, "sort": "EXPECTED_START_TIME_ASC"})
+        where = {name: [(r["name"], r["state_type"], (r["state"] or {}).get("message", "")[:120],
+                         r["infrastructure_pid"]) for r in runs if r["name"].endswith(f":{name}")]
+                 for name in missing}
+        pytest.fail(f"not within {timeout_s} s: the manifests of {missing}; their runs: {json.dumps(where, indent=1)}")
 
 
 def running_transcode(stack, video: Path) -> dict | None:
@@ -369,3 +378,39 @@ def test_fault3_a_file_that_kills_its_mediator_every_time_ends_failed_not_loopin
           f"{RESUMES + 1} mediators killed, router run count {router['run_count']}; runs: "
           f"{sorted((r['name'], r['state_type']) for r in runs)}")
     audit_clean(stack)
+
+
+@pytest.mark.timeout(600)
+def test_a_run_claimed_by_a_worker_that_died_before_starting_it_is_crashed(stack):
+    """A worker claims a run (``Pending``) and dies before the run starts: no heartbeat ever
+    comes, so the heartbeat automation has nothing to miss, and nobody reports the death. The
+    ``fileflow-crash-stranded-pending`` automation sets the run ``Crashed`` after
+    ``FILEFLOW_LIVENESS_PENDING_AFTER_S`` (60 s in this stack), which the mediator retries like
+    any crash. Here the test is the worker: it claims a step run the way Prefect's workers do
+    (``set_state`` Pending) and never starts it. The run is scheduled an hour ahead, so the
+    stack's live workers leave it alone."""
+    from deployments.liveness import PENDING_AUTOMATION
+
+    deployment = api(stack, "/deployments/name/converter-step/inspect")
+    later = datetime.fromtimestamp(time.time() + 3600).astimezone().isoformat()
+    run = api(stack, f"/deployments/{deployment['id']}/create_flow_run", {
+        "name": "inspect:stranded-pending",
+        "parameters": {"converter": "inspect", "label": "stranded-pending", "payload": {},
+                       "outcome_key": "tmp/steps/stranded-pending.json"},
+        "state": {"type": "SCHEDULED", "name": "Scheduled", "state_details": {"scheduled_time": later}},
+    })
+    claimed = api(stack, f"/flow_runs/{run['id']}/set_state", {"state": {"type": "PENDING", "name": "Pending"}})
+    assert claimed["status"] == "ACCEPT", claimed
+    claimed_at = time.time()
+
+    def crashed():
+        current = api(stack, f"/flow_runs/{run['id']}")
+        return current if current["state_type"] == "CRASHED" else None
+
+    final = wait_until(crashed, 300, "the claimed, never started run Crashed", interval_s=2)
+    assert final["state"]["message"].startswith("claimed (Pending) and not started within 60 s"), final["state"]
+    assert [kind for kind, _ in states_of(stack, run["id"])] == ["SCHEDULED", "PENDING", "CRASHED"]
+    assert [a["name"] for a in api(stack, "/automations/filter", {})].count(PENDING_AUTOMATION) == 1
+    crashed_at = [t for kind, t in states_of(stack, run["id"]) if kind == "CRASHED"][0]
+    print(f"\nFIGURES stranded Pending: claimed -> Crashed {seconds_between(claimed_at, crashed_at):.1f} s "
+          f"(window 60 s, the server's proactive triggers evaluate every few seconds)")

@@ -631,5 +631,6 @@ def test_every_pod_heartbeats_as_often_as_the_crash_automation_expects(default_o
         assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]["value"] == "30", name
         assert env["FILEFLOW_LIVENESS_HEARTBEAT_S"]["value"] == "30", name
         assert env["FILEFLOW_LIVENESS_CRASHED_AFTER_S"]["value"] == "90", name
+        assert env["FILEFLOW_LIVENESS_PENDING_AFTER_S"]["value"] == "300", name
     with pytest.raises(Exception, match="at least twice"):
         render({**MINIMAL, "prefect": {"heartbeatSeconds": 60, "crashedAfterSeconds": 90}})

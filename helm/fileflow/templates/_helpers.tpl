@@ -106,6 +106,8 @@ Secret or none at all for IRSA / workload identity).
   value: {{ $prefect.heartbeatSeconds | quote }}
 - name: FILEFLOW_LIVENESS_CRASHED_AFTER_S
   value: {{ $prefect.crashedAfterSeconds | quote }}
+- name: FILEFLOW_LIVENESS_PENDING_AFTER_S
+  value: {{ $prefect.pendingAfterSeconds | quote }}
 - name: PREFECT_HOME
   value: /tmp/prefect
 - name: HOME
