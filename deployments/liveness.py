@@ -18,8 +18,7 @@ in place by :func:`ensure` (called by :mod:`deployments.setup`):
   ``Pending`` with no heartbeat ever to miss. After the run's ``Pending`` event, its ``Running``
   event (or a state that ends it or gives it back) is expected within
   ``FILEFLOW_LIVENESS_PENDING_AFTER_S`` seconds; if none comes, the run is set ``Crashed`` and
-  recovered like any other. Seen in CI: a fault test's worker killed with a step claimed and not
-  yet started, its mediator waiting on the step for ``pool_queue_timeout_s``.
+  recovered like any other, instead of its mediator waiting on it for ``pool_queue_timeout_s``.
 - ``fileflow-resume-crashed-router``: a reactive trigger on ``prefect.flow-run.Crashed`` of the
   ``process-file`` deployment sets the same run back to ``Scheduled``; a mediator worker runs
   it again. Its finished steps come back from the persisted task results, a step still running
