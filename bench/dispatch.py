@@ -57,6 +57,24 @@ async def ensure_process_pool() -> None:
                                        entrypoint="flows/step.py:converter_step", path=str(ROOT))
 
 
+#: where a pool step's time goes, by the server's state timestamps: the mediator creating the
+#: run, a worker claiming it (Pending), starting it (Running), the step itself, and the mediator
+#: noticing its end (woken by the end event or its own read)
+PHASES = ("create", "claim", "start", "run", "notice")
+
+
+async def phases_of(name: str, started_at: float, took: float) -> dict[str, float]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    async with get_client() as client:
+        run = (await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))))[0]
+        at = {s.type.value: s.timestamp.timestamp() for s in await client.read_flow_run_states(run.id)}
+    created = run.created.timestamp()
+    return {"create": created - started_at, "claim": at["PENDING"] - created, "start": at["RUNNING"] - at["PENDING"],
+            "run": at["COMPLETED"] - at["RUNNING"], "notice": started_at + took - at["COMPLETED"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", type=Path, default=Path(".fileflow/stack"))
@@ -92,11 +110,17 @@ def main() -> None:
                                PROCESS_POOL], env={**os.environ, **WORKER_ENV}, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
 
-    async def on_pool(deployment: str) -> float:
-        started = time.perf_counter()
-        await run_on_pool("inspect", "bench", payload, store=store, cache_key=f"bench-{time.time_ns()}",
+    phases: dict[str, list[dict[str, float]]] = {"warm": [], "process": []}
+
+    async def on_pool(deployment: str, kind: str | None = None) -> float:
+        label = f"bench-{time.time_ns()}"
+        started_at, started = time.time(), time.perf_counter()
+        await run_on_pool("inspect", label, payload, store=store, cache_key=label,
                           file_id=digest, attempt=1, timeout_s=300, poll_s=poll, deployment=deployment)
-        return time.perf_counter() - started
+        took = time.perf_counter() - started
+        if kind:
+            phases[kind].append(await phases_of(f"inspect:{label}", started_at, took))
+        return took
 
     async def measure() -> dict[str, list[float]]:
         times: dict[str, list[float]] = {"local": [], "warm": [], "process": []}
@@ -109,8 +133,8 @@ def main() -> None:
                 started = time.perf_counter()
                 await children.acall("fileflow.execute:run_step", payload, timeout_s=60, memory_mb=1024)
                 times["local"].append(time.perf_counter() - started)
-                times["warm"].append(await on_pool("converter-step/inspect"))
-                times["process"].append(await on_pool(f"converter-step/{PROCESS_POOL}"))
+                times["warm"].append(await on_pool("converter-step/inspect", "warm"))
+                times["process"].append(await on_pool(f"converter-step/{PROCESS_POOL}", "process"))
         return times
 
     try:
@@ -123,6 +147,8 @@ def main() -> None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(30)
     figures = {name: stats(values) for name, values in times.items()}
+    breakdown = {kind: {phase: round(statistics.median(r[phase] for r in rows) * 1000, 1) for phase in PHASES}
+                 for kind, rows in phases.items() if rows}
     print(f"steps measured: {args.n} of each, interleaved; load average {os.getloadavg()[0]:.1f} at the end")
     for name, label in (("local", "local (warm child process)"), ("warm", "pool, warm worker"),
                         ("process", "pool, Prefect process worker")):
@@ -131,9 +157,11 @@ def main() -> None:
     ratio_warm = figures["warm"]["median_ms"] / figures["local"]["median_ms"]
     ratio_process = figures["process"]["median_ms"] / figures["warm"]["median_ms"]
     print(f"warm pool / local median: {ratio_warm:.1f}x; process pool / warm pool median: {ratio_process:.1f}x")
+    for kind, medians in breakdown.items():
+        print(f"{kind} pool, median ms by phase: " + ", ".join(f"{p} {medians[p]:.0f}" for p in PHASES))
     if args.json:
-        args.json.write_text(json.dumps({"figures": figures, "raw_s": times, "load_average": os.getloadavg()},
-                                        indent=2))
+        args.json.write_text(json.dumps({"figures": figures, "phases_median_ms": breakdown, "raw_s": times,
+                                         "load_average": os.getloadavg()}, indent=2))
 
 
 if __name__ == "__main__":

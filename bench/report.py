@@ -88,6 +88,17 @@ def markdown(r: dict) -> str:
                        f"{x['n']} | < {goal} ms: {_verdict(x['p95_ms'], goal)} (p95) |")
         out += ["", f"Ratios of the medians: warm pool / local {f['warm']['median_ms'] / f['local']['median_ms']:.1f}x, "
                 f"process pool / warm pool {f['process']['median_ms'] / f['warm']['median_ms']:.1f}x.", ""]
+        phases = d.get("phases_median_ms")
+        if phases:
+            out += ["Where a pool step's time goes (medians in ms, by the server's state timestamps): `create` the "
+                    "mediator creating the run, `claim` until a worker set it Pending, `start` until Running, "
+                    "`run` the step, `notice` until the mediator had read its end.", "",
+                    "| served by | create | claim | start | run | notice |", "|---|---|---|---|---|---|"]
+            for key, label in (("warm", "warm worker"), ("process", "Prefect process worker")):
+                if key in phases:
+                    out.append(f"| {label} | " + " | ".join(_f(phases[key][p]) for p in
+                                                            ("create", "claim", "start", "run", "notice")) + " |")
+            out.append("")
     t = r.get("throughput")
     if t and t.get("runs"):
         out += [
@@ -98,22 +109,39 @@ def markdown(r: dict) -> str:
             "`language`, i.e. three pool steps whose converter work is milliseconds (column 'converter ms/step'). "
             "Steady state = completions between 20 % and 80 % of the batch.",
             "",
-            "| mediator | workers per pool | files in / manifests out | steady files/h | whole batch files/h | converter ms/step, median "
+            "Placement `pool` runs all three on their pools (`fileflow up`'s default); `light-local` runs them in the "
+            "mediator's warm child processes (`FILEFLOW_PLACEMENT`, the design's placement of light steps), leaving "
+            "the router and the `text` subflow as the file's only flow runs.",
+            "",
+            "| mediator, placement | workers per pool | files in / manifests out | steady files/h | whole batch files/h | converter ms/step, median "
             "| CPU s per file: server / mediator / converter workers / submitter | goal 20,000/h |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for x in t["runs"]:
             c = x["cpu_s_per_file"]
-            out.append(f"| {x.get('mediator', 'process')} | {x['workers_per_pool']} | {x['files_in']} / {x['manifests_out']} ({x['completed']} completed) | "
+            out.append(f"| {x.get('mediator', 'process')}, {x.get('placement', 'pool')} | {x['workers_per_pool']} | {x['files_in']} / {x['manifests_out']} ({x['completed']} completed) | "
                        f"{_f(x['steady_files_per_hour'], 0)} | {_f(x['overall_files_per_hour'], 0)} | "
                        f"{_f(x['converter_ms_per_step_median'])} | {c.get('server')} / {c.get('worker-mediator')} / "
                        f"{c.get('converter-workers')} / {c.get('submitter')} | "
                        f"{_verdict(x['steady_files_per_hour'], GOALS['files_per_hour'], higher_is_better=True)} |")
         out += ["", "The idle stack's own cost (15 s with no work before each batch: polls, heartbeats, event "
                 "streams), CPU seconds per second: " + "; ".join(
-                    f"{x.get('mediator', 'process')} mediator, {x['workers_per_pool']} worker(s): " + ", ".join(f"{k} {v}" for k, v in x.get(
+                    f"{x.get('mediator', 'process')} mediator, {x.get('placement', 'pool')}, {x['workers_per_pool']} worker(s): " + ", ".join(f"{k} {v}" for k, v in x.get(
                         "idle_cpu_s_per_s", {}).items() if v) for x in t["runs"]) + "."]
-        same = {x.get("mediator", "process"): x for x in t["runs"] if x["workers_per_pool"] == t["runs"][0]["workers_per_pool"]}
+        same = {x.get("mediator", "process"): x for x in t["runs"]
+                if x["workers_per_pool"] == t["runs"][0]["workers_per_pool"] and x.get("placement", "pool") == "pool"}
+        placed = {x.get("placement", "pool"): x for x in t["runs"] if x.get("mediator", "process") == "warm"
+                  and x["workers_per_pool"] == t["runs"][0]["workers_per_pool"]}
+        if "pool" in placed and "light-local" in placed and all(
+                placed[k]["overall_files_per_hour"] for k in ("pool", "light-local")):
+            lo, po = placed["light-local"], placed["pool"]
+            out += ["", f"**Light steps local against every step on a pool**, same run, warm mediator, "
+                    f"{po['workers_per_pool']} worker(s) per pool: whole-batch throughput "
+                    f"{lo['overall_files_per_hour'] / po['overall_files_per_hour']:.2f}x "
+                    f"({_f(lo['overall_files_per_hour'], 0)} against {_f(po['overall_files_per_hour'], 0)} files/h); "
+                    f"server CPU per file {lo['cpu_s_per_file'].get('server')} against "
+                    f"{po['cpu_s_per_file'].get('server')} s; mediator CPU per file "
+                    f"{lo['cpu_s_per_file'].get('worker-mediator')} against {po['cpu_s_per_file'].get('worker-mediator')} s."]
         if "warm" in same and "process" in same and same["warm"]["steady_files_per_hour"] and same["process"]["steady_files_per_hour"]:
             w, p = same["warm"], same["process"]
             out += ["", f"**Warm mediator against Prefect's process worker**, same run, {w['workers_per_pool']} worker(s) "

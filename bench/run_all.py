@@ -42,13 +42,15 @@ def dispatch(home: Path, n: int, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "run")
-    parser.add_argument("--dispatch-n", type=int, default=2, help="item 2: steps of each kind")
+    parser.add_argument("--dispatch-n", type=int, default=10, help="item 2: steps of each kind")
     parser.add_argument("--rounds", type=int, default=2, help="item 1: rounds of the mixed corpus")
     parser.add_argument("--scale", type=int, default=1, help="item 1: the mix times this (14 files at 1)")
     parser.add_argument("--preview-n", type=int, default=2, help="item 4: uploads of each kind")
     parser.add_argument("--memory-files", type=int, default=40, help="item 5: files in one embedded mediator")
     parser.add_argument("--throughput-files", type=int, default=16, help="item 3: files per worker count")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="item 3: workers per pool")
+    parser.add_argument("--placements", nargs="+", default=["pool", "light-local"], choices=["pool", "light-local"],
+                        help="item 3: where a text file's steps run; the first at every worker count")
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     parser.add_argument("--py-spy", default=py_spy, help="py-spy for the profile (item 3; a dev dependency)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["dispatch", "efficiency", "preview", "memory",
@@ -108,7 +110,7 @@ def main() -> None:
                 save()
 
             item("throughput", throughput.run, args.work / "throughput", workers=args.workers,
-                 files=args.throughput_files, py_spy=args.py_spy, on_result=partial)
+                 files=args.throughput_files, py_spy=args.py_spy, on_result=partial, placements=args.placements)
     save()
     say(f"wrote {args.json} and {args.doc} in {results['machine']['duration_min']} min")
 

@@ -94,16 +94,38 @@ def _frame(frame: str) -> str:
     return f"{func} ({where.replace(str(ROOT) + '/', '')})"
 
 
+#: where the steps of a text file run: ``pool`` every step on its converter pool (what ``fileflow
+#: up`` does by default); ``light-local`` the light steps in the mediator's warm child processes,
+#: as the design places them in production (``FILEFLOW_PLACEMENT``), every other one on its pool
+PLACEMENTS = {"pool": {}, "light-local": {"inspect": "local", "text_extract": "local", "language": "local"}}
+
+
 def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None = None,
-            profile_s: int = 60, idle_s: float = 15.0, mediator: str = "warm") -> dict:
+            profile_s: int = 60, idle_s: float = 15.0, mediator: str = "warm", placement: str = "pool") -> dict:
+    import os
+
+    tag = f"{mediator}-w{workers}" + ("" if placement == "pool" else f"-{placement}")
+    before = os.environ.get("FILEFLOW_PLACEMENT")
+    os.environ["FILEFLOW_PLACEMENT"] = json.dumps(PLACEMENTS[placement])
+    try:
+        result = _run_one(work, tag, workers, files, offset, timeout_s, py_spy, profile_s, idle_s, mediator)
+    finally:
+        if before is None:
+            os.environ.pop("FILEFLOW_PLACEMENT", None)
+        else:
+            os.environ["FILEFLOW_PLACEMENT"] = before
+    return {"placement": placement, **result}
+
+
+def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None,
+             profile_s: int, idle_s: float, mediator: str) -> dict:
     from blocks.storage import StorageConfig, Store
     from fileflow.submit import submit
 
-    tag = f"{mediator}-w{workers}"
     storage = work / f"storage-{tag}"
     corpus = work / f"text-{tag}"
     paths = make_files(corpus, {"text": files}, offset=offset)
-    with stack(work / f"home-{tag}", workers=workers, db_name=f"bench_throughput_{mediator}_w{workers}",
+    with stack(work / f"home-{tag}", workers=workers, db_name="bench_throughput_" + tag.replace("-", "_"),
                storage=storage, mediator=mediator) as s:
         store = Store(StorageConfig(kind="local", basepath=str(storage.resolve())))
         series: list[tuple[float, int]] = []
@@ -161,27 +183,32 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
     }
 
 
-def configurations(workers: list[int], mediators: list[str]) -> list[tuple[str, int]]:
-    """The warm mediator at every worker count; the other mediators side by side at the first."""
-    return [(m, w) for w in workers for m in mediators if m == mediators[0] or w == workers[0]]
+def configurations(workers: list[int], mediators: list[str],
+                   placements: list[str] = ("pool",)) -> list[tuple[str, int, str]]:
+    """The warm mediator with the first placement at every worker count; the other mediators and
+    the other placements side by side at the first worker count."""
+    out = [(m, w, placements[0]) for w in workers for m in mediators if m == mediators[0] or w == workers[0]]
+    return out + [(mediators[0], workers[0], p) for p in placements[1:]]
 
 
 def run(work: Path, *, workers: list[int], files: int, timeout_s: float = 3600, py_spy: str | None = None,
-        on_result=None, mediators: list[str] = ("warm", "process")) -> dict:
+        on_result=None, mediators: list[str] = ("warm", "process"), placements: list[str] = ("pool",)) -> dict:
     """One run per configuration; ``on_result(partial)`` after each, so an interrupted run keeps its figures.
 
     The first mediator type (fileflow's warm mediator) runs at every worker count; the others
-    (Prefect's process worker) at the first worker count, in the same run, for the ratio."""
+    (Prefect's process worker) and the other placements at the first worker count, in the same
+    run, for the ratio."""
     work.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
-    for i, (mediator, w) in enumerate(configurations(list(workers), list(mediators))):
-        print(f"  throughput: {mediator} mediator, {w} worker(s) per pool, {files} files ...", flush=True,
-              file=sys.stderr)
+    for i, (mediator, w, placement) in enumerate(configurations(list(workers), list(mediators), list(placements))):
+        print(f"  throughput: {mediator} mediator, {w} worker(s) per pool, placement {placement}, {files} files ...",
+              flush=True, file=sys.stderr)
         try:
             result = run_one(work, w, files, offset=10_000 + i * files, timeout_s=timeout_s,
-                             py_spy=py_spy if w == workers[0] else None, mediator=mediator)
+                             py_spy=py_spy if (w, placement) == (workers[0], placements[0]) else None,
+                             mediator=mediator, placement=placement)
         except Exception as exc:
-            print(f"    {mediator}/{w} failed: {type(exc).__name__}: {exc}", flush=True, file=sys.stderr)
+            print(f"    {mediator}/{w}/{placement} failed: {type(exc).__name__}: {exc}", flush=True, file=sys.stderr)
             continue
         print(f"    steady {result['steady_files_per_hour']} files/h, {result['manifests_out']}/{files} "
               f"manifests, CPU s/file {result['cpu_s_per_file']}", flush=True, file=sys.stderr)
@@ -198,10 +225,17 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=150)
     parser.add_argument("--mediators", nargs="+", default=["warm", "process"], choices=["warm", "process"],
                         help="mediator types: the first at every worker count, the others at the first")
+    parser.add_argument("--placements", nargs="+", default=["pool"], choices=list(PLACEMENTS),
+                        help="where a text file's steps run: the first everywhere, the others at the first worker count")
     parser.add_argument("--py-spy", help="path of py-spy: profile the server and mediator at the first worker count")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    print(json.dumps(run(args.work, workers=args.workers, files=args.files, py_spy=args.py_spy,
-                         mediators=args.mediators), indent=2))
+    figures = run(args.work, workers=args.workers, files=args.files, py_spy=args.py_spy, mediators=args.mediators,
+                  placements=args.placements)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    print(json.dumps({**figures, "runs": [{k: v for k, v in r.items() if k != "series"} for r in figures["runs"]]},
+                     indent=2))
 
 
 if __name__ == "__main__":

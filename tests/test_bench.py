@@ -47,3 +47,10 @@ def test_profile_summary_shares(tmp_path):
     assert summary["samples"] == 4
     assert summary["top_inclusive"] == [("get_scheduled_flow_runs (prefect/server/api/workers.py)", 75.0)]
     assert summary["top_leaf"][0] == ("write (asyncio/selector_events.py)", 75.0)
+
+
+def test_throughput_configurations_compare_mediators_and_placements_at_the_first_worker_count():
+    got = throughput.configurations([1, 2], ["warm", "process"], ["pool", "light-local"])
+    assert got == [("warm", 1, "pool"), ("process", 1, "pool"), ("warm", 2, "pool"), ("warm", 1, "light-local")]
+    assert throughput.PLACEMENTS["pool"] == {}  # the stack's own default: every step on its pool
+    assert set(throughput.PLACEMENTS["light-local"].values()) == {"local"}
