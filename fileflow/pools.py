@@ -9,7 +9,7 @@ retried by the step task like any transient failure.
 
 Waiting: ``run_deployment``'s own wait polls at a fixed interval (5 s by default). Here the run
 is created without waiting, and the mediator waits for the run's end event (one event stream
-per mediator process, :class:`_RunEnds`), reading the run back when woken, at 0.25 s and 1 s,
+per mediator process, :class:`_RunEnds`), reading the run back when woken, at 0.25, 0.5 and 1 s,
 and then every ``poll_s`` (5 s) in case an event was missed (a server restart). An earlier
 adaptive poll (50 ms, growing to 1 s) cost the server most of its work once 32 files waited
 on busy pools (docs/benchmarks.md).
@@ -92,7 +92,7 @@ async def run_on_pool(
 END_EVENTS = [f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Crashed", "Cancelled", "TimedOut")]
 #: the mediator reads a waiting step's run at these moments (s after its creation), then every
 #: ``poll_s``: the safety net under the event stream, which wakes it the moment the run ends
-EARLY_READS_S = (0.25, 1.0)
+EARLY_READS_S = (0.25, 0.5, 1.0)
 
 
 class _RunEnds:

@@ -69,7 +69,7 @@ class PipelineSettings(BaseSettings):
         default_factory=dict, description="per-converter override of default_placement, e.g. {\"ocr\": \"local\"}"
     )
     pool_poll_s: float = Field(
-        5.0, gt=0, description="interval between two reads of a step running on a pool, after the reads at 0.25 and 1 s; "
+        5.0, gt=0, description="interval between two reads of a step running on a pool, after the reads at 0.25, 0.5 and 1 s; "
                                "the run's end event normally wakes the mediator first"
     )
     converter_modules: dict[str, str] = Field(
