@@ -55,6 +55,25 @@ WORKER_ENV = {
 }
 
 
+#: the CA bundle of Prefect's clients when the stack's API is plain HTTP (``http://127.0.0.1``):
+#: one self-signed certificate whose key was discarded, so it lets no TLS peer be verified, and
+#: no TLS is ever spoken to an ``http://`` API. Prefect builds a verifying SSL context for every
+#: client it creates, and it creates one per flow run engine, per concurrency lease, per
+#: result-storage lookup ... (a third of the mediator's CPU in a profile, bench/analysis.md):
+#: from certifi's bundle that costs 15.5 ms here, from this one 0.26 ms.
+#: ``FILEFLOW_STACK_PLAIN_HTTP_CA=0`` keeps Prefect's default; a ``PREFECT_API_SSL_CERT_FILE`` or
+#: ``PREFECT_API_TLS_INSECURE_SKIP_VERIFY`` of your own is always kept.
+PLAIN_HTTP_CA_BUNDLE = Path(__file__).with_name("plain_http_ca.pem")
+
+
+def client_tls_env(api_url: str, environ: dict[str, str]) -> dict[str, str]:
+    """What the stack adds to its processes' environment for Prefect's API client's TLS."""
+    own = {"PREFECT_API_SSL_CERT_FILE", "PREFECT_API_TLS_INSECURE_SKIP_VERIFY"} & environ.keys()
+    if api_url.startswith("http://") and not own and environ.get("FILEFLOW_STACK_PLAIN_HTTP_CA", "1") != "0":
+        return {"PREFECT_API_SSL_CERT_FILE": str(PLAIN_HTTP_CA_BUNDLE)}
+    return {}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,6 +111,7 @@ class Stack:
             # every run (router, per-kind subflow, converter step) says it is alive this often;
             # the automations of deployments/liveness.py crash and resume the silent ones
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(LivenessSettings().heartbeat_s),
+            **client_tls_env(self.api_url, os.environ),
         }
         if self.storage_path and env.get("FILEFLOW_STORAGE_KIND", "local") == "local":
             env["FILEFLOW_STORAGE_PATH"] = str(self.storage_path.resolve())

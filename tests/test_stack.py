@@ -48,3 +48,29 @@ def test_down_stops_a_flow_run_process_left_in_a_session_of_its_own(tmp_path):
         for proc in (run, other):
             proc.kill()
             proc.wait(10)
+
+
+def test_a_plain_http_stack_gives_prefect_clients_a_one_certificate_bundle(prefect_server):
+    """Prefect builds a verifying SSL context for every API client (15 ms from certifi's bundle):
+    on the stack's plain-HTTP API its processes load a bundle of one certificate instead; a
+    TLS setting of the user's own, an https API, or FILEFLOW_STACK_PLAIN_HTTP_CA=0 keep Prefect's."""
+    import ssl
+
+    from fileflow.stack import PLAIN_HTTP_CA_BUNDLE, client_tls_env
+
+    env = client_tls_env("http://127.0.0.1:4200/api", {})
+    assert env == {"PREFECT_API_SSL_CERT_FILE": str(PLAIN_HTTP_CA_BUNDLE)}
+    assert ssl.create_default_context(cafile=env["PREFECT_API_SSL_CERT_FILE"]).cert_store_stats()["x509_ca"] == 1
+    assert client_tls_env("https://prefect.example.com/api", {}) == {}
+    assert client_tls_env("http://127.0.0.1:4200/api", {"PREFECT_API_SSL_CERT_FILE": "/etc/ssl/mine.pem"}) == {}
+    assert client_tls_env("http://127.0.0.1:4200/api", {"PREFECT_API_TLS_INSECURE_SKIP_VERIFY": "true"}) == {}
+    assert client_tls_env("http://127.0.0.1:4200/api", {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"}) == {}
+    # a Prefect client with that bundle talks to a real server over plain HTTP
+    script = ("import asyncio\nfrom prefect.client.orchestration import get_client\n"
+              "async def main():\n    async with get_client() as client:\n"
+              "        print((await client.hello()).status_code)\n"
+              "asyncio.run(main())\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PREFECT_API_URL": prefect_server, **env})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0] == "200"
