@@ -142,6 +142,16 @@ def markdown(r: dict) -> str:
                     f"server CPU per file {lo['cpu_s_per_file'].get('server')} against "
                     f"{po['cpu_s_per_file'].get('server')} s; mediator CPU per file "
                     f"{lo['cpu_s_per_file'].get('worker-mediator')} against {po['cpu_s_per_file'].get('worker-mediator')} s."]
+        if "pool" in placed and "pool-certifi" in placed and all(
+                placed[k]["overall_files_per_hour"] for k in ("pool", "pool-certifi")):
+            po, ce = placed["pool"], placed["pool-certifi"]
+            out += ["", f"**The stack's one-certificate CA bundle against Prefect's certifi bundle** (every step on "
+                    f"its pool, same run): whole-batch throughput "
+                    f"{po['overall_files_per_hour'] / ce['overall_files_per_hour']:.2f}x; CPU per file, mediator "
+                    f"{po['cpu_s_per_file'].get('worker-mediator')} against {ce['cpu_s_per_file'].get('worker-mediator')} s, "
+                    f"converter workers {po['cpu_s_per_file'].get('converter-workers')} against "
+                    f"{ce['cpu_s_per_file'].get('converter-workers')} s, server {po['cpu_s_per_file'].get('server')} "
+                    f"against {ce['cpu_s_per_file'].get('server')} s."]
         if "warm" in same and "process" in same and same["warm"]["steady_files_per_hour"] and same["process"]["steady_files_per_hour"]:
             w, p = same["warm"], same["process"]
             out += ["", f"**Warm mediator against Prefect's process worker**, same run, {w['workers_per_pool']} worker(s) "

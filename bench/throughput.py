@@ -97,7 +97,12 @@ def _frame(frame: str) -> str:
 #: where the steps of a text file run: ``pool`` every step on its converter pool (what ``fileflow
 #: up`` does by default); ``light-local`` the light steps in the mediator's warm child processes,
 #: as the design places them in production (``FILEFLOW_PLACEMENT``), every other one on its pool
-PLACEMENTS = {"pool": {}, "light-local": {"inspect": "local", "text_extract": "local", "language": "local"}}
+#: ``pool-certifi`` is ``pool`` with the Prefect clients of the stack's processes loading
+#: certifi's CA bundle, Prefect's default, instead of the stack's one-certificate bundle
+#: (``FILEFLOW_STACK_PLAIN_HTTP_CA=0``, docs/distributed.md): the price of those SSL contexts
+PLACEMENTS = {"pool": {}, "light-local": {"inspect": "local", "text_extract": "local", "language": "local"},
+              "pool-certifi": {}}
+VARIANT_ENV = {"pool-certifi": {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"}}
 
 
 def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None = None,
@@ -105,15 +110,17 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
     import os
 
     tag = f"{mediator}-w{workers}" + ("" if placement == "pool" else f"-{placement}")
-    before = os.environ.get("FILEFLOW_PLACEMENT")
-    os.environ["FILEFLOW_PLACEMENT"] = json.dumps(PLACEMENTS[placement])
+    env = {"FILEFLOW_PLACEMENT": json.dumps(PLACEMENTS[placement]), **VARIANT_ENV.get(placement, {})}
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # the stack's processes inherit them
     try:
         result = _run_one(work, tag, workers, files, offset, timeout_s, py_spy, profile_s, idle_s, mediator)
     finally:
-        if before is None:
-            os.environ.pop("FILEFLOW_PLACEMENT", None)
-        else:
-            os.environ["FILEFLOW_PLACEMENT"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return {"placement": placement, **result}
 
 

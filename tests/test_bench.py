@@ -54,3 +54,5 @@ def test_throughput_configurations_compare_mediators_and_placements_at_the_first
     assert got == [("warm", 1, "pool"), ("process", 1, "pool"), ("warm", 2, "pool"), ("warm", 1, "light-local")]
     assert throughput.PLACEMENTS["pool"] == {}  # the stack's own default: every step on its pool
     assert set(throughput.PLACEMENTS["light-local"].values()) == {"local"}
+    assert throughput.PLACEMENTS["pool-certifi"] == {}  # the same steps as `pool`, only Prefect's CA bundle
+    assert throughput.VARIANT_ENV["pool-certifi"] == {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"}
