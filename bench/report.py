@@ -28,6 +28,16 @@ def _f(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def _side_by_side(title: str, a: dict, b: dict) -> list[str]:
+    """One paragraph comparing two throughput runs of the same report: ``a`` against ``b``."""
+    ca, cb = a["cpu_s_per_file"], b["cpu_s_per_file"]
+    cpu = ", ".join(f"{label} {ca.get(key)} against {cb.get(key)} s" for key, label in (
+        ("server", "server"), ("worker-mediator", "mediator"), ("converter-workers", "converter workers")))
+    return ["", f"**{title}**, same run, {a['workers_per_pool']} worker(s) per pool: whole-batch throughput "
+            f"{a['overall_files_per_hour'] / b['overall_files_per_hour']:.2f}x ({_f(a['overall_files_per_hour'], 0)} "
+            f"against {_f(b['overall_files_per_hour'], 0)} files/h); CPU per file: {cpu}."]
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     load = m.get("load_average_during_run", {})
@@ -132,26 +142,11 @@ def markdown(r: dict) -> str:
                 if x["workers_per_pool"] == t["runs"][0]["workers_per_pool"] and x.get("placement", "pool") == "pool"}
         placed = {x.get("placement", "pool"): x for x in t["runs"] if x.get("mediator", "process") == "warm"
                   and x["workers_per_pool"] == t["runs"][0]["workers_per_pool"]}
-        if "pool" in placed and "light-local" in placed and all(
-                placed[k]["overall_files_per_hour"] for k in ("pool", "light-local")):
-            lo, po = placed["light-local"], placed["pool"]
-            out += ["", f"**Light steps local against every step on a pool**, same run, warm mediator, "
-                    f"{po['workers_per_pool']} worker(s) per pool: whole-batch throughput "
-                    f"{lo['overall_files_per_hour'] / po['overall_files_per_hour']:.2f}x "
-                    f"({_f(lo['overall_files_per_hour'], 0)} against {_f(po['overall_files_per_hour'], 0)} files/h); "
-                    f"server CPU per file {lo['cpu_s_per_file'].get('server')} against "
-                    f"{po['cpu_s_per_file'].get('server')} s; mediator CPU per file "
-                    f"{lo['cpu_s_per_file'].get('worker-mediator')} against {po['cpu_s_per_file'].get('worker-mediator')} s."]
-        if "pool" in placed and "pool-certifi" in placed and all(
-                placed[k]["overall_files_per_hour"] for k in ("pool", "pool-certifi")):
-            po, ce = placed["pool"], placed["pool-certifi"]
-            out += ["", f"**The stack's one-certificate CA bundle against Prefect's certifi bundle** (every step on "
-                    f"its pool, same run): whole-batch throughput "
-                    f"{po['overall_files_per_hour'] / ce['overall_files_per_hour']:.2f}x; CPU per file, mediator "
-                    f"{po['cpu_s_per_file'].get('worker-mediator')} against {ce['cpu_s_per_file'].get('worker-mediator')} s, "
-                    f"converter workers {po['cpu_s_per_file'].get('converter-workers')} against "
-                    f"{ce['cpu_s_per_file'].get('converter-workers')} s, server {po['cpu_s_per_file'].get('server')} "
-                    f"against {ce['cpu_s_per_file'].get('server')} s."]
+        for a, b, title in (("light-local", "pool", "Light steps local against every step on a pool, warm mediator"),
+                            ("pool", "pool-certifi", "The stack's one-certificate CA bundle against Prefect's certifi "
+                                                     "bundle, every step on its pool")):
+            if a in placed and b in placed and placed[a]["overall_files_per_hour"] and placed[b]["overall_files_per_hour"]:
+                out += _side_by_side(title, placed[a], placed[b])
         if "warm" in same and "process" in same and same["warm"]["steady_files_per_hour"] and same["process"]["steady_files_per_hour"]:
             w, p = same["warm"], same["process"]
             out += ["", f"**Warm mediator against Prefect's process worker**, same run, {w['workers_per_pool']} worker(s) "

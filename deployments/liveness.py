@@ -47,55 +47,52 @@ LEFT_RUNNING_EVENTS = {f"prefect.flow-run.{s}" for s in ("Scheduled", "AwaitingR
                                                           "Cancelling")}
 
 
-def crash_spec(settings: LivenessSettings):
+def _crash_unless(name: str, description: str, *, after: set[str], expect: set[str], within_s: int, message: str):
+    """A proactive automation, per flow run: after one of ``after``, one of ``expect`` must come
+    within ``within_s`` seconds, or the run is set ``Crashed`` with ``message``."""
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
     return AutomationCore(
-        name=CRASH_AUTOMATION,
-        description=(f"Mark Crashed a flow run that sent no heartbeat for {settings.crashed_after_s} s "
-                     "(its process died); fileflow retries or resumes it (docs/reliability.md)."),
+        name=name,
+        description=description,
         trigger=EventTrigger(
             match={"prefect.resource.id": "prefect.flow-run.*"},
-            # from the server's own Running event too: a process killed before its first
-            # heartbeat left the engine (seen: the warm worker's buffered event died with it)
-            after={"prefect.flow-run.heartbeat", *STARTED_EVENTS},
-            expect={"prefect.flow-run.heartbeat", *TERMINAL_EVENTS, *LEFT_RUNNING_EVENTS},
+            after=after,
+            expect=expect,
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=settings.crashed_after_s),
+            within=timedelta(seconds=within_s),
         ),
-        actions=[ChangeFlowRunState(
-            state=StateType.CRASHED,
-            message=f"no heartbeat for {settings.crashed_after_s} s: the run's process is gone",
-        )],
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=message)],
+    )
+
+
+def crash_spec(settings: LivenessSettings):
+    return _crash_unless(
+        CRASH_AUTOMATION,
+        f"Mark Crashed a flow run that sent no heartbeat for {settings.crashed_after_s} s "
+        "(its process died); fileflow retries or resumes it (docs/reliability.md).",
+        # from the server's own Running event too: a process killed before its first
+        # heartbeat left the engine (seen: the warm worker's buffered event died with it)
+        after={"prefect.flow-run.heartbeat", *STARTED_EVENTS},
+        expect={"prefect.flow-run.heartbeat", *TERMINAL_EVENTS, *LEFT_RUNNING_EVENTS},
+        within_s=settings.crashed_after_s,
+        message=f"no heartbeat for {settings.crashed_after_s} s: the run's process is gone",
     )
 
 
 def pending_spec(settings: LivenessSettings):
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-
-    return AutomationCore(
-        name=PENDING_AUTOMATION,
-        description=(f"Mark Crashed a flow run claimed by a worker (Pending) that did not start within "
-                     f"{settings.pending_after_s} s (the worker died); fileflow retries or resumes it."),
-        trigger=EventTrigger(
-            match={"prefect.resource.id": "prefect.flow-run.*"},
-            after={"prefect.flow-run.Pending"},
-            expect={"prefect.flow-run.heartbeat", *STARTED_EVENTS, *TERMINAL_EVENTS, *LEFT_RUNNING_EVENTS},
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=settings.pending_after_s),
-        ),
-        actions=[ChangeFlowRunState(
-            state=StateType.CRASHED,
-            message=f"claimed (Pending) and not started within {settings.pending_after_s} s: its worker is gone",
-        )],
+    return _crash_unless(
+        PENDING_AUTOMATION,
+        f"Mark Crashed a flow run claimed by a worker (Pending) that did not start within "
+        f"{settings.pending_after_s} s (the worker died); fileflow retries or resumes it.",
+        after={"prefect.flow-run.Pending"},
+        expect={"prefect.flow-run.heartbeat", *STARTED_EVENTS, *TERMINAL_EVENTS, *LEFT_RUNNING_EVENTS},
+        within_s=settings.pending_after_s,
+        message=f"claimed (Pending) and not started within {settings.pending_after_s} s: its worker is gone",
     )
 
 
