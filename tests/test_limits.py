@@ -242,9 +242,14 @@ def _max_overlap(intervals: Path) -> int:
     return peak
 
 
-@pytest.mark.parametrize("limit, expect", [(None, lambda peak: peak >= 2), (1, lambda peak: peak == 1)])
-def test_converter_limit_bounds_steps_running_at_once(prefect_server, tmp_path, limit, expect):
-    """Three files at once on three children: without a limit their steps overlap, with 1 they never do."""
+@pytest.mark.parametrize("limit, hold, expect", [
+    (None, {"hold_s": 60, "peers": 3}, lambda peak: peak == 3),  # each step waits (60 s at most) for the other two
+    (1, {"hold_s": 2}, lambda peak: peak == 1),
+])
+def test_converter_limit_bounds_steps_running_at_once(prefect_server, tmp_path, limit, hold, expect):
+    """Three files at once on three children: without a limit their steps run at the same time,
+    with 1 they never do. (Without a limit, a fixed 2 s step once missed its peers in CI: the
+    three flows had started more than 2 s apart on a busy session server.)"""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
@@ -270,7 +275,7 @@ def test_converter_limit_bounds_steps_running_at_once(prefect_server, tmp_path, 
                 digest, size = ingest(sample, rt.store)
                 files.append(FileRef(file_id=digest, name=sample.name, key=original_key(digest), size=size))
             return await asyncio.gather(*(
-                steered_flow(f, "tests.extra_converters.overlap", {"intervals": str(intervals), "hold_s": 2})
+                steered_flow(f, "tests.extra_converters.overlap", {"intervals": str(intervals), **hold})
                 for f in files
             ))
 
