@@ -223,7 +223,7 @@ PG = ["-h", "127.0.0.1", "-U", "postgres"]
 
 @contextlib.contextmanager
 def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: int | None = None,
-          mediator: str = "warm") -> Iterator:
+          mediator: str = "warm", mediator_limit: int = 32) -> Iterator:
     """``fileflow up`` on a fresh PostgreSQL database; everything stopped and dropped after.
 
     Inside, this process talks to the stack's API (Prefect's temporary settings)."""
@@ -237,7 +237,7 @@ def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: in
     (home / "stack.json").unlink(missing_ok=True)
     s = Stack(home=home.resolve(), port=port or free_port(), workers_per_pool=workers,
               database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}", storage_path=storage,
-              exporter_port=free_port(), mediator_type=mediator)
+              exporter_port=free_port(), mediator_type=mediator, mediator_limit=mediator_limit)
     os.environ["FILEFLOW_STORAGE_PATH"] = str(storage.resolve())
     try:
         s.up(progress=lambda msg: print(f"  stack: {msg}", flush=True, file=sys.stderr))

@@ -21,16 +21,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import sys
+import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, StackSampler, count_manifests, make_files, manifests_in, stack
+
+import converters
 
 
 def steady_rate(series: list[tuple[float, int]], total: int, low: float = 0.2, high: float = 0.8) -> float | None:
@@ -94,27 +99,26 @@ def _frame(frame: str) -> str:
     return f"{func} ({where.replace(str(ROOT) + '/', '')})"
 
 
-#: where the steps of a text file run: ``pool`` every step on its converter pool (what ``fileflow
-#: up`` does by default); ``light-local`` the light steps in the mediator's warm child processes,
-#: as the design places them in production (``FILEFLOW_PLACEMENT``), every other one on its pool
+#: where the steps of a text file run: ``pool`` every step on its converter pool; ``light-local``
+#: the design's placement, what ``fileflow up`` does by default (``converters.design_placement``:
+#: the light steps, all three of a text file's, in the mediator's warm child processes);
 #: ``pool-certifi`` is ``pool`` with the Prefect clients of the stack's processes loading
 #: certifi's CA bundle, Prefect's default, instead of the stack's one-certificate bundle
 #: (``FILEFLOW_STACK_PLAIN_HTTP_CA=0``, docs/distributed.md): the price of those SSL contexts
-PLACEMENTS = {"pool": {}, "light-local": {"inspect": "local", "text_extract": "local", "language": "local"},
-              "pool-certifi": {}}
+PLACEMENTS = {"pool": {}, "light-local": converters.design_placement(), "pool-certifi": {}}
 VARIANT_ENV = {"pool-certifi": {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"}}
 
 
 def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None = None,
-            profile_s: int = 60, idle_s: float = 15.0, mediator: str = "warm", placement: str = "pool") -> dict:
-    import os
-
-    tag = f"{mediator}-w{workers}" + ("" if placement == "pool" else f"-{placement}")
+            profile_s: int = 60, idle_s: float = 15.0, mediator: str = "warm", placement: str = "pool",
+            in_flight: int | None = None) -> dict:
+    tag = f"{mediator}-w{workers}" + ("" if placement == "pool" else f"-{placement}") + (
+        f"-f{in_flight}" if in_flight else "")
     env = {"FILEFLOW_PLACEMENT": json.dumps(PLACEMENTS[placement]), **VARIANT_ENV.get(placement, {})}
     before = {name: os.environ.get(name) for name in env}
     os.environ.update(env)  # the stack's processes inherit them
     try:
-        result = _run_one(work, tag, workers, files, offset, timeout_s, py_spy, profile_s, idle_s, mediator)
+        result = _run_one(work, tag, workers, files, offset, timeout_s, py_spy, profile_s, idle_s, mediator, in_flight)
     finally:
         for name, value in before.items():
             if value is None:
@@ -125,7 +129,10 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
 
 
 def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None,
-             profile_s: int, idle_s: float, mediator: str) -> dict:
+             profile_s: int, idle_s: float, mediator: str, in_flight: int | None = None) -> dict:
+    """``in_flight``: the warm mediator takes up to that many files at once (``--mediator-limit``)
+    and the active-files limit is raised to it (``fileflow limits set``, as an operator would), so
+    one mediator process holds that many files; the peak of router runs Running is sampled."""
     from blocks.storage import StorageConfig, Store
     from fileflow.submit import submit
 
@@ -133,9 +140,16 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
     corpus = work / f"text-{tag}"
     paths = make_files(corpus, {"text": files}, offset=offset)
     with stack(work / f"home-{tag}", workers=workers, db_name="bench_throughput_" + tag.replace("-", "_"),
-               storage=storage, mediator=mediator) as s:
+               storage=storage, mediator=mediator, mediator_limit=in_flight or 32) as s:
+        if in_flight:
+            raised = subprocess.run([str(Path(sys.executable).parent / "fileflow"), "limits", "set", "active-files",
+                                     str(in_flight)], env={**os.environ, "PREFECT_API_URL": s.api_url},
+                                    capture_output=True, text=True, timeout=120)
+            if raised.returncode != 0:
+                raise RuntimeError(f"fileflow limits set active-files {in_flight}: {raised.stderr[-500:]}")
         store = Store(StorageConfig(kind="local", basepath=str(storage.resolve())))
         series: list[tuple[float, int]] = []
+        running: list[int] = []
         done = threading.Event()
         # the idle stack's own cost first: polls, heartbeats, event streams, with no work at all
         with StackSampler(s.processes) as idle:
@@ -148,6 +162,8 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
             def watch() -> None:
                 while not done.is_set():
                     series.append((time.perf_counter() - started, count_manifests(storage)))
+                    if in_flight and len(series) % 4 == 1:  # every 2 s: router runs Running now
+                        running.append(routers_running(s.api_url))
                     if series[-1][1] >= files or series[-1][0] > timeout_s:
                         break
                     time.sleep(0.5)
@@ -185,9 +201,19 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
         if steps else None,
         "idle_cpu_s_per_s": idle_cpu, "cpu_s": cpu, "cpu_s_per_file": {k: round(v / max(files, 1), 3) for k, v in cpu.items()},
         "memory": sampler.memory_mib(),
+        **({"in_flight_limit": in_flight, "routers_running_peak": max(running, default=0)} if in_flight else {}),
         "profile": {role: summarise_profile(path) for role, path, _ in profiles},
         "series": [(round(t, 1), c) for t, c in series],
     }
+
+
+def routers_running(api_url: str) -> int:
+    """How many ``process-file`` runs are Running: the files one mediator holds at this moment."""
+    body = {"flow_runs": {"tags": {"all_": ["upload"]}, "state": {"type": {"any_": ["RUNNING"]}}}}
+    request = urllib.request.Request(f"{api_url}/flow_runs/count", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return int(json.loads(response.read()))
 
 
 def configurations(workers: list[int], mediators: list[str],
@@ -199,7 +225,8 @@ def configurations(workers: list[int], mediators: list[str],
 
 
 def run(work: Path, *, workers: list[int], files: int, timeout_s: float = 3600, py_spy: str | None = None,
-        on_result=None, mediators: list[str] = ("warm", "process"), placements: list[str] = ("pool",)) -> dict:
+        on_result=None, mediators: list[str] = ("warm", "process"), placements: list[str] = ("pool",),
+        in_flight: int | None = None) -> dict:
     """One run per configuration; ``on_result(partial)`` after each, so an interrupted run keeps its figures.
 
     The first mediator type (fileflow's warm mediator) runs at every worker count; the others
@@ -213,7 +240,7 @@ def run(work: Path, *, workers: list[int], files: int, timeout_s: float = 3600, 
         try:
             result = run_one(work, w, files, offset=10_000 + i * files, timeout_s=timeout_s,
                              py_spy=py_spy if (w, placement) == (workers[0], placements[0]) else None,
-                             mediator=mediator, placement=placement)
+                             mediator=mediator, placement=placement, in_flight=in_flight)
         except Exception as exc:
             print(f"    {mediator}/{w}/{placement} failed: {type(exc).__name__}: {exc}", flush=True, file=sys.stderr)
             continue
@@ -234,11 +261,13 @@ def main() -> None:
                         help="mediator types: the first at every worker count, the others at the first")
     parser.add_argument("--placements", nargs="+", default=["pool"], choices=list(PLACEMENTS),
                         help="where a text file's steps run: the first everywhere, the others at the first worker count")
+    parser.add_argument("--in-flight", type=int, help="files one warm mediator holds at once (its limit and the "
+                        "active-files limit; default 32 and 64): item 5's mediator with 1,000 files in flight")
     parser.add_argument("--py-spy", help="path of py-spy: profile the server and mediator at the first worker count")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     figures = run(args.work, workers=args.workers, files=args.files, py_spy=args.py_spy, mediators=args.mediators,
-                  placements=args.placements)
+                  placements=args.placements, in_flight=args.in_flight)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps({**figures, "runs": [{k: v for k, v in r.items() if k != "series"} for r in figures["runs"]]},

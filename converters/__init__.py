@@ -26,6 +26,19 @@ BUILTINS: tuple[str, ...] = (
     "archive_expand",  # ZIP: guarded expansion of members
 )
 
+#: the converters the design gives a work pool of their own in production: slow, memory-hungry,
+#: or behind a third-party library that crashes and hangs (Tesseract, PDFium on whole documents,
+#: LibreOffice, ezdxf, ffmpeg transcoding, archive expansion). The others are light (a few ms to a
+#: few hundred ms, bounded input) and run in the mediator's warm child processes, where a step
+#: costs no flow run (docs/distributed.md "Where a step runs"). ``fileflow up`` places steps so,
+#: and so does the Helm chart by default (``converters.<name>.enabled``).
+ON_POOLS: tuple[str, ...] = ("ocr", "pdf_text", "office_pdf", "drawing_render", "video_transcode", "archive_expand")
+
+
+def design_placement() -> dict[str, str]:
+    """``FILEFLOW_PLACEMENT`` of the design: every built-in converter not in ``ON_POOLS`` local."""
+    return {name: "local" for name in BUILTINS if name not in ON_POOLS}
+
 
 def load(name: str) -> ModuleType:
     """The module of a converter: a built-in name or, for extensions, a dotted module path."""

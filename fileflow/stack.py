@@ -107,7 +107,11 @@ class Stack:
             **WORKER_ENV,
             "PREFECT_API_URL": self.api_url,
             "PREFECT_HOME": str(self.home / "prefect-home"),
+            # the design's placement: heavy converters on their pools, light ones in the warm
+            # mediator's children (3.07x the files per hour of every step on a pool, bench/analysis.md);
+            # a FILEFLOW_PLACEMENT of the caller's own replaces the light ones' list, "{}" puts all on pools
             "FILEFLOW_DEFAULT_PLACEMENT": os.environ.get("FILEFLOW_DEFAULT_PLACEMENT", "pool"),
+            "FILEFLOW_PLACEMENT": os.environ.get("FILEFLOW_PLACEMENT", json.dumps(converters.design_placement())),
             # every run (router, per-kind subflow, converter step) says it is alive this often;
             # the automations of deployments/liveness.py crash and resume the silent ones
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(LivenessSettings().heartbeat_s),

@@ -12,6 +12,8 @@ sys.path.insert(0, str(BENCH))
 import common  # noqa: E402
 import throughput  # noqa: E402
 
+import converters  # noqa: E402
+
 
 def test_stats_median_and_nearest_rank_p95():
     figures = common.stats([0.4, 0.1, 0.3, 0.2], unit=1000)
@@ -52,7 +54,8 @@ def test_profile_summary_shares(tmp_path):
 def test_throughput_configurations_compare_mediators_and_placements_at_the_first_worker_count():
     got = throughput.configurations([1, 2], ["warm", "process"], ["pool", "light-local"])
     assert got == [("warm", 1, "pool"), ("process", 1, "pool"), ("warm", 2, "pool"), ("warm", 1, "light-local")]
-    assert throughput.PLACEMENTS["pool"] == {}  # the stack's own default: every step on its pool
-    assert set(throughput.PLACEMENTS["light-local"].values()) == {"local"}
+    assert throughput.PLACEMENTS["pool"] == {}  # no light step local: every step on its pool
+    assert throughput.PLACEMENTS["light-local"] == converters.design_placement()  # what fileflow up does
+    assert {"inspect", "text_extract", "language"} <= throughput.PLACEMENTS["light-local"].keys()  # a text file's
     assert throughput.PLACEMENTS["pool-certifi"] == {}  # the same steps as `pool`, only Prefect's CA bundle
     assert throughput.VARIANT_ENV["pool-certifi"] == {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import converters
 from blocks.storage import StorageConfig, Store
 from fileflow.batch import run_batch
 from fileflow.settings import PipelineSettings
@@ -97,10 +99,10 @@ PER_KIND = int(os.environ.get("FILEFLOW_TEST_PER_KIND", "1"))
 
 
 @pytest.mark.timeout(3600)
-def test_mixed_batch_of_every_kind_completes_on_pools_like_the_embedded_mode(stack, prefect_server, tmp_path):
+def test_mixed_batch_of_every_kind_completes_on_the_stack_like_the_embedded_mode(stack, prefect_server, tmp_path):
     """The committed samples plus PER_KIND generated files of every kind (image, pdf, office, drawing,
-    video, archive, text): every file completes on the pools, and its manifest equals the
-    embedded mode's for the same file."""
+    video, archive, text): every file completes on the stack (heavy steps on their pools, light
+    ones in the mediator), and its manifest equals the embedded mode's for the same file."""
     import boto3
 
     from tests.samplegen import corpus
@@ -138,6 +140,20 @@ def test_mixed_batch_of_every_kind_completes_on_pools_like_the_embedded_mode(sta
           f"embedded {embedded_s:.0f} s")
     embedded = {m["file_id"]: {"name": m["name"], **summary(m, lambda key: (embedded_out / key).read_bytes())}
                 for m in manifests}
+    # the stack's placement (converters.design_placement): heavy steps were runs on their pools,
+    # light ones ran in the mediator's warm children, with no run of their own
+    converters_run_on_pools, offset = set(), 0
+    while True:
+        body = {"flow_runs": {"deployment_id": {"is_null_": False}}, "offset": offset, "limit": 200}
+        request = urllib.request.Request(f"{stack['env']['PREFECT_API_URL']}/flow_runs/filter", method="POST",
+                                         data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            page = json.loads(response.read())
+        converters_run_on_pools |= {r["parameters"]["converter"] for r in page if "converter" in r["parameters"]}
+        if len(page) < 200:
+            break
+        offset += 200
+    assert converters_run_on_pools == set(converters.ON_POOLS), converters_run_on_pools
     assert embedded.keys() == distributed.keys()
     for file_id in embedded:
         assert distributed[file_id] == embedded[file_id], embedded[file_id]["name"]
@@ -152,6 +168,13 @@ def test_the_same_upload_notified_twice_starts_one_run(stack, tmp_path):
         assert result.returncode == 0, result.stderr
         runs.append(result.stderr.split("(")[-1].split(")")[0])
     assert runs[0] == runs[1]
+    # twice in one submit, started at once (submit's concurrency): still that one run
+    copy = tmp_path / "again" / sample.name
+    copy.parent.mkdir()
+    copy.write_bytes(sample.read_bytes())
+    result = fileflow("submit", str(sample), str(copy), "--home", str(stack["root"] / "home"), env=stack["env"])
+    assert result.returncode == 0, result.stderr
+    assert re.findall(r"\(([0-9a-f-]{36})\)", result.stderr) == [runs[0], runs[0]], result.stderr
 
 
 def test_paused_converter_holds_its_steps_until_resume(stack, tmp_path):

@@ -77,6 +77,9 @@ def stack(postgres_url, s3_endpoint, tmp_path_factory):
         "FILEFLOW_STORAGE_ACCESS_KEY_ID": "testing", "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": "testing",
         "FILEFLOW_LIVENESS_MEDIATOR_RESUMES": str(RESUMES),
         "FILEFLOW_LIVENESS_PENDING_AFTER_S": "60",  # the stranded-Pending test waits for it
+        # every step on its pool: these tests follow each step as a run on its pool and kill its
+        # worker (the design's placement, light steps in the mediator, is test_distributed's)
+        "FILEFLOW_PLACEMENT": "{}",
     })
     prepared = fileflow("storage", "prepare-bucket", env=env, timeout=60)
     assert prepared.returncode == 0, prepared.stderr

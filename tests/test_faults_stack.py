@@ -58,6 +58,9 @@ def stack(postgres_url, s3_endpoint, s3_proxy, tmp_path_factory):
         "FILEFLOW_STORAGE_ENDPOINT_URL": s3_proxy.url, "FILEFLOW_STORAGE_REGION": "us-east-1",
         "FILEFLOW_STORAGE_ACCESS_KEY_ID": "testing", "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": "testing",
         "FILEFLOW_CONVERTER_MODULES": json.dumps({"text_extract": "tests.extra_converters.faulty_text"}),
+        # every step on its pool: these tests follow each step as a run on its pool and kill its
+        # worker (the design's placement, light steps in the mediator, is test_distributed's)
+        "FILEFLOW_PLACEMENT": "{}",
         # this test's own clients (submit --wait, audit) ride out the server restart like the stack's
         "PREFECT_CLIENT_MAX_RETRIES": "8",
     })

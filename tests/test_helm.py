@@ -363,6 +363,9 @@ def test_placement_sends_enabled_converters_to_their_pools(default_objects):
     values = _load_values()["converters"]
     assert placement == {n: ("pool" if c["enabled"] else "local") for n, c in values.items()}
     assert env["FILEFLOW_DEFAULT_PLACEMENT"]["value"] == "local"
+    # the chart's default is the design's, the one `fileflow up` gives its processes
+    assert {n for n, where in placement.items() if where == "pool"} == set(converters.ON_POOLS)
+    assert {n: where for n, where in placement.items() if where == "local"} == converters.design_placement()
     assert "replicas" not in deployment["spec"]
 
 

@@ -50,6 +50,25 @@ def test_down_stops_a_flow_run_process_left_in_a_session_of_its_own(tmp_path):
             proc.wait(10)
 
 
+def test_the_stack_places_light_steps_in_the_mediator_and_heavy_ones_on_their_pools(tmp_path, monkeypatch):
+    """``fileflow up`` gives its processes the design's placement; a FILEFLOW_PLACEMENT of the
+    caller's own replaces it ("{}": every step on its pool)."""
+    import converters
+    from fileflow.settings import PipelineSettings
+
+    monkeypatch.delenv("FILEFLOW_PLACEMENT", raising=False)
+    monkeypatch.delenv("FILEFLOW_DEFAULT_PLACEMENT", raising=False)
+    env = Stack(home=tmp_path).env()
+    monkeypatch.setenv("FILEFLOW_PLACEMENT", env["FILEFLOW_PLACEMENT"])
+    monkeypatch.setenv("FILEFLOW_DEFAULT_PLACEMENT", env["FILEFLOW_DEFAULT_PLACEMENT"])
+    settings = PipelineSettings()  # what the stack's mediator reads
+    assert {c for c in converters.BUILTINS if settings.placement_of(c) == "pool"} == set(converters.ON_POOLS)
+    assert {settings.placement_of(c) for c in ("inspect", "image_renditions", "text_extract")} == {"local"}
+    monkeypatch.setenv("FILEFLOW_PLACEMENT", "{}")
+    monkeypatch.setenv("FILEFLOW_PLACEMENT", Stack(home=tmp_path).env()["FILEFLOW_PLACEMENT"])
+    assert {PipelineSettings().placement_of(c) for c in converters.BUILTINS} == {"pool"}
+
+
 def test_a_plain_http_stack_gives_prefect_clients_a_one_certificate_bundle(prefect_server):
     """Prefect builds a verifying SSL context for every API client (15 ms from certifi's bundle):
     on the stack's plain-HTTP API its processes load a bundle of one certificate instead; a
