@@ -20,11 +20,19 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from fileflow.errors import StorageUnavailable
+
+
+def _part_of(dest: Path) -> Path:
+    """Where an object is written before it is renamed into place: a name of the writer's own,
+    so two writers of the same key (the same upload submitted twice at once) never share one."""
+    return dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +191,7 @@ class Store:
         if self.config.kind == "local":
             dest = self._local(key)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.part")
+            tmp = _part_of(dest)
             shutil.copyfile(path, tmp)
             tmp.replace(dest)  # readers never see half a file
         else:
@@ -205,7 +213,7 @@ class Store:
         if self.config.kind == "local":
             dest = self._local(key)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.part")
+            tmp = _part_of(dest)
             tmp.write_bytes(data)
             tmp.replace(dest)
         else:

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from fileflow.settings import PipelineSettings, StorageSettings
+from fileflow.submit import SUBMIT_CONCURRENCY
 
 app = typer.Typer(
     help="fileflow turns uploads into what a browser can show, orchestrated by Prefect.",
@@ -233,6 +234,7 @@ def submit(
     sources: Annotated[list[str], typer.Argument(help="local files or s3://bucket/key objects")],
     wait: Annotated[bool, typer.Option(help="follow the runs and print the manifests' status")] = False,
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
+    concurrency: Annotated[int, typer.Option(help="files uploaded and started at once", min=1)] = SUBMIT_CONCURRENCY,
 ) -> None:
     """Upload files and start the process-file deployment for each (as an upload service does)."""
     from rich.table import Table
@@ -253,9 +255,8 @@ def submit(
     async def go():
         batch_id = new_batch_id()
         console.print(f"batch {batch_id}: Prefect runs tagged batch:{batch_id}")
-        runs = await do_submit(sources, store, batch_id=batch_id)
-        for run in runs:
-            console.print(f"submitted {run.name} as run {run.flow_run_name} ({run.flow_run_id})")
+        runs = await do_submit(sources, store, batch_id=batch_id, concurrency=concurrency, on_submitted=lambda run:
+                               console.print(f"submitted {run.name} as run {run.flow_run_name} ({run.flow_run_id})"))
         if not wait:
             return runs, None
         def show(done, total, states):

@@ -13,8 +13,8 @@ SAMPLES = Path(__file__).parent / "samples"
 FILEFLOW = Path(sys.executable).parent / "fileflow"
 
 
-def run(args, api_url, **kwargs):
-    env = {**os.environ, "PREFECT_API_URL": api_url, "COLUMNS": "200"}
+def run(args, api_url, env_extra=None, **kwargs):
+    env = {**os.environ, "PREFECT_API_URL": api_url, "COLUMNS": "200", **(env_extra or {})}
     return subprocess.run([str(FILEFLOW), *args], env=env, capture_output=True, text=True, timeout=600, **kwargs)
 
 
@@ -46,6 +46,21 @@ def test_missing_path_is_a_usage_error(tmp_path):
     )
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_submit_with_a_missing_file_or_a_bad_s3_url_starts_nothing(prefect_server, tmp_path):
+    """Every source is checked before anything is uploaded or started: a bad one among good ones
+    is a usage error naming it, and storage stays empty."""
+    good = tmp_path / "good.txt"
+    good.write_text("A good file that must not be uploaded alone. " * 3)
+    store = tmp_path / "store"
+    for bad, says in [(str(tmp_path / "gone.txt"), "not a file: "), ("s3://bucket-only", "not s3://bucket/key: ")]:
+        result = run(["submit", str(good), bad, "--home", str(tmp_path / "no-stack")], prefect_server,
+                     env_extra={"FILEFLOW_STORAGE_PATH": str(store)})
+        assert result.returncode == 2, result.stdout + result.stderr
+        message = " ".join((result.stdout + result.stderr).split())
+        assert f"{says}{bad} (nothing was submitted)" in message
+        assert not store.exists() or not any(store.rglob("*")), list(store.rglob("*"))
 
 
 def test_schema_in_docs_matches_the_code():
