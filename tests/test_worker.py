@@ -63,13 +63,14 @@ def sleepy_pool(prefect_server, tmp_path):
             "api": prefect_server, "done": tmp_path / "done.txt", "log": tmp_path / "worker.log"}
 
 
-def _start_worker(ctx, grace: float) -> subprocess.Popen:
+def _start_worker(ctx, grace: float, limit: int = 2) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
     env.update({"PREFECT_API_URL": ctx["api"], "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "FILEFLOW_STORAGE_KIND": "local", "FILEFLOW_STORAGE_PATH": ctx["storage"].basepath})
     log = open(ctx["log"], "ab")
     return subprocess.Popen([sys.executable, "-m", "fileflow.worker", "--pool", ctx["pool"], "--children", "1",
-                             "--grace", str(grace)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                             "--grace", str(grace), "--limit", str(limit)], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
 
 
 def _submit(ctx, seconds: float, label: str):
@@ -124,6 +125,34 @@ def test_sigterm_finishes_the_step_in_progress_and_takes_no_new_one(sleepy_pool)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
+
+
+def test_a_worker_with_a_large_limit_claims_a_few_runs_at_a_time(sleepy_pool):
+    """A worker allowed 24 runs finds 24 waiting: it claims (sets Pending) at most CLAIM_BATCH of
+    them before those have started, so no claimed run waits behind a long queue of claims (the
+    stranded-Pending automation crashes a run Pending too long). All 24 run."""
+    from fileflow.worker import CLAIM_BATCH
+
+    ctx = sleepy_pool
+    runs = [_submit(ctx, seconds=0, label=f"batch-{i}") for i in range(24)]
+    worker = _start_worker(ctx, grace=5, limit=24)
+    try:
+        for run in runs:
+            assert _wait_state(ctx, run.id, {"COMPLETED", "FAILED", "CRASHED"}, timeout_s=240) == "COMPLETED"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+
+    async def histories(client):
+        return [await client.read_flow_run_states(run.id) for run in runs]
+
+    claimed = []  # (Pending, Running) of every run, by the server's state timestamps
+    for states in _client_call(ctx["api"], histories):
+        pending = min(st.timestamp for st in states if st.type.value == "PENDING")
+        running = min(st.timestamp for st in states if st.type.value == "RUNNING")
+        claimed.append((pending, running))
+    most = max(sum(p <= at < r for p, r in claimed) for at, _ in claimed)
+    assert 1 <= most <= CLAIM_BATCH, sorted(claimed)
 
 
 def _health(port: int) -> int | None:

@@ -63,6 +63,15 @@ logger = logging.getLogger("fileflow.worker")
 
 STEP_FLOW = "converter-step"
 DEFAULT_FALLBACK_POLL_S = 10.0
+#: runs claimed per poll. Prefect's worker sets each claimed run Pending, then starts them all at
+#: once, each with about six API calls before it runs; a mediator with a large limit claimed 200
+#: in one poll, which on a saturated server stayed Pending for over two minutes, so the
+#: stranded-Pending automation crashed runs that were about to start (a 1,000-file burst, bench/
+#: analysis.md). Claiming a few at a time, the next few once these have started, keeps a
+#: claimed run's wait short whatever the limit
+CLAIM_BATCH = 8
+#: longest wait for a claimed batch to start before the next claim (an API outage mid-submission)
+CLAIM_WAIT_S = 60.0
 
 
 class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
@@ -159,12 +168,27 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
             return []
         return await super().get_and_submit_flow_runs()
 
+    async def _get_scheduled_flow_runs(self):
+        runs = await super()._get_scheduled_flow_runs()
+        free = self.limiter.available_tokens if self._limiter else len(runs)
+        if len(runs) > CLAIM_BATCH and free > CLAIM_BATCH:
+            self._wake.set()  # more are waiting: claim again once this batch has started
+        return runs[:CLAIM_BATCH]
+
+    async def _claimed_started(self) -> None:
+        """Until every run claimed by the last poll has been handed to ``run`` (Prefect drops it
+        from ``_submitting_flow_run_ids`` then), at most ``CLAIM_WAIT_S``."""
+        deadline = asyncio.get_running_loop().time() + CLAIM_WAIT_S
+        while self._submitting_flow_run_ids and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
     # -- the loops --------------------------------------------------------------------------
     async def _poll_loop(self) -> None:
         while not self.draining:
             self._wake.clear()
             try:
                 await self.get_and_submit_flow_runs()
+                await self._claimed_started()
             except Exception as exc:  # the API is down or restarting: keep trying
                 logger.warning("polling %s failed: %s", self._work_pool_name, exc)
                 await asyncio.sleep(1)
