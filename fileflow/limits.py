@@ -161,16 +161,28 @@ class Steering:
     def __init__(self, refresh_s: float = REFRESH_S) -> None:
         self.refresh_s = refresh_s
         self._snap = _Snapshot()
+        self._refreshing: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
 
     async def snapshot(self, *, fresh: bool = False) -> _Snapshot:
-        # no lock: the runtime outlives event loops, and two concurrent refreshes are harmless
-        if fresh or time.monotonic() - self._snap.taken >= self.refresh_s:
-            try:
-                self._snap = await _read_snapshot()
-            except Exception as exc:  # the API hiccuped: keep steering by the last snapshot
-                log.warning("could not read fileflow's limits from Prefect (%s); using the last known ones", exc)
-                self._snap.taken = time.monotonic()
+        if fresh:
+            await self._refresh()
+        elif time.monotonic() - self._snap.taken >= self.refresh_s:
+            # one read for every step that finds the snapshot stale: 300 steps held by a paused
+            # converter, waking each second, made up to 300 reads a second of the saturated
+            # server. Shared per event loop, since the runtime outlives loops (embedded batches)
+            loop = asyncio.get_running_loop()
+            current = self._refreshing
+            if current is None or current[0] is not loop or current[1].done():
+                current = self._refreshing = (loop, loop.create_task(self._refresh()))
+            await asyncio.shield(current[1])
         return self._snap
+
+    async def _refresh(self) -> None:
+        try:
+            self._snap = await _read_snapshot()
+        except Exception as exc:  # the API hiccuped: keep steering by the last snapshot
+            log.warning("could not read fileflow's limits from Prefect (%s); using the last known ones", exc)
+            self._snap.taken = time.monotonic()
 
     async def _wait(self, blocked: Callable[[_Snapshot], str | None], on_wait: Callable[[str], None] | None) -> None:
         reported = None

@@ -180,6 +180,22 @@ async def _stage_of(tracker: Tracker, label: str, want: str, timeout_s: float = 
     raise AssertionError(f"{label} never reached stage {want!r}: {tracker.snapshot()['in_flight']}")
 
 
+def test_steps_finding_a_stale_snapshot_at_once_share_one_read(prefect_server):
+    """Hundreds of steps held by a paused converter wake together: one read of Prefect serves
+    them all (each read is several API calls), and the next stale moment reads again."""
+    steering = limits.Steering(refresh_s=0.2)
+
+    async def wake(n: int):
+        return await asyncio.gather(*(steering.snapshot() for _ in range(n)))
+
+    first = asyncio.run(wake(200))
+    assert len({id(snap) for snap in first}) == 1
+    time.sleep(0.3)
+    second = asyncio.run(wake(200))  # a new event loop, as the embedded runtime outlives its loops
+    assert len({id(snap) for snap in second}) == 1 and second[0] is not first[0]
+    assert second[0].taken > first[0].taken
+
+
 def test_local_step_waits_while_paused_or_at_limit_zero_and_runs_when_released(prefect_server, tmp_path):
     """Local placement has no work pool to hold it: the mediator reads the pause itself."""
     from prefect.client.orchestration import get_client
