@@ -81,3 +81,28 @@ def run(work: Path, stack, *, n: int, timeout_s: float = 600) -> dict:
         summary[kind]["missing"] = sum(t is None for t in times)
         summary[kind]["manifest"] = stats([r["manifest_s"] for r in raw if r["kind"] == kind])
     return summary
+
+
+def main() -> None:
+    """Standalone: ``fileflow up`` on a fresh PostgreSQL database (the stack's own placement),
+    then ``--n`` uploads of each kind; ``make bench`` runs the same on its shared stack."""
+    import argparse
+    import json
+
+    from common import stack
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", type=Path, default=Path(".bench/first-preview"))
+    parser.add_argument("--n", type=int, default=5, help="uploads of each kind")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    with stack(work / "home", workers=1, db_name="bench_first_preview", storage=work / "storage") as s:
+        figures = run(work, s, n=args.n)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in figures.items() if k != "raw"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -119,9 +119,9 @@ def markdown(r: dict) -> str:
             "`language`, i.e. three pool steps whose converter work is milliseconds (column 'converter ms/step'). "
             "Steady state = completions between 20 % and 80 % of the batch.",
             "",
-            "Placement `pool` runs all three on their pools (`fileflow up`'s default); `light-local` runs them in the "
-            "mediator's warm child processes (`FILEFLOW_PLACEMENT`, the design's placement of light steps), leaving "
-            "the router and the `text` subflow as the file's only flow runs.",
+            "Placement `pool` runs all three on their pools (`FILEFLOW_PLACEMENT='{}'`); `light-local` runs them in the "
+            "mediator's warm child processes (the design's placement of light steps and `fileflow up`'s default), "
+            "leaving the router and the `text` subflow as the file's only flow runs.",
             "",
             "| mediator, placement | workers per pool | files in / manifests out | steady files/h | whole batch files/h | converter ms/step, median "
             "| CPU s per file: server / mediator / converter workers / submitter | goal 20,000/h |",
@@ -180,7 +180,9 @@ def markdown(r: dict) -> str:
         out += [
             "## 4. Upload to first preview (distributed stack, one upload at a time)",
             "",
-            "From before `fileflow submit`'s call to the first `preview-*.jpg` in storage (`bench/first_preview.py`).",
+            "From before `fileflow submit`'s call to the first `preview-*.jpg` in storage (`bench/first_preview.py`), "
+            "on `fileflow up`'s placement: `inspect`, `image_renditions`, `pdf_preview`, `video_probe` and "
+            "`video_poster` in the mediator's warm children, `office_pdf` and `video_transcode` on their pools.",
             "",
             "| file | first preview median s | p95 s | min-max s | manifest median s | n | goal |",
             "|---|---|---|---|---|---|---|",
@@ -208,8 +210,10 @@ def markdown(r: dict) -> str:
             where = f"{kind} mediator, {w} worker(s) per pool"
             out.append(f"| server, {where} | {mm['server']['peak_tree_rss_mib']} | PostgreSQL itself not counted |")
             med = mm["worker-mediator"]
-            how = ("one warm process (and its keeper) for every file in flight (limit 32)" if kind == "warm"
-                   else "a supervisor and an engine process per file in flight (limit 8)")
+            limit = x.get("in_flight_limit") or 32
+            how = (f"one warm process (and its keeper) for every file in flight (limit {limit}"
+                   + (f", peak {x['routers_running_peak']} router runs Running at once" if x.get("in_flight_limit") else "")
+                   + ")" if kind == "warm" else "a supervisor and an engine process per file in flight (limit 8)")
             out.append(f"| distributed mediator: worker + its flow-run processes, {where} | "
                        f"{med['peak_tree_rss_mib']} | {how}, largest "
                        f"{med['peak_process_rss_mib']}; {med['processes_seen']} processes seen |")

@@ -131,8 +131,11 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
 def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None,
              profile_s: int, idle_s: float, mediator: str, in_flight: int | None = None) -> dict:
     """``in_flight``: the warm mediator takes up to that many files at once (``--mediator-limit``)
-    and the active-files limit is raised to it (``fileflow limits set``, as an operator would), so
-    one mediator process holds that many files; the peak of router runs Running is sampled."""
+    and the active-files limit is raised to it (``fileflow limits set``, as an operator would).
+    Files finish about as fast as the server starts them, so to have one mediator process hold
+    that many the converter ``language`` (a text file's last step) is paused, as an operator
+    does in an incident, until that many router runs are Running (or ``HOLD_S`` passed), then
+    resumed; the peak of router runs Running is sampled."""
     from blocks.storage import StorageConfig, Store
     from fileflow.submit import submit
 
@@ -147,9 +150,11 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
                                     capture_output=True, text=True, timeout=120)
             if raised.returncode != 0:
                 raise RuntimeError(f"fileflow limits set active-files {in_flight}: {raised.stderr[-500:]}")
+            steer(s.api_url, "pause", HELD)
         store = Store(StorageConfig(kind="local", basepath=str(storage.resolve())))
         series: list[tuple[float, int]] = []
         running: list[int] = []
+        held: dict = {}
         done = threading.Event()
         # the idle stack's own cost first: polls, heartbeats, event streams, with no work at all
         with StackSampler(s.processes) as idle:
@@ -158,12 +163,22 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
         with StackSampler(s.processes) as sampler:
             self_cpu = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
+            held_since = [started if in_flight else None]
 
             def watch() -> None:
                 while not done.is_set():
                     series.append((time.perf_counter() - started, count_manifests(storage)))
                     if in_flight and len(series) % 4 == 1:  # every 2 s: router runs Running now
                         running.append(routers_running(s.api_url))
+                        now = time.perf_counter()
+                        if running[-1] > held.get("best", (-1, 0))[0]:
+                            held["best"] = (running[-1], now)
+                        reason = ("reached" if running[-1] >= in_flight else "longest hold" if now - started > HOLD_S
+                                  else "plateau" if now - held["best"][1] > PLATEAU_S else None)
+                        if held_since[0] is not None and reason:
+                            held.update(peak=max(running), held_s=round(now - held_since[0], 1), resumed=reason)
+                            held_since[0] = None
+                            steer(s.api_url, "resume", HELD)
                     if series[-1][1] >= files or series[-1][0] > timeout_s:
                         break
                     time.sleep(0.5)
@@ -201,10 +216,26 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
         if steps else None,
         "idle_cpu_s_per_s": idle_cpu, "cpu_s": cpu, "cpu_s_per_file": {k: round(v / max(files, 1), 3) for k, v in cpu.items()},
         "memory": sampler.memory_mib(),
-        **({"in_flight_limit": in_flight, "routers_running_peak": max(running, default=0)} if in_flight else {}),
+        **({"in_flight_limit": in_flight, "routers_running_peak": max(running, default=0),
+            "held": {"converter": HELD, **{k: v for k, v in held.items() if k != "best"}}} if in_flight else {}),
         "profile": {role: summarise_profile(path) for role, path, _ in profiles},
         "series": [(round(t, 1), c) for t, c in series],
     }
+
+
+#: the converter paused while the mediator fills up (``in_flight``), the longest pause, and how
+#: long the count of held files may stay below its peak before the pause ends anyway (the
+#: server saturates: the held runs' own heartbeats and polls take what starting more needs)
+HELD, HOLD_S, PLATEAU_S = "language", 1800.0, 180.0
+
+
+def steer(api_url: str, verb: str, converter: str) -> None:
+    """``fileflow limits pause|resume <converter>``, as an operator runs it."""
+    done = subprocess.run([str(Path(sys.executable).parent / "fileflow"), "limits", verb, converter],
+                          env={**os.environ, "PREFECT_API_URL": api_url}, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"fileflow limits {verb} {converter}: {done.stderr[-500:]}")
+    print(f"    {verb}d {converter}", flush=True, file=sys.stderr)
 
 
 def routers_running(api_url: str) -> int:
