@@ -74,7 +74,10 @@ def run(work: Path, stack, *, n: int, timeout_s: float = 600) -> dict:
         return out
 
     raw = asyncio.run(go())
-    summary = {"n": n, "raw": raw}
+    import json
+
+    placement = json.loads(stack.env().get("FILEFLOW_PLACEMENT") or "{}")
+    summary = {"n": n, "local_steps": sorted(c for c, where in placement.items() if where == "local"), "raw": raw}
     for kind in kinds:
         times = [r["first_preview_s"] for r in raw if r["kind"] == kind]
         summary[kind] = stats([t for t in times if t is not None])

@@ -180,9 +180,10 @@ def markdown(r: dict) -> str:
         out += [
             "## 4. Upload to first preview (distributed stack, one upload at a time)",
             "",
-            "From before `fileflow submit`'s call to the first `preview-*.jpg` in storage (`bench/first_preview.py`), "
-            "on `fileflow up`'s placement: `inspect`, `image_renditions`, `pdf_preview`, `video_probe` and "
-            "`video_poster` in the mediator's warm children, `office_pdf` and `video_transcode` on their pools.",
+            "From before `fileflow submit`'s call to the first `preview-*.jpg` in storage (`bench/first_preview.py`); "
+            + (f"steps in the mediator's warm children: {', '.join(f'`{c}`' for c in pv['local_steps'])}, the others "
+               "on their pools." if pv.get("local_steps") else
+               "every step on its pool (`fileflow up`'s default when this ran)."),
             "",
             "| file | first preview median s | p95 s | min-max s | manifest median s | n | goal |",
             "|---|---|---|---|---|---|---|",
