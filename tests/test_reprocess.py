@@ -285,13 +285,17 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
                 flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])))
         return {r.parameters["label"]: r for r in found if r.parameters.get("label", "").startswith("prio-")}
 
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "1"],
-                              env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    worker = None
 
     async def scenario():
+        nonlocal worker
         bulk = [asyncio.create_task(step(f"prio-bulk-{i}.txt", REPROCESS_QUEUE)) for i in range(5)]
         deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and len(await runs()) < len(bulk):  # all five queued first:
+            await asyncio.sleep(0.2)  # a worker already polling finished two before the fifth existed (CI)
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit",
+                                   "1"], env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
         while time.monotonic() < deadline:  # the reprocessing is under way: one of its steps runs
             states = {n: r.state.type.value for n, r in (await runs()).items()}
             if len(states) == len(bulk) and "RUNNING" in states.values():
@@ -312,8 +316,9 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
         assert found["prio-upload.txt"].work_queue_name == "default"
         assert {found[n].work_queue_name for n in waiting} == {REPROCESS_QUEUE}
     finally:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(30)
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(30)
         asyncio.run(_cancel_unfinished(asyncio.run(runs()).values()))  # leave the shared pool empty
 
 
