@@ -32,7 +32,7 @@ from typing import Any, Iterator
 
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.context import FlowRunContext, TaskRunContext
+from prefect.context import FlowRunContext, TagsContext, TaskRunContext
 from pydantic import BaseModel
 
 import converters
@@ -221,6 +221,11 @@ def _retry_if_transient(task, task_run, state) -> bool:
     return isinstance(state.data, BaseException) and is_transient(state.data)
 
 
+#: every step task run's task key starts so (Prefect's key is the function's name and a hash
+#: of its code): how ``fileflow status`` tells steps from the task runs that stand for subflows
+STEP_TASK_KEY_PREFIX = "_run_step-"
+
+
 @task(name="step")
 async def _run_step(
     converter: str, file_id: str, token: str, label: str, cache_key: str, source: Source, options: dict
@@ -288,7 +293,6 @@ async def step_task(converter: str, rt: Runtime, cache_key: str):
         persist_result=True,
         result_storage=await rt.results_block(),
         result_serializer="json",
-        tags=[f"converter:{converter}"],
     )
 
 
@@ -359,9 +363,14 @@ class Mediation:
         opts = {**self.rt.pipeline.converter_options(), "mime": self.file.mime, "depth": self.file.depth, **(options or {})}
         key = step_cache_key(converter, source, opts, self.rt.pipeline.module_of(converter))
         task = await step_task(converter, self.rt, key)
-        state = await task(
-            converter, self.file.file_id, self.file.token, self.file.name, key, source, opts, return_state=True
-        )
+        # untagged: Prefect's engine asks the server for a concurrency slot of every tag a task
+        # run carries (a write transaction each, limit or not); on the embedded SQLite database
+        # those writes met others, and every "database is locked" cost a 2 s client retry. The
+        # step is found by its name (the converter) and task key; its flow runs keep the tags
+        with TagsContext(current_tags=set()):
+            state = await task(
+                converter, self.file.file_id, self.file.token, self.file.name, key, source, opts, return_state=True
+            )
         if state.is_completed():
             result = await state.aresult()
             result["cache_key"] = key

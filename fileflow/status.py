@@ -4,7 +4,7 @@ What is read, with one client (the embedded default's ephemeral server, or ``PRE
 
 - **in flight**: flow runs in state type Running or Pending. A router run (``process-file``)
   is one file; the kind flow run under it (tagged ``kind:<kind>``, linked through its parent
-  task run) gives the file's kind; the step task runs (tagged ``converter:<name>``, named after
+  task run) gives the file's kind; the step task runs (task key ``_run_step-...``, named after
   the converter) that are Running, Pending or waiting for a retry give its stage. A router
   without a kind run yet is at ``inspect``/``routing``; an archive with no step running is
   waiting for its ``members`` (each member is a file in flight of its own).
@@ -24,6 +24,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fileflow.events import COMPLETED, FAILED
+
+#: the task key of a step task run begins with this (fileflow.mediator.STEP_TASK_KEY_PREFIX,
+#: repeated here so that ``fileflow status`` does not import the mediator)
+STEP_TASK_KEY_PREFIX = "_run_step-"
 
 ROUTER_FLOW = "process-file"
 STEP_FLOW = "converter-step"
@@ -85,7 +89,7 @@ async def in_flight(client, now: datetime) -> list[dict[str, Any]]:
     )
     stage_of: dict[Any, list[str]] = {}
     for t in steps:
-        if any(tag.startswith("converter:") for tag in t.tags):
+        if (t.task_key or "").startswith(STEP_TASK_KEY_PREFIX):
             retry = " (retry)" if t.state and t.state.type == StateType.SCHEDULED else ""
             stage_of.setdefault(t.flow_run_id, []).append(t.name + retry)
     # kind run -> its router: through the task run that stands for the subflow in the router

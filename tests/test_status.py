@@ -203,3 +203,38 @@ def test_cli_show_and_status(shown_batch, prefect_server):
     assert {"in_flight", "pools", "oldest_waiting", "finished"} <= set(json.loads(status.stdout))
     table = subprocess.run([str(FILEFLOW), "status"], env=env, capture_output=True, text=True, timeout=120)
     assert table.returncode == 0 and "in flight" in table.stdout and "completed" in table.stdout
+
+
+def test_step_task_runs_are_untagged_and_found_by_their_task_key(prefect_server, tmp_path):
+    """Prefect's engine takes a concurrency slot for every tag of a task run (one write each on
+    the server); the steps carry none, so none is taken, while the file's flow runs keep the
+    batch and kind tags that operators filter on. Status finds steps by their task key."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags, TaskRunFilter, TaskRunFilterFlowRunId
+
+    from fileflow.mediator import STEP_TASK_KEY_PREFIX, _run_step
+    from fileflow.status import STEP_TASK_KEY_PREFIX as STATUS_PREFIX
+
+    assert STATUS_PREFIX == STEP_TASK_KEY_PREFIX and _run_step.task_key.startswith(STEP_TASK_KEY_PREFIX)
+    sample = tmp_path / "untagged-steps.txt"
+    sample.write_text("Each step of this file runs as a task run without tags of its own. " * 3)
+    (manifest,) = asyncio.run(run_batch([sample], SETTINGS, StorageConfig(basepath=str(tmp_path / "out")),
+                                        batch_id="untagged-steps"))
+    assert manifest["status"] == "completed", manifest
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["batch:untagged-steps"])))
+            tasks = await client.read_task_runs(task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs])))
+            return runs, tasks
+
+    runs, tasks = asyncio.run(read())
+    assert sorted(r.name for r in runs) == [f"file:{sample.name}", f"text:{sample.name}"]
+    assert "kind:text" in next(r for r in runs if r.name.startswith("text:")).tags
+    steps = [t for t in tasks if t.task_key.startswith(STEP_TASK_KEY_PREFIX)]
+    assert sorted(t.name for t in steps) == ["inspect", "language", "text_extract"]
+    assert all(t.tags == [] for t in steps), [(t.name, t.tags) for t in steps]
+    assert all(not t.task_key.startswith(STEP_TASK_KEY_PREFIX) for t in tasks if t not in steps)
+    assert len(tasks) == len(steps) + 1  # and the task run that stands for the kind flow
