@@ -165,13 +165,27 @@ def up(
     out: Annotated[Path, typer.Option(help="local storage folder shared by every worker")] = Path("fileflow-out"),
     exporter_port: Annotated[int, typer.Option(help="port of the pending-work exporter")] = 9464,
     home: Annotated[Path, typer.Option(help="state and logs of the stack")] = DEFAULT_HOME,
+    redis: Annotated[
+        Optional[str],
+        typer.Option(envvar="FILEFLOW_REDIS_URL",
+                     help="redis://host:port/db, a Redis database of this stack's own: the server's events, "
+                          "leases and background tasks go there instead of its memory"),
+    ] = None,
+    server_workers: Annotated[
+        int, typer.Option(help="API processes of the Prefect server (above 1 needs --database and --redis)")
+    ] = 1,
 ) -> None:
     """Start the distributed stack on this machine: server, deployments, workers, exporter."""
     from fileflow.stack import Stack
 
     stack = Stack(home=home.resolve(), port=port, workers_per_pool=workers, database_url=database,
                   storage_path=out, exporter_port=exporter_port, worker_type=worker_type,
-                  mediator_type=mediator_type, mediator_limit=mediator_limit)
+                  mediator_type=mediator_type, mediator_limit=mediator_limit, redis_url=redis,
+                  server_workers=server_workers)
+    for problem in stack.problems():
+        console.print(f"[red]{problem}[/red]")
+    if stack.problems():
+        raise typer.Exit(2)
     for option, value in (("--worker-type", worker_type), ("--mediator-type", mediator_type)):
         if value not in ("warm", "process"):
             console.print(f"[red]{option} must be 'warm' or 'process', not {value!r}[/red]")
@@ -213,6 +227,11 @@ def restart_server(
         typer.Option(envvar="PREFECT_API_DATABASE_CONNECTION_URL",
                      help="the stack's PostgreSQL URL, if it has a password (stack.json records none)"),
     ] = None,
+    redis: Annotated[
+        Optional[str],
+        typer.Option(envvar="FILEFLOW_REDIS_URL",
+                     help="the stack's Redis URL, if it has a password (stack.json records none)"),
+    ] = None,
 ) -> None:
     """Restart the Prefect server of `fileflow up` on the same port and database; the rest keeps running."""
     from fileflow.stack import Stack
@@ -221,7 +240,7 @@ def restart_server(
         console.print(f"[red]no stack recorded in {home}[/red]")
         raise typer.Exit(2)
     try:
-        stack = Stack.recorded(home.resolve(), database_url=database)
+        stack = Stack.recorded(home.resolve(), database_url=database, redis_url=redis)
         stack.restart_server()
     except RuntimeError as exc:
         console.print(f"[red]{exc}[/red]")

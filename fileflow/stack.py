@@ -4,7 +4,10 @@ Started, each in a session of its own with its log under ``<home>/logs/``:
 
 - a Prefect server (PostgreSQL when ``PREFECT_API_DATABASE_CONNECTION_URL`` or ``--database``
   says so, SQLite under ``<home>`` otherwise), then the work pools and deployments
-  (:mod:`deployments.setup`);
+  (:mod:`deployments.setup`). With ``--redis`` its events, messaging caches, concurrency leases
+  and background tasks live in Redis (``prefect-redis``) instead of the server's memory, and
+  with ``--server-workers N`` (PostgreSQL and Redis) the API is N processes and the loop
+  services (scheduler, triggers, event persister ...) one more, as Prefect's scaling guide does;
 - a warm LibreOffice (unoserver) shared by the office workers;
 - one mediator worker (pool ``fileflow-mediator``): a warm worker (:mod:`fileflow.worker`) that
   runs up to ``mediator_limit`` files' flows in its own process, or with
@@ -74,6 +77,20 @@ def client_tls_env(api_url: str, environ: dict[str, str]) -> dict[str, str]:
     return {}
 
 
+#: Prefect's settings that move the server's messaging, event ordering, concurrency leases and
+#: background tasks (docket) from one process's memory to Redis: what several API processes need
+#: to share, and what lets leases and unprocessed events outlive a server restart
+def redis_env(url: str) -> dict[str, str]:
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_URL": url,
+        "PREFECT_SERVER_DOCKET_URL": url,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,7 +108,27 @@ class Stack:
     storage_path: Path | None = None
     exporter_port: int = 9464
     worker_type: str = "warm"
+    #: API processes of the Prefect server; more than one needs PostgreSQL and ``redis_url``
+    server_workers: int = 1
+    #: a Redis database of this stack's own (``redis://host:6379/N``) for the server's messaging
+    redis_url: str | None = None
     processes: dict[str, int] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """What makes this configuration impossible, in words for the operator."""
+        found = []
+        if self.server_workers < 1:
+            found.append(f"--server-workers must be at least 1, not {self.server_workers}")
+        if self.server_workers > 1:
+            if not (self.database_url or "").startswith("postgresql"):
+                found.append("--server-workers above 1 needs PostgreSQL (--database): SQLite cannot be shared "
+                             "by several API processes")
+            if not self.redis_url:
+                found.append("--server-workers above 1 needs --redis: the API processes share events, "
+                             "leases and background tasks through it")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            found.append(f"--redis must be a redis:// or rediss:// URL, not {self.redis_url!r}")
+        return found
 
     @property
     def api_url(self) -> str:
@@ -132,7 +169,8 @@ class Stack:
     def _save(self) -> None:
         state = {"api_url": self.api_url, "port": self.port, "exporter_port": self.exporter_port,
                  "storage_path": str(self.storage_path.resolve()) if self.storage_path else None,
-                 "database": _without_password(self.database_url), "processes": self.processes}
+                 "database": _without_password(self.database_url), "server_workers": self.server_workers,
+                 "redis": _without_password(self.redis_url), "processes": self.processes}
         self.state_file.write_text(json.dumps(state, indent=2))
 
     def _wait_http(self, url: str, timeout: float, what: str) -> None:
@@ -146,15 +184,45 @@ class Stack:
                 time.sleep(0.3)
         raise RuntimeError(f"{what} did not answer at {url} within {timeout:g} s; see {self.home / 'logs'}")
 
+    def _check_redis(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=5)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise RuntimeError(f"Redis at {_without_password(self.redis_url)} does not answer: {exc}") from None
+        finally:
+            client.close()
+
     def _start_server(self, env: dict[str, str]) -> None:
         server_env = dict(env)
         if self.database_url:
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
+        if self.redis_url:
+            server_env.update(redis_env(self.redis_url))
         # the UI's own API address: Prefect's default is port 4200 whatever --port says
         server_env.setdefault("PREFECT_UI_API_URL", self.api_url)
+        if self.server_workers > 1:
+            # each API process would migrate the database and register block types as it starts,
+            # and on a new database two at once collide: done once here, then switched off
+            prepared = subprocess.run([sys.executable, "-m", "fileflow.serverdb"], env=server_env,
+                                      capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+            (self.home / "logs" / "serverdb.log").write_text(prepared.stdout + prepared.stderr)
+            if prepared.returncode != 0:
+                raise RuntimeError(f"preparing the Prefect database failed: {prepared.stderr[-2000:]}")
+            server_env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] = "false"
+            server_env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
+        # with several API processes Prefect runs none of the loop services in them: they get a
+        # process of their own (started once; an API restart leaves it running)
         self._start("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(self.port), "--log-level", "WARNING"], server_env)
+                               "--port", str(self.port), "--log-level", "WARNING",
+                               "--workers", str(self.server_workers)], server_env)
         self._wait_http(f"{self.api_url}/health", 120, "the Prefect server")
+        services = self.processes.get("server-services")
+        if self.server_workers > 1 and (services is None or not _group_alive(services)):
+            self._start("server-services", [sys.executable, "-m", "prefect", "server", "services", "start"],
+                        server_env)
 
     def restart_server(self, grace_s: float = 15.0) -> None:
         """Stop the recorded Prefect server and start it again on the same port and database.
@@ -162,6 +230,9 @@ class Stack:
         What an operator does for an upgrade or after a fault; the workers, mediators and
         clients ride it out (Prefect's client retries, ``PREFECT_CLIENT_MAX_RETRIES`` below).
         """
+        for what, url, option in (("database", self.database_url, "--database"), ("Redis", self.redis_url, "--redis")):
+            if url and MASK in url:
+                raise RuntimeError(f"the stack's {what} ({url}) needs its password: pass {option}")
         pid = self.processes.get("server")
         if pid is not None:
             _signal_group(pid, signal.SIGTERM)
@@ -176,11 +247,17 @@ class Stack:
     def up(self, progress=print) -> None:
         if self.state_file.exists():
             raise RuntimeError(f"a stack is already recorded in {self.state_file}; run `fileflow down` first")
+        problems = self.problems()
+        if problems:
+            raise RuntimeError("; ".join(problems))
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         env = self.env()
         python = sys.executable
+        if self.redis_url:
+            self._check_redis()
         try:
-            progress(f"starting the Prefect server on port {self.port}")
+            workers = f" ({self.server_workers} API processes)" if self.server_workers > 1 else ""
+            progress(f"starting the Prefect server on port {self.port}{workers}")
             self._start_server(env)
             progress("creating work pools and deployments")
             setup = subprocess.run([python, "-m", "deployments.setup"], env=env, capture_output=True, text=True,
@@ -243,25 +320,22 @@ class Stack:
         return killed
 
     @classmethod
-    def recorded(cls, home: Path, database_url: str | None = None) -> "Stack":
-        """The stack recorded under ``home``; ``database_url`` where the record holds it
-        without its password (to restart its server)."""
+    def recorded(cls, home: Path, database_url: str | None = None, redis_url: str | None = None) -> "Stack":
+        """The stack recorded under ``home``. The record holds the database and Redis URLs without
+        their password: ``database_url`` and ``redis_url`` give them back (to restart its server)."""
         state = json.loads((home / "stack.json").read_text())
         storage = Path(state["storage_path"]) if state.get("storage_path") else None
-        recorded_db = state.get("database")
-        if recorded_db and not database_url:
-            if MASK in recorded_db:
-                raise RuntimeError(f"the stack's database ({recorded_db}) needs its password: pass --database")
-            database_url = recorded_db
         return cls(home=home, port=state["port"], exporter_port=state["exporter_port"],
-                   storage_path=storage, database_url=database_url, processes=state["processes"])
+                   storage_path=storage, database_url=database_url or state.get("database"),
+                   redis_url=redis_url or state.get("redis"), server_workers=state.get("server_workers", 1),
+                   processes=state["processes"])
 
 
 MASK = "***"
 
 
 def _without_password(url: str | None) -> str | None:
-    """A database URL as recorded in stack.json: never with its password."""
+    """A database or Redis URL as recorded in stack.json: never with its password."""
     if not url:
         return url
     from urllib.parse import urlsplit, urlunsplit

@@ -99,3 +99,27 @@ def postgres_url():
         _service_missing("PostgreSQL at 127.0.0.1:5432", str(exc))
     yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+#: the Redis database the tests own: emptied before and after use (a stack's Prefect server
+#: keeps its event streams and leases there, and must not read another stack's)
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def redis_url():
+    """The tests' Redis database on 127.0.0.1:6379, empty; emptied again after the test."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        _service_missing("Redis at 127.0.0.1:6379", str(exc))
+    client.flushdb()
+    try:
+        yield REDIS_TEST_URL
+    finally:
+        client.flushdb()
+        client.close()
