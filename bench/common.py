@@ -223,8 +223,10 @@ PG = ["-h", "127.0.0.1", "-U", "postgres"]
 
 @contextlib.contextmanager
 def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: int | None = None,
-          mediator: str = "warm", mediator_limit: int = 32) -> Iterator:
-    """``fileflow up`` on a fresh PostgreSQL database; everything stopped and dropped after.
+          mediator: str = "warm", mediator_limit: int = 32, server_workers: int = 1,
+          redis_url: str | None = None) -> Iterator:
+    """``fileflow up`` on a fresh PostgreSQL database (and, with ``redis_url``, an emptied Redis
+    database); everything stopped and dropped after.
 
     Inside, this process talks to the stack's API (Prefect's temporary settings)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -235,9 +237,18 @@ def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: in
     subprocess.run(["createdb", *PG, db_name], check=True, capture_output=True)
     home.mkdir(parents=True, exist_ok=True)
     (home / "stack.json").unlink(missing_ok=True)
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.flushdb()  # a new stack must not read an old one's event streams
+        finally:
+            client.close()
     s = Stack(home=home.resolve(), port=port or free_port(), workers_per_pool=workers,
               database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}", storage_path=storage,
-              exporter_port=free_port(), mediator_type=mediator, mediator_limit=mediator_limit)
+              exporter_port=free_port(), mediator_type=mediator, mediator_limit=mediator_limit,
+              server_workers=server_workers, redis_url=redis_url)
     os.environ["FILEFLOW_STORAGE_PATH"] = str(storage.resolve())
     try:
         s.up(progress=lambda msg: print(f"  stack: {msg}", flush=True, file=sys.stderr))

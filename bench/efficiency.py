@@ -7,6 +7,8 @@ nothing is a cache hit) is processed three ways, in an order that rotates every 
 - ``direct``: ``bench/direct.py``, the same converter functions in a process pool of the same
   size as the mediator's child pool, no orchestration (the baseline);
 - ``embedded``: ``fileflow process`` (Prefect on SQLite, child processes here);
+- ``embedded-postgres`` (``postgres=True``): the same on a fresh PostgreSQL database
+  (``PREFECT_API_DATABASE_CONNECTION_URL``): what SQLite's "database is locked" answers cost;
 - ``distributed``: ``fileflow submit`` of every file to a running stack (PostgreSQL, one warm
   worker), timed until every router run is final.
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MIX, ROOT, StackSampler, make_files, stats
+from common import MIX, PG, ROOT, StackSampler, make_files, stats
 
 
 def _children_cpu() -> float:
@@ -53,11 +55,14 @@ def run_direct(corpus: Path, out: Path, work: Path) -> dict:
     return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 2), "exit": code}
 
 
-def run_embedded(corpus: Path, out: Path, work: Path) -> dict:
+def run_embedded(corpus: Path, out: Path, work: Path, database_url: str | None = None) -> dict:
     env = {**os.environ, "PREFECT_HOME": str(work / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     wall, cpu, code = _timed([str(Path(sys.executable).parent / "fileflow"), "process", str(corpus), "--out", str(out)],
-                             env, work / "embedded.log")
+                             env, work / ("embedded-postgres.log" if database_url else "embedded.log"))
     manifests = list((out / "manifests").glob("*.json"))
     failed = sum(json.loads(p.read_text())["status"] != "completed" for p in manifests)
     return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 2), "exit": code, "manifests": len(manifests),
@@ -84,15 +89,34 @@ def run_distributed(corpus: Path, stack) -> dict:
             "failed": sum(m["status"] != "completed" for m in manifests)}
 
 
-def run(work: Path, *, rounds: int, scale: int, stack=None) -> dict:
-    """``rounds`` rounds at ``scale`` times the mix; ``stack`` adds the distributed way."""
+PG_DATABASE = "bench_efficiency_embedded"
+
+
+def run(work: Path, *, rounds: int, scale: int, stack=None, postgres: bool = False) -> dict:
+    """``rounds`` rounds at ``scale`` times the mix; ``stack`` adds the distributed way,
+    ``postgres`` the embedded way on PostgreSQL (a fresh database, dropped after)."""
     work.mkdir(parents=True, exist_ok=True)
     counts = {k: v * scale for k, v in MIX.items()}
     per_round = sum(counts.values())
+    pg_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DATABASE}" if postgres else None
+    if postgres:
+        subprocess.run(["dropdb", *PG, "--if-exists", PG_DATABASE], check=True, capture_output=True)
+        subprocess.run(["createdb", *PG, PG_DATABASE], check=True, capture_output=True)
+    try:
+        return _run(work, rounds, counts, per_round, stack, pg_url)
+    finally:
+        if postgres:
+            subprocess.run(["dropdb", *PG, "--if-exists", PG_DATABASE], capture_output=True)
+
+
+def _run(work: Path, rounds: int, counts: dict, per_round: int, stack, pg_url: str | None) -> dict:
     # warm-up, not counted: Prefect's first start on a fresh PREFECT_HOME (~15 s), first imports
     warm = make_files(work / "warmup", {"text": 1}, offset=90_000)[0].parent
     run_embedded(warm, work / "warmup-out", work)
-    ways = ["direct", "embedded"] + (["distributed"] if stack is not None else [])
+    if pg_url:  # and the PostgreSQL database's migration to Prefect's schema
+        run_embedded(warm, work / "warmup-out-postgres", work, pg_url)
+    ways = (["direct", "embedded"] + (["embedded-postgres"] if pg_url else [])
+            + (["distributed"] if stack is not None else []))
     raw = []
     for r in range(rounds):
         corpus = work / f"corpus-{r}"
@@ -107,11 +131,13 @@ def run(work: Path, *, rounds: int, scale: int, stack=None) -> dict:
                 entry[way] = run_direct(corpus, out, work)
             elif way == "embedded":
                 entry[way] = run_embedded(corpus, out, work)
+            elif way == "embedded-postgres":
+                entry[way] = run_embedded(corpus, out, work, pg_url)
             else:
                 entry[way] = run_distributed(corpus, stack)
             print(f"    {way}: {entry[way]['wall_s']:.1f} s", flush=True, file=sys.stderr)
         raw.append(entry)
-    summary = {"files_per_round": per_round, "mix": counts, "rounds": rounds, "raw": raw}
+    summary = {"files_per_round": per_round, "mix": counts, "rounds": rounds, "ways": ways, "raw": raw}
     for way in ways:
         summary[f"{way}_wall_s"] = stats([e[way]["wall_s"] for e in raw])
         summary[f"{way}_cpu_s"] = stats([e[way]["cpu_s"] for e in raw])
@@ -125,8 +151,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(".bench/efficiency"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scale", type=int, default=1, help="multiplies the mix (14 files at 1)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also the embedded way on PostgreSQL at 127.0.0.1:5432 (a database of its own)")
     args = parser.parse_args()
-    print(json.dumps(run(args.work, rounds=args.rounds, scale=args.scale), indent=2))
+    print(json.dumps(run(args.work, rounds=args.rounds, scale=args.scale, postgres=args.postgres), indent=2))
 
 
 if __name__ == "__main__":

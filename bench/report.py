@@ -28,9 +28,16 @@ def _f(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def _server_cpu(cpu: dict) -> float | None:
+    """The Prefect server's CPU seconds: its API process(es) and, when apart, its loop services."""
+    if cpu.get("server") is None:
+        return None
+    return round(cpu["server"] + cpu.get("server-services", 0.0), 3)
+
+
 def _side_by_side(title: str, a: dict, b: dict) -> list[str]:
     """One paragraph comparing two throughput runs of the same report: ``a`` against ``b``."""
-    ca, cb = a["cpu_s_per_file"], b["cpu_s_per_file"]
+    ca, cb = ({**x["cpu_s_per_file"], "server": _server_cpu(x["cpu_s_per_file"])} for x in (a, b))
     cpu = ", ".join(f"{label} {ca.get(key)} against {cb.get(key)} s" for key, label in (
         ("server", "server"), ("worker-mediator", "mediator"), ("converter-workers", "converter workers")))
     return ["", f"**{title}**, same run, {a['workers_per_pool']} worker(s) per pool: whole-batch throughput "
@@ -60,13 +67,14 @@ def markdown(r: dict) -> str:
             "## 1. Efficiency: the price of the mediator",
             "",
             f"{eff['files_per_round']} files per round ({', '.join(f'{v} {k}' for k, v in eff['mix'].items())}), a fresh "
-            f"corpus each round, {eff['rounds']} rounds; the three ways in a rotating order. `direct` = the same "
-            "converter functions in a process pool of the same size, no orchestration (`bench/direct.py`).",
+            f"corpus each round, {eff['rounds']} rounds; the ways in a rotating order. `direct` = the same "
+            "converter functions in a process pool of the same size, no orchestration (`bench/direct.py`); "
+            "`embedded-postgres` = `fileflow process` with its Prefect on a PostgreSQL database instead of SQLite.",
             "",
             "| way | wall s, median | min-max | CPU s, median | ratio to direct, median | ratio min-max | goal < 1.10 |",
             "|---|---|---|---|---|---|---|",
         ]
-        for way in ("direct", "embedded", "distributed"):
+        for way in ("direct", "embedded", "embedded-postgres", "distributed"):
             if f"{way}_wall_s" not in eff:
                 continue
             w, c = eff[f"{way}_wall_s"], eff[f"{way}_cpu_s"]
@@ -74,7 +82,7 @@ def markdown(r: dict) -> str:
             out.append(f"| {way} | {_f(w['median'])} | {_f(w['min'])}-{_f(w['max'])} | {_f(c['median'])} | "
                        + (f"{ratio['median']:.2f} | {ratio['min']:.2f}-{ratio['max']:.2f} | "
                           f"{_verdict(ratio['median'], GOALS['ratio'])} |" if ratio else "1 | - | - |"))
-        bad = [(e["round"], way, e[way]) for e in eff["raw"] for way in ("embedded", "distributed")
+        bad = [(e["round"], way, e[way]) for e in eff["raw"] for way in ("embedded", "embedded-postgres", "distributed")
                if way in e and e[way].get("failed")]
         out += ["", "Every file ended with a manifest in every way." if not bad else
                 f"Files that failed: {bad}.", ""]
@@ -121,7 +129,9 @@ def markdown(r: dict) -> str:
             "",
             "Placement `pool` runs all three on their pools (`FILEFLOW_PLACEMENT='{}'`); `light-local` runs them in the "
             "mediator's warm child processes (the design's placement of light steps and `fileflow up`'s default), "
-            "leaving the router and the `text` subflow as the file's only flow runs.",
+            "leaving the router and the `text` subflow as the file's only flow runs. `light-local-2api` is `light-local` "
+            "on `fileflow up --redis ... --server-workers 2` (two API processes and one of loop services, sharing "
+            "Redis); its server CPU is theirs together, and Redis's own CPU is in the raw figures.",
             "",
             "| mediator, placement | workers per pool | files in / manifests out | steady files/h | whole batch files/h | converter ms/step, median "
             "| CPU s per file: server / mediator / converter workers / submitter | goal 20,000/h |",
@@ -131,7 +141,7 @@ def markdown(r: dict) -> str:
             c = x["cpu_s_per_file"]
             out.append(f"| {x.get('mediator', 'process')}, {x.get('placement', 'pool')} | {x['workers_per_pool']} | {x['files_in']} / {x['manifests_out']} ({x['completed']} completed) | "
                        f"{_f(x['steady_files_per_hour'], 0)} | {_f(x['overall_files_per_hour'], 0)} | "
-                       f"{_f(x['converter_ms_per_step_median'])} | {c.get('server')} / {c.get('worker-mediator')} / "
+                       f"{_f(x['converter_ms_per_step_median'])} | {_server_cpu(c)} / {c.get('worker-mediator')} / "
                        f"{c.get('converter-workers')} / {c.get('submitter')} | "
                        f"{_verdict(x['steady_files_per_hour'], GOALS['files_per_hour'], higher_is_better=True)} |")
         out += ["", "The idle stack's own cost (15 s with no work before each batch: polls, heartbeats, event "
@@ -144,7 +154,9 @@ def markdown(r: dict) -> str:
                   and x["workers_per_pool"] == t["runs"][0]["workers_per_pool"]}
         for a, b, title in (("light-local", "pool", "Light steps local against every step on a pool, warm mediator"),
                             ("pool", "pool-certifi", "The stack's one-certificate CA bundle against Prefect's certifi "
-                                                     "bundle, every step on its pool")):
+                                                     "bundle, every step on its pool"),
+                            ("light-local-2api", "light-local", "Two API processes sharing Redis against one server "
+                                                                "process, light steps local")):
             if a in placed and b in placed and placed[a]["overall_files_per_hour"] and placed[b]["overall_files_per_hour"]:
                 out += _side_by_side(title, placed[a], placed[b])
         if "warm" in same and "process" in same and same["warm"]["steady_files_per_hour"] and same["process"]["steady_files_per_hour"]:

@@ -105,8 +105,14 @@ def _frame(frame: str) -> str:
 #: ``pool-certifi`` is ``pool`` with the Prefect clients of the stack's processes loading
 #: certifi's CA bundle, Prefect's default, instead of the stack's one-certificate bundle
 #: (``FILEFLOW_STACK_PLAIN_HTTP_CA=0``, docs/distributed.md): the price of those SSL contexts
-PLACEMENTS = {"pool": {}, "light-local": converters.design_placement(), "pool-certifi": {}}
+#: ``light-local-2api`` is ``light-local`` on ``fileflow up --redis ... --server-workers 2``: the
+#: server's API in two processes and its loop services in a third, sharing Redis
+PLACEMENTS = {"pool": {}, "light-local": converters.design_placement(), "pool-certifi": {},
+              "light-local-2api": converters.design_placement()}
 VARIANT_ENV = {"pool-certifi": {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"}}
+#: the bench's own Redis database (emptied before each stack that uses it)
+BENCH_REDIS_URL = "redis://127.0.0.1:6379/14"
+VARIANT_STACK = {"light-local-2api": {"server_workers": 2, "redis_url": BENCH_REDIS_URL}}
 
 
 def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None = None,
@@ -118,7 +124,8 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
     before = {name: os.environ.get(name) for name in env}
     os.environ.update(env)  # the stack's processes inherit them
     try:
-        result = _run_one(work, tag, workers, files, offset, timeout_s, py_spy, profile_s, idle_s, mediator, in_flight)
+        result = _run_one(work, tag, workers, files, offset, timeout_s, py_spy, profile_s, idle_s, mediator, in_flight,
+                          stack_args=VARIANT_STACK.get(placement, {}))
     finally:
         for name, value in before.items():
             if value is None:
@@ -129,7 +136,8 @@ def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float,
 
 
 def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None,
-             profile_s: int, idle_s: float, mediator: str, in_flight: int | None = None) -> dict:
+             profile_s: int, idle_s: float, mediator: str, in_flight: int | None = None,
+             stack_args: dict | None = None) -> dict:
     """``in_flight``: the warm mediator takes up to that many files at once (``--mediator-limit``)
     and the active-files limit is raised to it (``fileflow limits set``, as an operator would).
     Files finish about as fast as the server starts them, so to have one mediator process hold
@@ -143,7 +151,7 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
     corpus = work / f"text-{tag}"
     paths = make_files(corpus, {"text": files}, offset=offset)
     with stack(work / f"home-{tag}", workers=workers, db_name="bench_throughput_" + tag.replace("-", "_"),
-               storage=storage, mediator=mediator, mediator_limit=in_flight or 32) as s:
+               storage=storage, mediator=mediator, mediator_limit=in_flight or 32, **(stack_args or {})) as s:
         if in_flight:
             raised = subprocess.run([str(Path(sys.executable).parent / "fileflow"), "limits", "set", "active-files",
                                      str(in_flight)], env={**os.environ, "PREFECT_API_URL": s.api_url},
@@ -162,6 +170,7 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
         idle_cpu = {role: round(v / idle_s, 3) for role, v in idle.cpu_seconds().items()}
         with StackSampler(s.processes) as sampler:
             self_cpu = resource.getrusage(resource.RUSAGE_SELF)
+            redis_before = redis_server_cpu() if (stack_args or {}).get("redis_url") else None
             started = time.perf_counter()
             held_since = [started if in_flight else None]
 
@@ -196,6 +205,7 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
                 done.set()
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
+            redis_after = redis_server_cpu() if redis_before is not None else None
         done.set()
         for _, _, proc in profiles:
             proc.wait()
@@ -205,6 +215,8 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
     converter_s = sum(st.get("duration_s") or 0 for st in steps)
     cpu = sampler.cpu_seconds()
     cpu["submitter"] = round(after.ru_utime + after.ru_stime - self_cpu.ru_utime - self_cpu.ru_stime, 2)
+    if redis_before is not None:  # the machine's Redis, outside the stack: its share of the work
+        cpu["redis"] = round(redis_after - redis_before, 2)
     return {
         "mediator": mediator, "workers_per_pool": workers, "files_in": files, "runs_submitted": len(runs),
         "manifests_out": len(manifests), "completed": sum(m["status"] == "completed" for m in manifests),
@@ -227,6 +239,20 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
 #: long the count of held files may stay below its peak before the pause ends anyway (the
 #: server saturates: the held runs' own heartbeats and polls take what starting more needs)
 HELD, HOLD_S, PLATEAU_S = "language", 1800.0, 180.0
+
+
+def redis_server_cpu() -> float:
+    """CPU seconds used so far by this machine's redis-server processes (user + system)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if name == "redis-server":
+            total += (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def steer(api_url: str, verb: str, converter: str) -> None:
