@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--memory-files", type=int, default=40, help="item 5: files in one embedded mediator")
     parser.add_argument("--throughput-files", type=int, default=16, help="item 3: files per worker count")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="item 3: workers per pool")
-    parser.add_argument("--placements", nargs="+", default=["pool", "light-local"], choices=["pool", "light-local", "pool-certifi", "light-local-2api"],
+    parser.add_argument("--placements", nargs="+", default=["pool", "light-local", "light-local-2api"], choices=["pool", "light-local", "pool-certifi", "light-local-2api"],
                         help="item 3: where a text file's steps run; the first at every worker count")
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     parser.add_argument("--py-spy", default=py_spy, help="py-spy for the profile (item 3; a dev dependency)")
