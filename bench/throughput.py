@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import resource
@@ -174,23 +175,44 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
             started = time.perf_counter()
             held_since = [started if in_flight else None]
 
+            watch_errors: list[str] = []
+
+            def hold_step() -> None:
+                """Every 2 s while files are held: count them, end the hold when it is time. A
+                saturated API may drop the count's request: that sample is skipped (and counted)."""
+                try:
+                    running.append(routers_running(s.api_url))
+                except (OSError, http.client.HTTPException, ValueError) as exc:
+                    held["api_errors"] = held.get("api_errors", 0) + 1
+                    held["last_api_error"] = f"{type(exc).__name__}: {exc}"
+                    if not running:
+                        return
+                now = time.perf_counter()
+                if running[-1] > held.get("best", (-1, 0))[0]:
+                    held["best"] = (running[-1], now)
+                reason = ("reached" if running[-1] >= in_flight else "longest hold" if now - started > HOLD_S
+                          else "plateau" if now - held["best"][1] > PLATEAU_S else None)
+                if held_since[0] is not None and reason:
+                    steer(s.api_url, "resume", HELD)  # a failure here is tried again 2 s later
+                    held.update(peak=max(running), held_s=round(now - held_since[0], 1), resumed=reason)
+                    held_since[0] = None
+
             def watch() -> None:
-                while not done.is_set():
-                    series.append((time.perf_counter() - started, count_manifests(storage)))
-                    if in_flight and len(series) % 4 == 1:  # every 2 s: router runs Running now
-                        running.append(routers_running(s.api_url))
-                        now = time.perf_counter()
-                        if running[-1] > held.get("best", (-1, 0))[0]:
-                            held["best"] = (running[-1], now)
-                        reason = ("reached" if running[-1] >= in_flight else "longest hold" if now - started > HOLD_S
-                                  else "plateau" if now - held["best"][1] > PLATEAU_S else None)
-                        if held_since[0] is not None and reason:
-                            held.update(peak=max(running), held_s=round(now - held_since[0], 1), resumed=reason)
-                            held_since[0] = None
-                            steer(s.api_url, "resume", HELD)
-                    if series[-1][1] >= files or series[-1][0] > timeout_s:
-                        break
-                    time.sleep(0.5)
+                try:
+                    while not done.is_set():
+                        series.append((time.perf_counter() - started, count_manifests(storage)))
+                        if in_flight and len(series) % 4 == 1:
+                            try:
+                                hold_step()
+                            except (RuntimeError, subprocess.SubprocessError) as exc:  # `fileflow limits resume` failed
+                                held["resume_errors"] = held.get("resume_errors", 0) + 1
+                                held["last_resume_error"] = str(exc)[-300:]
+                        if series[-1][1] >= files or series[-1][0] > timeout_s:
+                            break
+                        time.sleep(0.5)
+                except BaseException as exc:  # the run must not end as if it had finished
+                    watch_errors.append(f"{type(exc).__name__}: {exc}")
+                    raise
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
@@ -203,6 +225,8 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
                 watcher.join()
             finally:  # interrupted (Ctrl-C) or failed: the watcher stops too, and the stack is stopped
                 done.set()
+            if watch_errors:
+                raise RuntimeError(f"the watcher of the run stopped: {watch_errors[0]}")
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
             redis_after = redis_server_cpu() if redis_before is not None else None

@@ -81,6 +81,7 @@ def client_tls_env(api_url: str, environ: dict[str, str]) -> dict[str, str]:
 #: background tasks (docket) from one process's memory to Redis: what several API processes need
 #: to share, and what lets leases and unprocessed events outlive a server restart
 def redis_env(url: str) -> dict[str, str]:
+    url = with_redis_pool_size(url)
     return {
         "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
         "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
@@ -89,6 +90,22 @@ def redis_env(url: str) -> dict[str, str]:
         "PREFECT_REDIS_MESSAGING_URL": url,
         "PREFECT_SERVER_DOCKET_URL": url,
     }
+
+
+#: connections each Redis client of the server may open, unless the URL says (``max_connections``):
+#: redis-py's default of 100 ran out with 300 files held in one mediator ("Too many connections",
+#: the API's requests failing; bench/analysis.md)
+REDIS_MAX_CONNECTIONS = 1000
+
+
+def with_redis_pool_size(url: str) -> str:
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if any(key == "max_connections" for key, _ in parse_qsl(parts.query)):
+        return url
+    query = f"{parts.query}&" if parts.query else ""
+    return urlunsplit(parts._replace(query=f"{query}max_connections={REDIS_MAX_CONNECTIONS}"))
 
 
 def free_port() -> int:
