@@ -57,6 +57,28 @@ def test_up_stops_at_a_redis_that_does_not_answer(tmp_path):
     assert not (home / "stack.json").exists() and not members(home)
 
 
+@pytest.fixture
+def own_database(postgres_url):
+    """A PostgreSQL database of this test's own: the session's database holds the storage
+    blocks of the stacks of earlier modules (S3), which this stack's local storage must not meet."""
+    import uuid
+
+    import asyncpg
+
+    name = f"fileflow_redis_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def _active_files_slots(api_url: str) -> int:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -76,14 +98,14 @@ def _active_files_slots(api_url: str) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_files_go_through_a_two_process_server_on_redis_and_keep_their_leases_over_a_restart(
-    postgres_url, redis_url, tmp_path
+    own_database, redis_url, tmp_path
 ):
     import redis
 
     home, out = tmp_path / "home", tmp_path / "out"
     env = _clean_env()
     port = _free_port()
-    up = fileflow("up", "--server-workers", "2", "--redis", redis_url, "--database", postgres_url, "--home", home,
+    up = fileflow("up", "--server-workers", "2", "--redis", redis_url, "--database", own_database, "--home", home,
                   "--out", out, "--port", port, "--exporter-port", _free_port(), env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
