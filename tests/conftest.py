@@ -85,20 +85,38 @@ def postgres_url():
     except ImportError as exc:  # pragma: no cover
         _service_missing("PostgreSQL", f"asyncpg is not installed ({exc})")
     name = f"fileflow_test_{uuid.uuid4().hex[:8]}"
+    try:
+        pg_admin(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        _service_missing("PostgreSQL at 127.0.0.1:5432", str(exc))
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    async def admin(sql: str) -> None:
+
+def pg_admin(sql: str) -> None:
+    """Run one statement as postgres on the server's maintenance database (CREATE/DROP DATABASE)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
         conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-        _service_missing("PostgreSQL at 127.0.0.1:5432", str(exc))
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(run())
+
+
+def fresh_database(postgres_url: str, prefix: str) -> tuple[str, str]:
+    """A new database beside ``postgres_url``'s (no other module's runs or blocks in it): (URL, name).
+    Drop it with ``pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')``."""
+    import uuid
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}", name
 
 
 #: the Redis database the tests own: emptied before and after use (a stack's Prefect server

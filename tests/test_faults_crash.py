@@ -17,7 +17,6 @@ printed, never asserted: `pytest -s` shows them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -33,7 +31,7 @@ import pytest
 
 from blocks.storage import StorageConfig, Store
 from fileflow.stack import members
-from tests.conftest import _free_port, wait_until
+from tests.conftest import _free_port, fresh_database, pg_admin, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -48,27 +46,10 @@ def fileflow(*args: str, env: dict[str, str], timeout: float = 600) -> subproces
                           timeout=timeout)
 
 
-def _fresh_database(postgres_url: str) -> tuple[str, str]:
-    """A database of this module's own on the same server (no other module's runs in it)."""
-    import asyncpg
-
-    name = f"fileflow_faults_crash_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    return postgres_url.rsplit("/", 1)[0] + f"/{name}", name
-
-
 @pytest.fixture(scope="module")
 def stack(postgres_url, s3_endpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("faults-crash")
-    database, db_name = _fresh_database(postgres_url)
+    database, db_name = fresh_database(postgres_url, "fileflow_faults_crash")
     port, exporter_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
     env.update({
@@ -97,19 +78,9 @@ def stack(postgres_url, s3_endpoint, tmp_path_factory):
         down = fileflow("down", "--home", str(home), env=env, timeout=120)
         left = members(home)  # flow-run processes in sessions of their own included
         _kill_mediator_sessions(home)
-        asyncio.run(_drop(db_name))
+        pg_admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         assert down.returncode == 0, down.stderr
         assert not left, f"processes of the stack still running after fileflow down: {left}"
-
-
-async def _drop(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def _kill_mediator_sessions(home: Path) -> None:

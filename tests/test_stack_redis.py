@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fileflow.stack import members
-from tests.conftest import _free_port, wait_until
+from tests.conftest import _free_port, fresh_database, pg_admin, wait_until
 
 SAMPLES = Path(__file__).parent / "samples"
 FILEFLOW = Path(sys.executable).parent / "fileflow"
@@ -61,22 +61,9 @@ def test_up_stops_at_a_redis_that_does_not_answer(tmp_path):
 def own_database(postgres_url):
     """A PostgreSQL database of this test's own: the session's database holds the storage
     blocks of the stacks of earlier modules (S3), which this stack's local storage must not meet."""
-    import uuid
-
-    import asyncpg
-
-    name = f"fileflow_redis_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    url, name = fresh_database(postgres_url, "fileflow_redis")
+    yield url
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _active_files_slots(api_url: str) -> int:
