@@ -163,6 +163,15 @@ class ProcSampler(_Sampler):
         self.sample()  # the starting point, before the caller does anything
         return super().__enter__()
 
+    def add_root(self, role: str, pid: int) -> None:
+        """Sample the tree under ``pid`` too, from now on: for a process started after
+        sampling began, whose CPU time all counts."""
+        with self._lock:
+            self.roots[role] = pid
+            for table in (self.peak_rss, self.peak_proc_rss, self.peak_root_rss, self.processes_seen):
+                table[role] = 0
+            self.cpu[role] = {}
+
     def _mark_start(self) -> None:
         if self.first_cpu is None:
             self.first_cpu = {role: sum(per.values()) for role, per in self.cpu.items()}
@@ -279,14 +288,25 @@ def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: in
 MIX = {"image": 4, "pdf": 3, "office": 2, "text": 2, "drawing": 1, "video": 1, "archive": 1}
 
 
-def make_files(folder: Path, counts: dict[str, int], offset: int = 0) -> list[Path]:
-    """``counts[kind]`` files of each kind, numbered from ``offset`` (so rounds never repeat)."""
-    from tests.samplegen import corpus
+#: the corpora: ``light`` (tests.samplegen.corpus: test-sized files), ``realistic``
+#: (bench/realistic.py: the sizes users upload)
+CORPORA = ("light", "realistic")
 
+
+def make_files(folder: Path, counts: dict[str, int], offset: int = 0, corpus: str = "light") -> list[Path]:
+    """``counts[kind]`` files of each kind of ``corpus``, numbered from ``offset`` (so rounds never repeat)."""
+    if corpus == "realistic":
+        import realistic
+
+        makers = realistic.MAKERS
+    else:
+        from tests.samplegen import corpus as light
+
+        makers = light._MAKERS
     folder.mkdir(parents=True, exist_ok=True)
     made = []
     for kind, count in counts.items():
-        maker, ext = corpus._MAKERS[kind]
+        maker, ext = makers[kind]
         for i in range(offset, offset + count):
             made.append(maker(folder / f"{kind}-{i:05d}.{ext}", i))
     return made

@@ -45,6 +45,43 @@ def _side_by_side(title: str, a: dict, b: dict) -> list[str]:
             f"against {_f(b['overall_files_per_hour'], 0)} files/h); CPU per file: {cpu}."]
 
 
+CORPUS_TEXT = {
+    "light": "the `light` corpus (`tests/samplegen/corpus.py`: test-sized files: 640x420 pictures, one-page PDFs, "
+             "one-second 160x120 clips), where the converters cost least and any price per file weighs most",
+    "realistic": "the `realistic` corpus (`bench/realistic.py`: the sizes users upload: 12-megapixel photos, "
+                 "12-page PDFs, five-page DOCX, 10-second 720p videos, archives of a photo, a PDF and a text)",
+}
+
+
+def _efficiency(eff: dict) -> list[str]:
+    corpus = eff.get("corpus", "light")
+    size = eff.get("corpus_bytes_per_round")
+    out = [
+        f"## 1{'b' if corpus == 'realistic' else 'a'}. Efficiency: the price of the mediator, {corpus} corpus",
+        "",
+        f"{eff['files_per_round']} files per round ({', '.join(f'{v} {k}' for k, v in eff['mix'].items())}"
+        + (f"; {size / 2**20:.1f} MiB" if size else "") + f") of {CORPUS_TEXT[corpus]}; a fresh "
+        f"corpus each round, {eff['rounds']} rounds; the ways in a rotating order. `direct` = the same "
+        "converter functions in a process pool of the same size, no orchestration (`bench/direct.py`); "
+        "`embedded-postgres` = `fileflow process` with its Prefect on a PostgreSQL database instead of SQLite. "
+        "CPU: the way's whole process tree, sampled from /proc (the stack's processes for `distributed`).",
+        "",
+        "| way | wall s, median | min-max | CPU s, median | ratio to direct, median | ratio min-max | goal < 1.10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for way in ("direct", "embedded", "embedded-postgres", "distributed"):
+        if f"{way}_wall_s" not in eff:
+            continue
+        w, c = eff[f"{way}_wall_s"], eff[f"{way}_cpu_s"]
+        ratio = eff.get(f"{way}_ratio")
+        out.append(f"| {way} | {_f(w['median'])} | {_f(w['min'])}-{_f(w['max'])} | {_f(c['median'])} | "
+                   + (f"{ratio['median']:.2f} | {ratio['min']:.2f}-{ratio['max']:.2f} | "
+                      f"{_verdict(ratio['median'], GOALS['ratio'])} |" if ratio else "1 | - | - |"))
+    bad = [(e["round"], way, e[way]) for e in eff["raw"] for way in ("embedded", "embedded-postgres", "distributed")
+           if way in e and e[way].get("failed")]
+    return out + ["", "Every file ended with a manifest in every way." if not bad else f"Files that failed: {bad}.", ""]
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     load = m.get("load_average_during_run", {})
@@ -61,31 +98,9 @@ def markdown(r: dict) -> str:
         f"- command: `{r['command']}`",
         "",
     ]
-    eff = r.get("efficiency")
-    if eff:
-        out += [
-            "## 1. Efficiency: the price of the mediator",
-            "",
-            f"{eff['files_per_round']} files per round ({', '.join(f'{v} {k}' for k, v in eff['mix'].items())}), a fresh "
-            f"corpus each round, {eff['rounds']} rounds; the ways in a rotating order. `direct` = the same "
-            "converter functions in a process pool of the same size, no orchestration (`bench/direct.py`); "
-            "`embedded-postgres` = `fileflow process` with its Prefect on a PostgreSQL database instead of SQLite.",
-            "",
-            "| way | wall s, median | min-max | CPU s, median | ratio to direct, median | ratio min-max | goal < 1.10 |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for way in ("direct", "embedded", "embedded-postgres", "distributed"):
-            if f"{way}_wall_s" not in eff:
-                continue
-            w, c = eff[f"{way}_wall_s"], eff[f"{way}_cpu_s"]
-            ratio = eff.get(f"{way}_ratio")
-            out.append(f"| {way} | {_f(w['median'])} | {_f(w['min'])}-{_f(w['max'])} | {_f(c['median'])} | "
-                       + (f"{ratio['median']:.2f} | {ratio['min']:.2f}-{ratio['max']:.2f} | "
-                          f"{_verdict(ratio['median'], GOALS['ratio'])} |" if ratio else "1 | - | - |"))
-        bad = [(e["round"], way, e[way]) for e in eff["raw"] for way in ("embedded", "embedded-postgres", "distributed")
-               if way in e and e[way].get("failed")]
-        out += ["", "Every file ended with a manifest in every way." if not bad else
-                f"Files that failed: {bad}.", ""]
+    for key in ("efficiency", "efficiency_realistic"):
+        if r.get(key):
+            out += _efficiency(r[key])
     d = r.get("dispatch")
     if d and "figures" in d:
         f = d["figures"]
@@ -220,7 +235,7 @@ def markdown(r: dict) -> str:
             mm = x["memory"]
             w = x["workers_per_pool"]
             kind = x.get("mediator", "process")
-            where = f"{kind} mediator, {w} worker(s) per pool"
+            where = f"{kind} mediator, {x.get('placement', 'pool')}, {w} worker(s) per pool"
             out.append(f"| server, {where} | {mm['server']['peak_tree_rss_mib']} | PostgreSQL itself not counted |")
             med = mm["worker-mediator"]
             limit = x.get("in_flight_limit") or 32

@@ -1,8 +1,8 @@
 """``make bench``: the five measurements of issue 6 in one run; writes ``bench/results.json``
 (raw numbers) and ``docs/benchmarks.md`` (figures, machine, load, date, commit).
 
-Order: one stack (PostgreSQL, one warm worker) for dispatch (item 2), efficiency (item 1) and
-first preview (item 4); the embedded mediator's memory (item 5); then one stack per worker
+Order: one stack (PostgreSQL, one warm worker) for dispatch (item 2), efficiency (item 1, on
+the light corpus and on the realistic one) and first preview (item 4); the embedded mediator's memory (item 5); then one stack per worker
 count for throughput (item 3) and the stack processes' memory (item 5). Every stack is
 stopped and its database dropped before the next starts.
 
@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--dispatch-n", type=int, default=10, help="item 2: steps of each kind")
     parser.add_argument("--rounds", type=int, default=2, help="item 1: rounds of the mixed corpus")
     parser.add_argument("--scale", type=int, default=1, help="item 1: the mix times this (14 files at 1)")
+    parser.add_argument("--realistic-scale", type=int, default=2,
+                        help="item 1 on the realistic corpus (bench/realistic.py): the mix times this")
     parser.add_argument("--preview-n", type=int, default=2, help="item 4: uploads of each kind")
     parser.add_argument("--memory-files", type=int, default=40, help="item 5: files in one embedded mediator")
     parser.add_argument("--throughput-files", type=int, default=16, help="item 3: files per worker count")
@@ -53,8 +55,8 @@ def main() -> None:
                         help="item 3: where a text file's steps run; the first at every worker count")
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     parser.add_argument("--py-spy", default=py_spy, help="py-spy for the profile (item 3; a dev dependency)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["dispatch", "efficiency", "preview", "memory",
-                                                                 "throughput"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["dispatch", "efficiency", "efficiency-realistic",
+                                                                 "preview", "memory", "throughput"])
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
@@ -87,7 +89,7 @@ def main() -> None:
         save()
 
     with LoadSampler() as load:
-        if {"dispatch", "efficiency", "preview"} - set(args.skip):
+        if {"dispatch", "efficiency", "efficiency-realistic", "preview"} - set(args.skip):
             say("== stack for dispatch, efficiency, first preview")
             with stack(args.work / "home", workers=1, db_name="bench_main", storage=args.work / "storage") as s:
                 if "dispatch" not in args.skip:
@@ -97,6 +99,10 @@ def main() -> None:
                     say("== item 1: efficiency")
                     item("efficiency", efficiency.run, args.work / "efficiency", rounds=args.rounds, scale=args.scale,
                          stack=s, postgres=True)
+                if "efficiency-realistic" not in args.skip:
+                    say("== item 1: efficiency, realistic corpus")
+                    item("efficiency_realistic", efficiency.run, args.work / "efficiency", rounds=args.rounds,
+                         scale=args.realistic_scale, stack=s, postgres=True, corpus="realistic")
                 if "preview" not in args.skip:
                     say("== item 4: first preview")
                     item("first_preview", first_preview.run, args.work / "preview", s, n=args.preview_n)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
+import efficiency  # noqa: E402
 import throughput  # noqa: E402
 
 import converters  # noqa: E402
@@ -63,3 +66,33 @@ def test_throughput_configurations_compare_mediators_and_placements_at_the_first
     assert throughput.PLACEMENTS["light-local-2api"] == throughput.PLACEMENTS["light-local"]
     assert throughput.VARIANT_STACK["light-local-2api"] == {"server_workers": 2, "redis_url": throughput.BENCH_REDIS_URL}
     assert "light-local" not in throughput.VARIANT_STACK  # the single-process server of fileflow up
+
+
+def test_timed_counts_the_cpu_of_children_nobody_waits_for(tmp_path):
+    # the parent starts a busy grandchild and waits for it by polling, never by wait():
+    # getrusage(RUSAGE_CHILDREN) would count neither; the sampled tree counts both
+    script = ("import subprocess, sys, time\n"
+              "p = subprocess.Popen([sys.executable, '-c', 'import time\\nend = time.process_time() + 0.8\\n"
+              "while time.process_time() < end: pass'])\n"
+              "while p.poll() is None: time.sleep(0.05)\n")
+    wall, cpu, code = efficiency._timed([sys.executable, "-c", script], dict(os.environ), tmp_path / "log")
+    assert code == 0
+    assert cpu >= 0.6, cpu
+
+
+def test_realistic_corpus_is_deterministic_distinct_and_upload_sized(tmp_path):
+    one = common.make_files(tmp_path / "a", {"image": 2, "video": 1, "pdf": 1}, offset=3, corpus="realistic")
+    again = common.make_files(tmp_path / "b", {"image": 1}, offset=3, corpus="realistic")
+    assert one[0].read_bytes() == again[0].read_bytes()
+    assert one[0].read_bytes() != one[1].read_bytes()
+    from PIL import Image
+
+    with Image.open(one[0]) as picture:
+        assert picture.size == (4032, 3024)
+    assert one[0].stat().st_size > 2_000_000  # a photo's size, not a flat picture's
+    probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams",
+                                       str(one[2])], capture_output=True, check=True).stdout)
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (1280, 720)
+    assert 9.5 < float(probe["format"]["duration"]) < 10.5
+    assert one[3].read_bytes().count(b"/Type /Page ") == 12
