@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import time
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Mapping
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -84,6 +86,40 @@ async def _one(path: Path, rt: Runtime, gate: asyncio.Semaphore, batch_id: str, 
             await process_to_terminal(file, name, delay_s=rt.pipeline.retry_delay_s)
 
 
+@asynccontextmanager
+async def prefect_session(rt: Runtime) -> AsyncIterator[None]:
+    """What every run of one batch shares with the others, instead of building it per run.
+
+    - One Prefect API client (Prefect's ``AsyncClientContext``): every flow run without a
+      client in its context builds one (an HTTP client, an SSL context, a version check).
+    - The results block as Prefect's default result storage: without one, every flow run's
+      engine asks the server which default it has, through a synchronous client of its own.
+      Only the steps persist results, and they name this block themselves.
+    - Against a plain-HTTP API (Prefect's embedded server, or a ``PREFECT_API_URL`` of
+      ``http://``), the one-certificate CA bundle of ``fileflow up`` (fileflow/stack.py): an SSL
+      context with the system's bundle costs 15 ms to build, and Prefect builds one per client.
+
+    Measured side by side on 42 test-sized files on PostgreSQL (two pairs of runs): 38-45 CPU-s
+    against 46-49 without it, 35-40 s against 41-42 s wall.
+    """
+    from prefect.context import AsyncClientContext
+    from prefect.settings import (
+        PREFECT_API_SSL_CERT_FILE,
+        PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    from fileflow.stack import client_tls_env
+
+    tls = client_tls_env(get_current_settings().api.url or "http://127.0.0.1 (embedded)", dict(os.environ))
+    with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: tls["PREFECT_API_SSL_CERT_FILE"]} if tls else {}):
+        async with AsyncClientContext.get_or_create():
+            await rt.results_block()
+            with temporary_settings(updates={PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK: rt.results_slug}):
+                yield
+
+
 async def run_batch(
     files: list[Path],
     pipeline: PipelineSettings,
@@ -106,15 +142,16 @@ async def run_batch(
     with runtime(Runtime(pipeline, storage, tracker)) as rt:
         gate = asyncio.Semaphore(pipeline.max_active_files)
         names = names or {}
-        work = asyncio.gather(*(_one(path, rt, gate, batch_id, names.get(path, path.name)) for path in files))
-        if console is None:
-            await work
-        else:
-            with Live(_render(tracker, started), console=console, refresh_per_second=4, transient=False) as live:
-                while not work.done():
-                    await asyncio.wait({work}, timeout=0.25)
-                    live.update(_render(tracker, started))
+        async with prefect_session(rt):
+            work = asyncio.gather(*(_one(path, rt, gate, batch_id, names.get(path, path.name)) for path in files))
+            if console is None:
                 await work
+            else:
+                with Live(_render(tracker, started), console=console, refresh_per_second=4, transient=False) as live:
+                    while not work.done():
+                        await asyncio.wait({work}, timeout=0.25)
+                        live.update(_render(tracker, started))
+                    await work
     if out is not None and storage.kind != "local":
         folder = out / "manifests"
         folder.mkdir(parents=True, exist_ok=True)

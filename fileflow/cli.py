@@ -40,6 +40,9 @@ def process(
 ) -> None:
     """Process files and folders on this machine (embedded Prefect, local storage, child processes)."""
     from fileflow.batch import collect, new_batch_id, print_summary, run_batch
+    from fileflow.settings import embedded_server_defaults
+
+    os.environ.update(embedded_server_defaults(os.environ))  # for Prefect's embedded server, started with this environment
 
     files = collect(paths)
     if not files:

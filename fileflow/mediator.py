@@ -114,6 +114,8 @@ class Runtime:
     """Converters whose cached results are ignored (``fileflow reprocess --redo``)."""
     run_scope: str = ""
     """Added to pool runs' idempotency keys, so a reprocessing job does not re-attach to old runs."""
+    results_slug: str | None = None
+    """``<block type>/<name>`` of the results block, once :meth:`results_block` saved it."""
 
     def __post_init__(self) -> None:
         from fileflow.limits import Steering
@@ -146,6 +148,7 @@ class Runtime:
             name = "fileflow-results-" + hashlib.sha256(config.describe().encode()).hexdigest()[:12]
             await block.save(name, overwrite=True)
             self._results = block
+            self.results_slug = f"{block.get_block_type_slug()}/{name}"
         return self._results
 
     def office_options(self) -> dict[str, Any]:

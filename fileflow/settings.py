@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,3 +128,27 @@ class LivenessSettings(BaseSettings):
             raise ValueError(f"crashed_after_s ({self.crashed_after_s}) must be at least twice heartbeat_s "
                              f"({self.heartbeat_s})")
         return self
+
+
+#: Prefect server settings of ``fileflow process``'s embedded server (Prefect's SQLite one),
+#: unless the environment sets them. Prefect's task-run recorder writes the task runs of every
+#: step from their state events; by default it writes each event in a transaction of its own,
+#: three per step. Here it writes what arrived in the last second together: on SQLite those
+#: single writes met the API's own, and every "database is locked" is answered 503 and retried
+#: by Prefect's client only after 2 s (bench/analysis.md, "Measured on 2026-11-27, 07:20-08:00
+#: UTC": 71 such answers for 42 files before, 31 after). A step's state reaches the database up
+#: to a second later; the server, stopped at the end of the batch, writes what it holds first.
+#: On the PostgreSQL server of ``fileflow up`` the same setting made no difference that could be
+#: measured, so the stack keeps Prefect's default.
+EMBEDDED_SERVER_DEFAULTS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
+
+def embedded_server_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """:data:`EMBEDDED_SERVER_DEFAULTS` that ``environ`` does not set (by either of Prefect's names)."""
+    def own(name: str) -> bool:
+        return name in environ or name.replace("PREFECT_SERVER_SERVICES_", "PREFECT_API_SERVICES_") in environ
+
+    return {k: v for k, v in EMBEDDED_SERVER_DEFAULTS.items() if not own(k)}
