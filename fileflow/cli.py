@@ -39,10 +39,11 @@ def process(
     ] = None,
 ) -> None:
     """Process files and folders on this machine (embedded Prefect, local storage, child processes)."""
-    from fileflow.batch import collect, new_batch_id, print_summary, run_batch
     from fileflow.settings import embedded_server_defaults
 
-    os.environ.update(embedded_server_defaults(os.environ))  # for Prefect's embedded server, started with this environment
+    # before Prefect is imported (it reads its settings once); the embedded server gets this environment
+    os.environ.update(embedded_server_defaults(os.environ))
+    from fileflow.batch import collect, new_batch_id, print_summary, run_batch
 
     files = collect(paths)
     if not files:

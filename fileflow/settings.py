@@ -130,8 +130,8 @@ class LivenessSettings(BaseSettings):
         return self
 
 
-#: Prefect server settings of ``fileflow process``'s embedded server (Prefect's SQLite one),
-#: unless the environment sets them. Prefect's task-run recorder writes the task runs of every
+#: Prefect settings of ``fileflow process``'s embedded server (Prefect's SQLite one), unless
+#: the environment sets them. Prefect's task-run recorder writes the task runs of every
 #: step from their state events; by default it writes each event in a transaction of its own,
 #: three per step. Here it writes what arrived in the last second together: on SQLite those
 #: single writes met the API's own, and every "database is locked" is answered 503 and retried
@@ -140,9 +140,14 @@ class LivenessSettings(BaseSettings):
 #: to a second later; the server, stopped at the end of the batch, writes what it holds first.
 #: On the PostgreSQL server of ``fileflow up`` the same setting made no difference that could be
 #: measured, so the stack keeps Prefect's default.
+#: The embedded server gets 120 s to answer, not Prefect's 20: its first start migrates a new
+#: SQLite database, and on a slow disk (45 % I/O wait, the make bench of 08:00 UTC) that took
+#: longer, and `fileflow process` failed with "Timed out while attempting to connect to
+#: ephemeral Prefect API server".
 EMBEDDED_SERVER_DEFAULTS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

@@ -58,8 +58,10 @@ def test_embedded_server_writes_task_runs_in_batches_unless_told_otherwise(monke
     assert batch not in embedded_server_defaults({"PREFECT_API_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "1"})
     for name, value in EMBEDDED_SERVER_DEFAULTS.items():  # the names Prefect's server reads
         monkeypatch.setenv(name, value)
-    recorder = Settings().server.services.task_run_recorder
+    settings = Settings()
+    recorder = settings.server.services.task_run_recorder
     assert (recorder.batch_size, recorder.flush_interval) == (100, 1)
+    assert settings.server.ephemeral.startup_timeout_seconds == 120
 
 
 def test_fileflow_process_on_its_embedded_server_records_every_step(tmp_path):
