@@ -249,6 +249,10 @@ def markdown(r: dict) -> str:
             out.append(f"| converter workers, {where} (each with its warm children) | {cw['peak_tree_rss_mib']} | "
                        f"largest single process {cw['peak_process_rss_mib']} |")
         out.append("")
+    if r.get("reruns"):
+        out += ["## Items run again after the run", ""] + [
+            f"- {k}, at {v['at']}: {v['why']}. The figures above are the new run's; the failed one is in "
+            "`bench/results.json`." for k, v in r["reruns"].items()] + [""]
     if r.get("errors"):
         out += ["## Items that failed in this run", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
     notes = Path(__file__).with_name("analysis.md")
