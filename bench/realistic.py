@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import random
-import zipfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -100,16 +99,11 @@ def archive(path: Path, i: int) -> Path:
     picture = io.BytesIO()
     _photo((1600, 1200), i, f"ZIP {i}").save(picture, "JPEG", quality=90)
     report = documents.text_pdf(path.with_suffix(".tmp.pdf"), _pages(i, 3))
-    members = ((f"site-{i}/notes-{i}.txt", (f"{_SENTENCES[0]} Archive {i}.\n" * 40).encode()),
+    members = [(f"site-{i}/notes-{i}.txt", (f"{_SENTENCES[0]} Archive {i}.\n" * 40).encode()),
                (f"site-{i}/photo-{i}.jpg", picture.getvalue()),
-               (f"site-{i}/report-{i}.pdf", report.read_bytes()))
+               (f"site-{i}/report-{i}.pdf", report.read_bytes())]
     report.unlink()
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, data)
-    return path
+    return documents._zip(path, members)  # fixed timestamps: byte-stable
 
 
 def text(path: Path, i: int) -> Path:
