@@ -261,9 +261,9 @@ def markdown(r: dict) -> str:
     out += [
         "## Bigger runs",
         "",
-        "`bench/run_all.py --help` lists every size: e.g. `--rounds 5 --scale 3` (item 1), `--dispatch-n 50`,",
+        "`bench/run_all.py --help` lists every size: e.g. `--rounds 5 --scale 3 --realistic-scale 4` (item 1), `--dispatch-n 50`,",
         "`--throughput-files 2000 --workers 1 2 4` (item 3), `--preview-n 20`, `--memory-files 1000`, and",
-        "`--skip ...` to leave items out. Each item also runs on its own (`bench/efficiency.py`, `bench/throughput.py`,",
+        "`--skip ...` to leave items out (`--skip efficiency-realistic` saves about 12 minutes). Each item also runs on its own (`bench/efficiency.py [--corpus realistic]`, `bench/throughput.py`,",
         "`bench/memory.py`; `bench/dispatch.py` needs a stack from `fileflow up`).",
         "",
     ]
