@@ -76,9 +76,9 @@ def archive(path: Path, i: int) -> Path:
     return path
 
 
-def text(path: Path, i: int) -> Path:
+def text(path: Path, i: int, lines: int = 3) -> Path:
     language = ("en", "de", "fr")[i % 3]
-    path.write_text(f"{_TEXTS[language]} ({_word(i)})\n" * 3, encoding="utf-8")
+    path.write_text(f"{_TEXTS[language]} ({_word(i)})\n" * lines, encoding="utf-8")
     return path
 
 
