@@ -240,7 +240,7 @@ def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: in
     Inside, this process talks to the stack's API (Prefect's temporary settings)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from fileflow.stack import Stack, free_port
+    from fileflow.server.stack import Stack, free_port
 
     subprocess.run(["dropdb", *PG, "--if-exists", db_name], check=True, capture_output=True)
     subprocess.run(["createdb", *PG, db_name], check=True, capture_output=True)

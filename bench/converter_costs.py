@@ -4,7 +4,7 @@ Runs every converter's real ``convert()`` on the samples of tests/samples the wa
 chain them (docs/architecture.md: the office PDF feeds pdf_preview and pdf_text, OCR'd and
 extracted text feeds language ...), in this process, warm: one untimed warm-up call, then
 ROUNDS timed calls per (converter, input). Office documents go through a real warm LibreOffice
-(fileflow.office.UnoServer). Prefect is not involved: these are the steps' own costs, what a
+(fileflow.engine.office.UnoServer). Prefect is not involved: these are the steps' own costs, what a
 child process spends inside ``convert``.
 
 Also measures the cold start a ``--run-once`` worker pod pays before its step can begin: a
@@ -63,7 +63,7 @@ def text_of(out_result) -> Path | None:
 
 
 def measure(rounds: int) -> dict:
-    from fileflow.office import UnoServer
+    from fileflow.engine.office import UnoServer
     from fileflow.settings import PipelineSettings
 
     base = PipelineSettings().converter_options()
@@ -135,7 +135,7 @@ def cold_start() -> tuple[float, float]:
 def office_cold_start() -> float:
     """Wall seconds until a fresh LibreOffice behind unoserver answers: what an office_pdf step
     pays in its own pod (flows/step.py starts one per step when none is configured)."""
-    from fileflow.office import UnoServer
+    from fileflow.engine.office import UnoServer
 
     started = time.perf_counter()
     with UnoServer() as office:

@@ -4,7 +4,7 @@ runs, no manifests, no child supervision).
 
 Each file goes through the same steps in the same order as its flow under ``flows/`` (inspect,
 then the kind's steps, parallel where the flow is parallel; archive members as files of their
-own); steps run by :func:`fileflow.execute.run_step` in a ``ProcessPoolExecutor`` of
+own); steps run by :func:`fileflow.engine.execute.run_step` in a ``ProcessPoolExecutor`` of
 ``--workers`` processes, with the same options as the mediator's. Office documents go through
 a warm LibreOffice (unoserver) started here, as the embedded mode does.
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks.storage import StorageConfig, Store, derived_prefix, original_key
 from converters.inspect import sha256_of
-from fileflow.execute import run_step
+from fileflow.engine.execute import run_step
 from fileflow.settings import PipelineSettings
 
 
@@ -102,7 +102,7 @@ class Direct:
 
 
 async def run(files: list[Path], storage: StorageConfig, workers: int, concurrency: int) -> dict:
-    from fileflow.office import UnoServer
+    from fileflow.engine.office import UnoServer
 
     direct = Direct(storage, workers)
     office = UnoServer()

@@ -2,7 +2,7 @@
 file) run
 
 - ``local``: in a warm child process of this process (the embedded default's placement);
-- ``warm``: on pool ``converter-inspect``, served by the stack's warm worker (``fileflow.worker``);
+- ``warm``: on pool ``converter-inspect``, served by the stack's warm worker (``fileflow.server.worker``);
 - ``process``: on a pool of its own served by Prefect's process worker
   (``prefect worker start --type process``, with fileflow's 1 s query interval), which the
   benchmark creates and stops itself.
@@ -86,12 +86,12 @@ def main() -> None:
     if state.get("storage_path"):
         os.environ["FILEFLOW_STORAGE_PATH"] = state["storage_path"]
 
-    from fileflow.pools import run_on_pool
+    from fileflow.engine.pools import run_on_pool
     from blocks.storage import Store, original_key
     from converters.inspect import sha256_of
-    from fileflow.isolation import ChildPool
+    from fileflow.engine.isolation import ChildPool
     from fileflow.settings import PipelineSettings, StorageSettings
-    from fileflow.stack import WORKER_ENV
+    from fileflow.server.stack import WORKER_ENV
 
     storage = StorageSettings().config()
     store = Store(storage)
@@ -126,12 +126,12 @@ def main() -> None:
         times: dict[str, list[float]] = {"local": [], "warm": [], "process": []}
         with ChildPool(1) as children:
             # one of each first, not counted: a child, the worker's child, Prefect's worker start
-            await children.acall("fileflow.execute:run_step", payload, timeout_s=60, memory_mb=1024)
+            await children.acall("fileflow.engine.execute:run_step", payload, timeout_s=60, memory_mb=1024)
             await on_pool("converter-step/inspect")
             await on_pool(f"converter-step/{PROCESS_POOL}")
             for _ in range(args.n):
                 started = time.perf_counter()
-                await children.acall("fileflow.execute:run_step", payload, timeout_s=60, memory_mb=1024)
+                await children.acall("fileflow.engine.execute:run_step", payload, timeout_s=60, memory_mb=1024)
                 times["local"].append(time.perf_counter() - started)
                 times["warm"].append(await on_pool("converter-step/inspect", "warm"))
                 times["process"].append(await on_pool(f"converter-step/{PROCESS_POOL}", "process"))

@@ -74,7 +74,7 @@ def run_embedded(corpus: Path, out: Path, work: Path, database_url: str | None =
 
 def run_distributed(corpus: Path, stack) -> dict:
     from blocks.storage import StorageConfig, Store
-    from fileflow.submit import submit, wait_for
+    from fileflow.ops.submit import submit, wait_for
 
     store = Store(StorageConfig(kind="local", basepath=str(stack.storage_path.resolve())))
     files = sorted(str(p) for p in corpus.iterdir())

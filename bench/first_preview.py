@@ -37,7 +37,7 @@ def make(kind: str, folder: Path, i: int) -> Path:
 async def one(path: Path, kind: str, store, storage: Path, timeout_s: float) -> dict:
     from blocks.storage import derived_prefix, manifest_key
     from converters.inspect import sha256_of
-    from fileflow.submit import submit
+    from fileflow.ops.submit import submit
 
     digest = sha256_of(path)
     folder = storage / derived_prefix(digest, PREVIEW_STEP[kind])

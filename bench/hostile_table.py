@@ -1,7 +1,7 @@
 """The hostile-input table of docs/reliability.md, from a real run.
 
 Every case of ``tests/samplegen/hostile.py`` plus the committed good samples go through the
-embedded pipeline as ONE batch (``fileflow.batch.run_batch``, as ``fileflow process`` runs it,
+embedded pipeline as ONE batch (``fileflow.ops.batch.run_batch``, as ``fileflow process`` runs it,
 against a fresh Prefect server on SQLite started on a free port by Prefect's test harness, as
 the tests do: the ephemeral server's fixed port collides with other runs on a shared machine);
 the script then prints one row per case
@@ -41,7 +41,7 @@ def main() -> None:
         from prefect.testing.utilities import prefect_test_harness
 
         from blocks.storage import StorageConfig
-        from fileflow.batch import run_batch
+        from fileflow.ops.batch import run_batch
         from fileflow.settings import PipelineSettings
         from tests.samplegen import hostile
 

@@ -146,7 +146,7 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
     does in an incident, until that many router runs are Running (or ``HOLD_S`` passed), then
     resumed; the peak of router runs Running is sampled."""
     from blocks.storage import StorageConfig, Store
-    from fileflow.submit import submit
+    from fileflow.ops.submit import submit
 
     storage = work / f"storage-{tag}"
     corpus = work / f"text-{tag}"

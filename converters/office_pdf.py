@@ -2,7 +2,7 @@
 
 Reads DOCX/DOCM, DOC, ODT, RTF, XLSX/XLSM, XLS, ODS, PPTX/PPTM, PPT and ODP. This module is
 only unoserver's *client* (``unoserver.client.UnoClient``, pure Python, XML-RPC): the server,
-with LibreOffice behind it, is started and kept alive by :class:`fileflow.office.UnoServer`.
+with LibreOffice behind it, is started and kept alive by :class:`fileflow.engine.office.UnoServer`.
 The client sends the input's path (the server runs on this machine and reads it; for a remote
 host the bytes are sent instead) and LibreOffice writes ``document.pdf`` into ``out_dir``.
 

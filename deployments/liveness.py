@@ -12,7 +12,7 @@ in place by :func:`ensure` (called by :mod:`deployments.setup`):
   ends or pauses the run is expected within ``FILEFLOW_LIVENESS_CRASHED_AFTER_S`` seconds; if
   none comes, the run is set ``Crashed``.
   A converter step run crashed so is retried by its mediator (new attempt, new idempotency key,
-  :mod:`fileflow.pools`); a router run crashed so is resumed by the next automation.
+  :mod:`fileflow.engine.pools`); a router run crashed so is resumed by the next automation.
 - ``fileflow-crash-stranded-pending``: a worker claims a run (``Pending``) before it starts it
   (``Running``); a worker that dies in between, with nobody to report it, leaves the run
   ``Pending`` with no heartbeat ever to miss. After the run's ``Pending`` event, its ``Running``
@@ -34,11 +34,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fileflow.settings import LivenessSettings
+from fileflow.names import CRASH_AUTOMATION, PENDING_AUTOMATION, RESUME_AUTOMATION, ROUTER_DEPLOYMENT
 
-CRASH_AUTOMATION = "fileflow-crash-silent-runs"
-PENDING_AUTOMATION = "fileflow-crash-stranded-pending"
-RESUME_AUTOMATION = "fileflow-resume-crashed-router"
-ROUTER_DEPLOYMENT = "process-file/process-file"
 TERMINAL_EVENTS = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
 #: a run entered Running (state names of type RUNNING)
 STARTED_EVENTS = {"prefect.flow-run.Running", "prefect.flow-run.Retrying"}

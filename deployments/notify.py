@@ -1,7 +1,7 @@
 """The webhook automation: tell an upload service that a file is done.
 
 Every file ends with a ``fileflow.file.completed`` or ``fileflow.file.failed`` event
-(:mod:`fileflow.events`). With ``FILEFLOW_NOTIFY_WEBHOOK_URL`` set, :func:`ensure` saves a
+(:mod:`fileflow.engine.events`). With ``FILEFLOW_NOTIFY_WEBHOOK_URL`` set, :func:`ensure` saves a
 Prefect ``Webhook`` block (``fileflow-notify``) and an automation (``fileflow-notify-webhook``)
 whose ``CallWebhook`` action POSTs, for each such event, the JSON of :data:`PAYLOAD`. Without a
 URL no automation is created, and an existing one is disabled (so unsetting the URL and
@@ -19,10 +19,9 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fileflow.events import RESOURCE_PREFIX, TERMINAL
+from fileflow.engine.events import RESOURCE_PREFIX, TERMINAL
+from fileflow.names import NOTIFY_AUTOMATION, NOTIFY_BLOCK
 
-BLOCK_NAME = "fileflow-notify"
-AUTOMATION_NAME = "fileflow-notify-webhook"
 
 # What the upload service receives: the event's name, id and time, the flow run that finished
 # the file, and the event's payload as it was emitted (file id, status, error, manifest ...).
@@ -50,7 +49,7 @@ def automation_spec(block_id: Any, settings: NotifySettings, enabled: bool = Tru
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
     return AutomationCore(
-        name=AUTOMATION_NAME,
+        name=NOTIFY_AUTOMATION,
         description="POST fileflow's terminal file events to FILEFLOW_NOTIFY_WEBHOOK_URL (docs/events.md).",
         enabled=enabled,
         trigger=EventTrigger(
@@ -71,7 +70,7 @@ async def ensure(settings: NotifySettings | None = None) -> str:
 
     settings = settings or NotifySettings()
     async with get_client() as client:
-        existing = await client.read_automations_by_name(AUTOMATION_NAME)
+        existing = await client.read_automations_by_name(NOTIFY_AUTOMATION)
         for extra in existing[1:]:  # a name is not unique in Prefect: keep one
             await client.delete_automation(extra.id)
         current = existing[0] if existing else None
@@ -82,7 +81,7 @@ async def ensure(settings: NotifySettings | None = None) -> str:
                 await client.pause_automation(current.id)
             return "disabled"
         block = Webhook(method="POST", url=SecretStr(settings.webhook_url), headers=settings.webhook_headers)
-        block_id = await block.save(BLOCK_NAME, overwrite=True)
+        block_id = await block.save(NOTIFY_BLOCK, overwrite=True)
         spec = automation_spec(block_id, settings)
         if current is None:
             await client.create_automation(spec)

@@ -9,7 +9,7 @@
 2. on every pool a ``reprocess`` work queue served after the pool's others (priority 100,
    one run at a time), and fileflow's global concurrency limits (``fileflow-active-files``,
    ``fileflow-reprocess``, ``fileflow-reprocess-rate``, ``fileflow-converter-<name>``); existing
-   ones are left as they are (see fileflow/limits.py);
+   ones are left as they are (see fileflow/ops/limits.py);
 3. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place);
 4. the webhook automation for terminal file events, when ``FILEFLOW_NOTIFY_WEBHOOK_URL`` is
    set (disabled otherwise; see notify.py and docs/events.md);
@@ -30,15 +30,14 @@ import sys
 from pathlib import Path
 
 import converters
-from fileflow.pools import pool_name
+from fileflow.names import K8S_POOLS, MEDIATOR_POOL, pool_name
 
 ROOT = Path(__file__).resolve().parents[1]
-MEDIATOR_POOL = "fileflow-mediator"
 
 #: Kubernetes work pools (one Job per flow run, served by a Prefect Kubernetes worker in a
 #: cluster): name -> base job template. See prefect.yaml (video_transcode-k8s).
-K8S_POOLS: dict[str, dict] = {
-    "converter-video-k8s": json.loads((ROOT / "deployments" / "k8s-video-job-template.json").read_text()),
+K8S_POOL_TEMPLATES: dict[str, dict] = {
+    name: json.loads((ROOT / "deployments" / "k8s-video-job-template.json").read_text()) for name in K8S_POOLS
 }
 
 
@@ -64,7 +63,7 @@ async def ensure_pools() -> list[str]:
                     WorkPoolCreate(name=name, type="process", base_job_template=template)
                 )
                 created.append(name)
-        for name, k8s_template in K8S_POOLS.items():
+        for name, k8s_template in K8S_POOL_TEMPLATES.items():
             try:
                 await client.read_work_pool(name)
             except ObjectNotFound:
@@ -87,7 +86,7 @@ async def ensure_steering() -> tuple[list[str], list[str]]:
     """The reprocess queues and the limits; (pools given a queue, limits created)."""
     from prefect.client.orchestration import get_client
 
-    from fileflow.limits import ensure_limits, ensure_reprocess_queues
+    from fileflow.ops.limits import ensure_limits, ensure_reprocess_queues
 
     async with get_client() as client:
         return await ensure_reprocess_queues(client, [*pool_names(), *K8S_POOLS]), await ensure_limits(client)

@@ -26,10 +26,10 @@ from typing import Any
 
 from blocks.storage import StorageConfig, make_block
 from fileflow.errors import StorageUnavailable
+from fileflow.names import STORAGE_BLOCK
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BLOCK_NAME = "fileflow-storage"
 LIFECYCLE_RULE_ID = "fileflow-expire-tmp"
 ABORT_MULTIPART_DAYS = 1
 
@@ -101,7 +101,7 @@ def _save_block(block, name: str) -> tuple[str, bool]:
     return str(document_id), True
 
 
-def save_storage_blocks(config: StorageConfig, name: str = DEFAULT_BLOCK_NAME) -> str:
+def save_storage_blocks(config: StorageConfig, name: str = STORAGE_BLOCK) -> str:
     """Save the Prefect block(s) for ``config`` and return the storage block's slug.
 
     * kind "s3": an ``AwsCredentials`` block ``<name>-credentials`` (access key, secret - kept
@@ -128,7 +128,7 @@ def save_storage_blocks(config: StorageConfig, name: str = DEFAULT_BLOCK_NAME) -
     return slug
 
 
-def load_storage_config(name: str = DEFAULT_BLOCK_NAME) -> StorageConfig:
+def load_storage_config(name: str = STORAGE_BLOCK) -> StorageConfig:
     """Rebuild the :class:`StorageConfig` from a block saved by :func:`save_storage_blocks`.
 
     ``name`` is a block name (``fileflow-storage``) or a slug (``s3-bucket/fileflow-storage``,

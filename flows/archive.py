@@ -14,7 +14,7 @@ from prefect import flow
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
 from blocks.storage import original_key
-from fileflow.mediator import FileRef, Mediation, display_name
+from fileflow.engine.mediator import FileRef, Mediation, display_name
 from flows._common import file_tags, outcome
 
 

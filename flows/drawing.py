@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from fileflow.mediator import FileRef, Mediation
+from fileflow.engine.mediator import FileRef, Mediation
 from flows._common import outcome
 
 

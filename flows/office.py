@@ -6,7 +6,7 @@ import asyncio
 
 from prefect import flow
 
-from fileflow.mediator import FileRef, Mediation
+from fileflow.engine.mediator import FileRef, Mediation
 from flows._common import outcome
 
 

@@ -14,7 +14,8 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 
 from fileflow.errors import ToolCrashed, UnsupportedInput
-from fileflow.mediator import FileRef, Mediation, current, display_name
+from fileflow.engine.mediator import FileRef, Mediation, current, display_name
+from fileflow.names import ROUTER_FLOW
 from fileflow.settings import LivenessSettings
 from flows._common import file_tags, outcome
 from flows.archive import archive_flow
@@ -36,7 +37,7 @@ FLOWS = {
 }
 
 
-@flow(name="process-file", flow_run_name="file:{name}", persist_result=False)
+@flow(name=ROUTER_FLOW, flow_run_name="file:{name}", persist_result=False)
 async def process_file(
     key: str, file_id: str, name: str, size: int, parent: str | None = None, depth: int = 0
 ):
@@ -52,7 +53,7 @@ async def process_file(
 
 
 async def _admit_and_route(m: Mediation, file: FileRef):
-    if file.parent is None and m.rt.lane == "upload":  # the operators' cap on active uploads (fileflow/limits.py)
+    if file.parent is None and m.rt.lane == "upload":  # the operators' cap on active uploads (fileflow/ops/limits.py)
         async with m.rt.steering.file_slot("upload"):
             return await _route(m, file)
     return await _route(m, file)
@@ -103,7 +104,7 @@ async def _route_through_api_failures(m: Mediation, file: FileRef):
     task's own retries. Failures of the file itself (a converter's typed error, a storage
     error) are not retried here.
     """
-    from fileflow.mediator import _exception_of
+    from fileflow.engine.mediator import _exception_of
 
     tracker = m.rt.tracker
     for delay in (*API_RETRY_DELAYS_S, None):

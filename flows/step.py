@@ -19,8 +19,9 @@ from prefect import flow
 
 import converters
 from fileflow.errors import FileflowError
-from fileflow.isolation import ChildPool
-from fileflow.office import UnoServer
+from fileflow.engine.isolation import ChildPool
+from fileflow.engine.office import UnoServer
+from fileflow.names import STEP_FLOW
 from fileflow.settings import PipelineSettings, StorageSettings
 
 
@@ -33,7 +34,7 @@ def share_child_pool(pool: ChildPool | None) -> None:
     _shared_pool = pool
 
 
-@flow(name="converter-step", flow_run_name="{converter}:{label}", persist_result=False)
+@flow(name=STEP_FLOW, flow_run_name="{converter}:{label}", persist_result=False)
 async def converter_step(converter: str, label: str, payload: dict[str, Any], outcome_key: str) -> dict:
     import asyncio
 
@@ -54,7 +55,7 @@ async def converter_step(converter: str, label: str, payload: dict[str, Any], ou
             payload["options"] = {**payload["options"], "unoserver_host": "127.0.0.1", "unoserver_port": port}
         try:
             result = await pool.acall(
-                "fileflow.execute:run_step", payload, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb
+                "fileflow.engine.execute:run_step", payload, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb
             )
         except FileflowError as exc:
             record = {"error": {"type": type(exc).__name__, "message": str(exc)}}

@@ -18,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from blocks.storage import StorageConfig, Store, manifest_key, original_key
-from fileflow.audit import audit, file_id_of, parse_duration
-from fileflow.batch import ingest, run_batch
-from fileflow.cli import app
+from fileflow.ops.audit import audit, file_id_of, parse_duration
+from fileflow.ops.batch import ingest, run_batch
+from fileflow.cli.app import app
 from fileflow.settings import PipelineSettings
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -1,7 +1,7 @@
-"""What the runs of one ``fileflow process`` batch share (fileflow.batch.prefect_session),
+"""What the runs of one ``fileflow process`` batch share (fileflow.ops.batch.prefect_session),
 against a real Prefect server: one API client, the results block as Prefect's default result
 storage (so no flow run asks the server for its default), and, on a plain-HTTP API, the
-one-certificate CA bundle of fileflow/stack.py."""
+one-certificate CA bundle of fileflow/server/stack.py."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import asyncio
 from pathlib import Path
 
 from blocks.storage import StorageConfig
-from fileflow.batch import prefect_session
-from fileflow.mediator import Runtime
+from fileflow.ops.batch import prefect_session
+from fileflow.engine.mediator import Runtime
 from fileflow.settings import PipelineSettings
-from fileflow.stack import PLAIN_HTTP_CA_BUNDLE
+from fileflow.home import PLAIN_HTTP_CA_BUNDLE
 
 
 def test_a_batch_shares_one_client_and_names_its_default_result_storage(prefect_server, tmp_path):

@@ -64,7 +64,7 @@ def test_submit_with_a_missing_file_or_a_bad_s3_url_starts_nothing(prefect_serve
 
 
 def test_schema_in_docs_matches_the_code():
-    from fileflow.manifest import json_schema
+    from fileflow.engine.manifest import json_schema
 
     documented = json.loads((Path(__file__).parents[1] / "docs" / "manifest.schema.json").read_text())
     assert documented == json_schema(), "run `make schema` and commit docs/manifest.schema.json"

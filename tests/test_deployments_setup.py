@@ -29,7 +29,7 @@ def test_prefect_yaml_declares_router_kind_flows_and_one_deployment_per_converte
         assert deployments[name]["entrypoint"] == "flows/step.py:converter_step"
         assert deployments[name]["work_pool"]["name"] == f"converter-{name}"
     reprocess = deployments["reprocess"]
-    assert reprocess["entrypoint"] == "flows/reprocess.py:reprocess"
+    assert reprocess["entrypoint"] == "fileflow/ops/reprocess_flow.py:reprocess"
     assert reprocess["work_pool"] == {"name": MEDIATOR_POOL, "work_queue_name": "reprocess"}
     assert [s["active"] for s in reprocess["schedules"]] == [False]  # the cron is off until turned on
     assert set(deployments) == {"process-file", *KIND_FLOWS, *converters.BUILTINS, "video_transcode-k8s", "reprocess"}

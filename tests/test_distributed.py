@@ -22,9 +22,9 @@ import pytest
 
 import converters
 from blocks.storage import StorageConfig, Store
-from fileflow.batch import run_batch
+from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
-from fileflow.stack import members
+from fileflow.server.stack import members
 from tests.conftest import _free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -179,7 +179,7 @@ def test_the_same_upload_notified_twice_starts_one_run(stack, tmp_path):
 
 def test_paused_converter_holds_its_steps_until_resume(stack, tmp_path):
     """An operator pauses a converter (its pool): the mediator holds that converter's steps
-    (fileflow/limits.py) instead of piling runs onto the pool, and they run after resume."""
+    (fileflow/ops/limits.py) instead of piling runs onto the pool, and they run after resume."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.settings import PREFECT_API_URL, temporary_settings

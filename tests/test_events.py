@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from blocks.storage import StorageConfig
-from fileflow.batch import run_batch
+from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -185,7 +185,7 @@ def test_webhook_automation_posts_the_terminal_event_to_an_http_server(prefect_s
 
     async def automations():
         async with get_client() as client:
-            return await client.read_automations_by_name(notify.AUTOMATION_NAME)
+            return await client.read_automations_by_name(notify.NOTIFY_AUTOMATION)
 
     (automation,) = asyncio.run(automations())
     assert automation.enabled
@@ -230,7 +230,7 @@ def _scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 
 def test_exporter_counts_files_failures_and_step_durations(prefect_server, tmp_path):
-    from fileflow.exporter import start_server
+    from fileflow.server.exporter import start_server
 
     server = start_server("127.0.0.1", 0, api_url=prefect_server, cache_s=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fileflow.exporter import ExporterServer, start_server
+from fileflow.server.exporter import ExporterServer, start_server
 
 pytestmark = pytest.mark.timeout(120)
 

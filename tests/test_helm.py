@@ -307,7 +307,7 @@ def test_mediator_runs_the_warm_worker_with_its_health_endpoint_as_the_probe(whi
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     argv = container["command"]
-    assert argv[:3] == ["python", "-m", "fileflow.worker"]
+    assert argv[:3] == ["python", "-m", "fileflow.server.worker"]
     assert "--keep-alive" not in argv  # the kubelet restarts the container
     assert argv[argv.index("--pool") + 1] == "fileflow-mediator"
     assert argv[argv.index("--limit") + 1] == str(m["runsPerPod"])
@@ -323,7 +323,7 @@ def test_resumer_runs_once_in_the_mediator_image_and_can_be_disabled(default_obj
     assert resumer["spec"]["replicas"] == 1
     (container,) = resumer["spec"]["template"]["spec"]["containers"]
     r = full_values["resumer"]
-    assert container["command"] == ["python", "-m", "fileflow.resumer", "--every", str(r["everySeconds"]),
+    assert container["command"] == ["python", "-m", "fileflow.server.resumer", "--every", str(r["everySeconds"]),
                                     "--settle", str(r["settleSeconds"])]
     mediator = of_kind(full_objects, "Deployment")["fileflow-prod-mediator"]["spec"]["template"]["spec"]
     assert container["image"] == mediator["containers"][0]["image"]
@@ -471,7 +471,7 @@ def test_hook_jobs_prepare_the_bucket_then_apply_the_deployments(full_objects):
 
 
 def test_grafana_dashboard_configmap(default_objects):
-    from fileflow.exporter import _METRICS
+    from fileflow.server.exporter import _METRICS
 
     (cm,) = of_kind(default_objects, "ConfigMap").values()
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -585,13 +585,13 @@ def test_dockerfile_images_are_pinned_non_root_and_carry_their_packages():
 
 
 def test_prefect_yaml_has_a_kubernetes_pool_for_video_transcode():
-    from deployments.setup import K8S_POOLS
+    from deployments.setup import K8S_POOL_TEMPLATES
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployment = next(d for d in spec["deployments"] if d["name"] == "video_transcode-k8s")
     assert deployment["entrypoint"] == "flows/step.py:converter_step"
     assert deployment["work_pool"]["name"] == "converter-video-k8s"
-    template = K8S_POOLS["converter-video-k8s"]
+    template = K8S_POOL_TEMPLATES["converter-video-k8s"]
     job = template["job_configuration"]["job_manifest"]
     assert job["kind"] == "Job" and job["spec"]["backoffLimit"] == 0
     assert job["spec"]["ttlSecondsAfterFinished"] == "{{ finished_job_ttl }}"

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 
 from blocks.storage import StorageConfig
-from fileflow.batch import run_batch
+from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
 from tests.samplegen import hostile
 
@@ -156,8 +156,8 @@ def test_a_run_that_breaks_without_a_manifest_is_run_again(prefect_server, tmp_p
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     from blocks.storage import original_key
-    from fileflow.batch import ingest
-    from fileflow.mediator import FileRef, Runtime, runtime
+    from fileflow.ops.batch import ingest
+    from fileflow.engine.mediator import FileRef, Runtime, runtime
     from flows.router import process_to_terminal
 
     out = tmp_path / "out"

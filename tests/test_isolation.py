@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fileflow.errors import CorruptInput, LimitExceeded, ToolCrashed, ToolTimeout
-from fileflow.isolation import ChildPool
+from fileflow.engine.isolation import ChildPool
 
 
 @pytest.fixture

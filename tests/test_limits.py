@@ -15,10 +15,11 @@ from prefect import flow
 
 import converters
 from blocks.storage import StorageConfig, original_key
-from fileflow import limits
-from fileflow.batch import ingest
-from fileflow.mediator import FileRef, Mediation, Runtime, runtime
-from fileflow.progress import Tracker
+from fileflow.engine import steering
+from fileflow.ops import limits
+from fileflow.ops.batch import ingest
+from fileflow.engine.mediator import FileRef, Mediation, Runtime, runtime
+from fileflow.engine.progress import Tracker
 from fileflow.settings import PipelineSettings
 
 FILEFLOW = Path(sys.executable).parent / "fileflow"
@@ -68,7 +69,8 @@ def _clean_up(prefect_server):
 def test_setup_creates_queues_and_limits_once_and_keeps_an_operators_values(prefect_server):
     from prefect.client.orchestration import get_client
 
-    from deployments.setup import K8S_POOLS, ensure_pools, ensure_steering, pool_names
+    from deployments.setup import ensure_pools, ensure_steering, pool_names
+    from fileflow.names import K8S_POOLS
 
     asyncio.run(ensure_pools())
     asyncio.run(ensure_steering())  # whatever an earlier test left: from here on it must be a no-op
@@ -95,7 +97,8 @@ def test_pause_reprocess_pauses_the_queue_of_every_pool_the_kubernetes_one_inclu
     too (a reprocessing job's video steps go there when prefect.yaml points video_transcode at it)."""
     from prefect.client.orchestration import get_client
 
-    from deployments.setup import K8S_POOLS, ensure_pools, pool_names
+    from fileflow.names import K8S_POOLS
+    from deployments.setup import ensure_pools, pool_names
 
     asyncio.run(ensure_pools())
 
@@ -183,7 +186,7 @@ async def _stage_of(tracker: Tracker, label: str, want: str, timeout_s: float = 
 def test_steps_finding_a_stale_snapshot_at_once_share_one_read(prefect_server):
     """Hundreds of steps held by a paused converter wake together: one read of Prefect serves
     them all (each read is several API calls), and the next stale moment reads again."""
-    steering = limits.Steering(refresh_s=0.2)
+    steering = steering.Steering(refresh_s=0.2)
 
     async def wake(n: int):
         return await asyncio.gather(*(steering.snapshot() for _ in range(n)))
@@ -222,7 +225,7 @@ def test_local_step_waits_while_paused_or_at_limit_zero_and_runs_when_released(p
             async with get_client() as client:
                 await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=0))
             await limits.set_paused_pool("converter-tests.extra_converters.overlap", False)
-            await asyncio.sleep(3 * limits.REFRESH_S)  # give the mediator time it must not use
+            await asyncio.sleep(3 * steering.REFRESH_S)  # give the mediator time it must not use
             assert not intervals.exists() and not run.done()
             async with get_client() as client:
                 await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1))

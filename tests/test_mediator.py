@@ -8,8 +8,8 @@ import pytest
 from prefect import flow
 
 from blocks.storage import StorageConfig, original_key
-from fileflow.batch import ingest
-from fileflow.mediator import FileRef, Mediation, Runtime, Source, display_name, runtime, step_cache_key
+from fileflow.ops.batch import ingest
+from fileflow.engine.mediator import FileRef, Mediation, Runtime, Source, display_name, runtime, step_cache_key
 from fileflow.settings import PipelineSettings
 
 
@@ -110,7 +110,7 @@ def test_only_failures_of_the_prefect_api_route_a_file_again():
 def test_each_run_context_sees_its_own_runtime(tmp_path):
     """The warm mediator holds uploads and a reprocessing job in one process: a runtime installed
     by one run (its lane, the converters it redoes) is never seen by another running alongside."""
-    from fileflow.mediator import current
+    from fileflow.engine.mediator import current
 
     storage = StorageConfig(basepath=str(tmp_path))
     default = current()

@@ -18,8 +18,8 @@ from PIL import Image
 from prefect import flow
 
 from blocks.storage import StorageConfig, original_key
-from fileflow.batch import ingest, run_batch
-from fileflow.mediator import FileRef, Mediation, Runtime, runtime
+from fileflow.ops.batch import ingest, run_batch
+from fileflow.engine.mediator import FileRef, Mediation, Runtime, runtime
 from fileflow.settings import PipelineSettings
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -19,9 +19,9 @@ import pytest
 
 import converters
 from blocks.storage import StorageConfig, Store
-from fileflow.batch import run_batch
+from fileflow.ops.batch import run_batch
 from fileflow.errors import InvalidRequest
-from fileflow.reprocess import (
+from fileflow.ops.reprocess import (
     Selection,
     check_job,
     make_selection,
@@ -115,7 +115,7 @@ def test_outdated_converter_versions_are_redone_with_their_consumers(processed):
             step["converter_version"] = "0.1.0"
     assert steps_to_redo(manifest, set(), CURRENT) == ["ocr", "language"]
     assert steps_to_redo(processed["manifests"]["photo.jpg"], set(), CURRENT) == []
-    from fileflow.reprocess import _matches
+    from fileflow.ops.reprocess import _matches
 
     written = datetime.now(timezone.utc)
     assert _matches(Selection(converter="ocr", older_than=CURRENT["ocr"]), manifest, written)
@@ -168,7 +168,7 @@ def cli(*args: str, api: str, **kw) -> subprocess.CompletedProcess:
 def test_dry_run_predicts_exactly_the_steps_a_run_executes_and_progress_shows(processed, monkeypatch):
     from prefect.client.orchestration import get_client
 
-    from flows.reprocess import reprocess
+    from fileflow.ops.reprocess_flow import reprocess
 
     out = processed["out"]
     dry = cli("reprocess", "--out", str(out), "--mime", "image/*", "--redo", "ocr", "--dry-run", api=processed["api"])
@@ -245,9 +245,9 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
 
     from blocks.storage import derived_prefix, original_key
     from converters.inspect import sha256_of
-    from fileflow.limits import REPROCESS_QUEUE, ensure_pool, ensure_reprocess_queues
-    from fileflow.pools import run_on_pool
-    from fileflow.stack import WORKER_ENV
+    from fileflow.ops.limits import REPROCESS_QUEUE, ensure_pool, ensure_reprocess_queues
+    from fileflow.engine.pools import run_on_pool
+    from fileflow.server.stack import WORKER_ENV
 
     converter, pool = "text_extract", "converter-text_extract"
     run_id = uuid.uuid4().hex
@@ -336,7 +336,7 @@ async def _cancel_unfinished(runs) -> None:
 
 def test_reprocessing_children_yield_the_cpu_to_uploads(tmp_path):
     """Local steps of the reprocess lane run at nice 10, the uploads' at the mediator's own nice."""
-    from fileflow.mediator import Runtime
+    from fileflow.engine.mediator import Runtime
 
     def nice_of(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])

@@ -11,7 +11,7 @@ async def _scenario():
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelled, Crashed, Pending
 
-    from fileflow.resumer import sweep
+    from fileflow.server.resumer import sweep
 
     async with get_client() as client:
         router = await client.create_deployment(flow_id=await client.create_flow_from_name("process-file"),

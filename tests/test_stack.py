@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from fileflow.stack import Stack, members
+from fileflow.server.stack import Stack, members
 
 
 def _alive(pid: int) -> bool:
@@ -75,7 +75,7 @@ def test_a_plain_http_stack_gives_prefect_clients_a_one_certificate_bundle(prefe
     TLS setting of the user's own, an https API, or FILEFLOW_STACK_PLAIN_HTTP_CA=0 keep Prefect's."""
     import ssl
 
-    from fileflow.stack import PLAIN_HTTP_CA_BUNDLE, client_tls_env
+    from fileflow.home import PLAIN_HTTP_CA_BUNDLE, client_tls_env
 
     env = client_tls_env("http://127.0.0.1:4200/api", {})
     assert env == {"PREFECT_API_SSL_CERT_FILE": str(PLAIN_HTTP_CA_BUNDLE)}

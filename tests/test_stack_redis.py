@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fileflow.stack import members
+from fileflow.server.stack import members
 from tests.conftest import _free_port, fresh_database, pg_admin, wait_until
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -70,7 +70,7 @@ def _active_files_slots(api_url: str) -> int:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from fileflow.limits import ACTIVE_FILES
+    from fileflow.ops.limits import ACTIVE_FILES
 
     async def read() -> int:
         async with get_client() as client:

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from blocks.storage import StorageConfig, Store
-from fileflow.batch import run_batch
+from fileflow.ops.batch import run_batch
 from fileflow.errors import AmbiguousFile, UnknownFile
 from fileflow.settings import PipelineSettings
-from fileflow.show import find
-from fileflow.status import collect
+from fileflow.ops.show import find
+from fileflow.ops.status import collect
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -212,8 +212,8 @@ def test_step_task_runs_are_untagged_and_found_by_their_task_key(prefect_server,
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags, TaskRunFilter, TaskRunFilterFlowRunId
 
-    from fileflow.mediator import STEP_TASK_KEY_PREFIX, _run_step
-    from fileflow.status import STEP_TASK_KEY_PREFIX as STATUS_PREFIX
+    from fileflow.engine.mediator import STEP_TASK_KEY_PREFIX, _run_step
+    from fileflow.ops.status import STEP_TASK_KEY_PREFIX as STATUS_PREFIX
 
     assert STATUS_PREFIX == STEP_TASK_KEY_PREFIX and _run_step.task_key.startswith(STEP_TASK_KEY_PREFIX)
     sample = tmp_path / "untagged-steps.txt"

@@ -1,4 +1,4 @@
-"""The warm worker (``python -m fileflow.worker``) against a real Prefect server: it runs a
+"""The warm worker (``python -m fileflow.server.worker``) against a real Prefect server: it runs a
 converter step of its pool, and on SIGTERM it finishes the step in progress, takes no new one,
 and leaves no run Running."""
 
@@ -20,7 +20,7 @@ import pytest
 
 from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
-from fileflow.stack import live_processes
+from fileflow.server.stack import live_processes
 from tests.conftest import _free_port, wait_until
 from tests.tcp_proxy import TcpProxy
 
@@ -68,7 +68,7 @@ def _start_worker(ctx, grace: float, limit: int = 2) -> subprocess.Popen:
     env.update({"PREFECT_API_URL": ctx["api"], "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "FILEFLOW_STORAGE_KIND": "local", "FILEFLOW_STORAGE_PATH": ctx["storage"].basepath})
     log = open(ctx["log"], "ab")
-    return subprocess.Popen([sys.executable, "-m", "fileflow.worker", "--pool", ctx["pool"], "--children", "1",
+    return subprocess.Popen([sys.executable, "-m", "fileflow.server.worker", "--pool", ctx["pool"], "--children", "1",
                              "--grace", str(grace), "--limit", str(limit)], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
 
@@ -131,7 +131,7 @@ def test_a_worker_with_a_large_limit_claims_a_few_runs_at_a_time(sleepy_pool):
     """A worker allowed 24 runs finds 24 waiting: it claims (sets Pending) at most CLAIM_BATCH of
     them before those have started, so no claimed run waits behind a long queue of claims (the
     stranded-Pending automation crashes a run Pending too long). All 24 run."""
-    from fileflow.worker import CLAIM_BATCH
+    from fileflow.server.worker import CLAIM_BATCH
 
     ctx = sleepy_pool
     runs = [_submit(ctx, seconds=0, label=f"batch-{i}") for i in range(24)]
@@ -176,7 +176,7 @@ def test_health_port_answers_200_while_the_pool_is_polled_and_503_when_polling_s
     env.update({"PREFECT_API_URL": f"{relay.url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "FILEFLOW_STORAGE_KIND": "local", "FILEFLOW_STORAGE_PATH": ctx["storage"].basepath})
     log = open(ctx["log"], "ab")
-    worker = subprocess.Popen([sys.executable, "-m", "fileflow.worker", "--pool", ctx["pool"], "--children", "1",
+    worker = subprocess.Popen([sys.executable, "-m", "fileflow.server.worker", "--pool", ctx["pool"], "--children", "1",
                                "--grace", "5", "--poll", "0.5", "--health-port", str(port)],
                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -231,7 +231,7 @@ def test_keep_alive_starts_a_killed_worker_again_and_sigterm_stops_both(sleepy_p
     env.update({"PREFECT_API_URL": ctx["api"], "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "FILEFLOW_STORAGE_KIND": "local", "FILEFLOW_STORAGE_PATH": ctx["storage"].basepath})
     log = open(ctx["log"], "ab")
-    keeper = subprocess.Popen([sys.executable, "-m", "fileflow.worker", "--keep-alive", "--pool", ctx["pool"],
+    keeper = subprocess.Popen([sys.executable, "-m", "fileflow.server.worker", "--keep-alive", "--pool", ctx["pool"],
                                "--children", "1", "--grace", "5"], env=env, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
@@ -260,7 +260,7 @@ def test_a_run_claimed_while_the_api_is_down_is_crashed_once_it_answers(sleepy_p
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Pending
 
-    from fileflow.worker import WarmWorker
+    from fileflow.server.worker import WarmWorker
 
     ctx = sleepy_pool
     run = _submit(ctx, seconds=0, label="claimed")

@@ -257,7 +257,7 @@ def write_batch(folder: Path, scratch: Path) -> tuple[list[Path], dict[Path, str
 # --------------------------------------------------------------------------- reading the outcome
 def find_manifest(case: Case, manifests: list[dict]) -> dict | None:
     """The manifest a case's expectation is about (the upload's, or its archive member's)."""
-    from fileflow.mediator import display_name
+    from fileflow.engine.mediator import display_name
 
     shown = display_name(case.name)
     if case.member is None:

@@ -9,7 +9,7 @@ Started, each in a session of its own with its log under ``<home>/logs/``:
   with ``--server-workers N`` (PostgreSQL and Redis) the API is N processes and the loop
   services (scheduler, triggers, event persister ...) one more, as Prefect's scaling guide does;
 - a warm LibreOffice (unoserver) shared by the office workers;
-- one mediator worker (pool ``fileflow-mediator``): a warm worker (:mod:`fileflow.worker`) that
+- one mediator worker (pool ``fileflow-mediator``): a warm worker (:mod:`fileflow.server.worker`) that
   runs up to ``mediator_limit`` files' flows in its own process, or with
   ``mediator_type="process"`` Prefect's process worker (two fresh processes per file);
 - N workers per converter pool: N warm workers, each serving every converter pool, or with
@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Iterator
 
 import converters
-from fileflow.pools import pool_name
+from fileflow.home import client_tls_env, stack_file, stack_state
 from fileflow.settings import LivenessSettings
+from fileflow.names import MEDIATOR_POOL, pool_name
 
-MEDIATOR_POOL = "fileflow-mediator"
 #: seconds the warm mediator's files in flight get to finish on `fileflow down`; one still going
 #: after that ends Crashed and is resumed by the next mediator (its finished steps are cached)
 MEDIATOR_GRACE_S = 10
@@ -56,25 +56,6 @@ WORKER_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO",
 }
-
-
-#: the CA bundle of Prefect's clients when the stack's API is plain HTTP (``http://127.0.0.1``):
-#: one self-signed certificate whose key was discarded, so it lets no TLS peer be verified, and
-#: no TLS is ever spoken to an ``http://`` API. Prefect builds a verifying SSL context for every
-#: client it creates, and it creates one per flow run engine, per concurrency lease, per
-#: result-storage lookup ... (a third of the mediator's CPU in a profile, bench/analysis.md):
-#: from certifi's bundle that costs 15.5 ms here, from this one 0.26 ms.
-#: ``FILEFLOW_STACK_PLAIN_HTTP_CA=0`` keeps Prefect's default; a ``PREFECT_API_SSL_CERT_FILE`` or
-#: ``PREFECT_API_TLS_INSECURE_SKIP_VERIFY`` of your own is always kept.
-PLAIN_HTTP_CA_BUNDLE = Path(__file__).with_name("plain_http_ca.pem")
-
-
-def client_tls_env(api_url: str, environ: dict[str, str]) -> dict[str, str]:
-    """What the stack adds to its processes' environment for Prefect's API client's TLS."""
-    own = {"PREFECT_API_SSL_CERT_FILE", "PREFECT_API_TLS_INSECURE_SKIP_VERIFY"} & environ.keys()
-    if api_url.startswith("http://") and not own and environ.get("FILEFLOW_STACK_PLAIN_HTTP_CA", "1") != "0":
-        return {"PREFECT_API_SSL_CERT_FILE": str(PLAIN_HTTP_CA_BUNDLE)}
-    return {}
 
 
 #: Prefect's settings that move the server's messaging, event ordering, concurrency leases and
@@ -153,7 +134,7 @@ class Stack:
 
     @property
     def state_file(self) -> Path:
-        return self.home / "stack.json"
+        return stack_file(self.home)
 
     def env(self) -> dict[str, str]:
         env = {
@@ -223,7 +204,7 @@ class Stack:
         if self.server_workers > 1:
             # each API process would migrate the database and register block types as it starts,
             # and on a new database two at once collide: done once here, then switched off
-            prepared = subprocess.run([sys.executable, "-m", "fileflow.serverdb"], env=server_env,
+            prepared = subprocess.run([sys.executable, "-m", "fileflow.server.serverdb"], env=server_env,
                                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
             (self.home / "logs" / "serverdb.log").write_text(prepared.stdout + prepared.stderr)
             if prepared.returncode != 0:
@@ -284,11 +265,11 @@ class Stack:
                 raise RuntimeError(f"deployments.setup failed: {setup.stderr[-2000:]}")
             progress("starting the warm LibreOffice")
             uno_port = free_port()
-            self._start("unoserver", [python, "-m", "fileflow.office", "--port", str(uno_port)], env)
+            self._start("unoserver", [python, "-m", "fileflow.engine.office", "--port", str(uno_port)], env)
             env["FILEFLOW_UNOSERVER_PORT"] = str(uno_port)
             progress(f"starting workers: mediator + {self.workers_per_pool} per converter pool")
             worker = [python, "-m", "prefect", "worker", "start", "--type", "process"]
-            warm = [python, "-m", "fileflow.worker", "--keep-alive"]
+            warm = [python, "-m", "fileflow.server.worker", "--keep-alive"]
             if self.mediator_type == "warm":  # every file's flow runs in this one warm process
                 self._start("worker-mediator", [*warm, "--pool", MEDIATOR_POOL, "--limit", str(self.mediator_limit),
                                                 "--grace", str(MEDIATOR_GRACE_S)], env)
@@ -304,11 +285,11 @@ class Stack:
                     for pool in pools:
                         self._start(f"worker-{pool}-{i}", [*worker, "--pool", pool], env)
             progress(f"starting the exporter on port {self.exporter_port}")
-            self._start("exporter", [python, "-m", "fileflow.exporter", "--host", "127.0.0.1", "--port",
+            self._start("exporter", [python, "-m", "fileflow.server.exporter", "--host", "127.0.0.1", "--port",
                                      str(self.exporter_port), "--api-url", self.api_url], env)
             self._wait_http(f"http://127.0.0.1:{self.exporter_port}/healthz", 60, "the exporter")
-            # resumes crashed router runs whose Crashed event the automation missed (fileflow/resumer.py)
-            self._start("resumer", [python, "-m", "fileflow.resumer"], env)
+            # resumes crashed router runs whose Crashed event the automation missed (fileflow/server/resumer.py)
+            self._start("resumer", [python, "-m", "fileflow.server.resumer"], env)
         except BaseException:
             self.down()
             raise
@@ -340,7 +321,7 @@ class Stack:
     def recorded(cls, home: Path, database_url: str | None = None, redis_url: str | None = None) -> "Stack":
         """The stack recorded under ``home``. The record holds the database and Redis URLs without
         their password: ``database_url`` and ``redis_url`` give them back (to restart its server)."""
-        state = json.loads((home / "stack.json").read_text())
+        state = stack_state(home)
         storage = Path(state["storage_path"]) if state.get("storage_path") else None
         return cls(home=home, port=state["port"], exporter_port=state["exporter_port"],
                    storage_path=storage, database_url=database_url or state.get("database"),

@@ -52,7 +52,7 @@ _PROFILE_SETTINGS = """<?xml version="1.0" encoding="UTF-8"?>
 #   ("Could not load document") and soffice.bin aborts a moment later (measured here with a
 #   plain openpyxl XLSX). Writer and Impress documents were not affected.
 # - MacroExecutionMode=NEVER_EXECUTE (0): say at the API level what the profile settings say.
-_LAUNCHER = '''"""unoserver's server, run by fileflow.office with two load properties added."""
+_LAUNCHER = '''"""unoserver's server, run by fileflow.engine.office with two load properties added."""
 import sys
 
 from unoserver import converter, server  # converter imports uno first
@@ -451,7 +451,7 @@ class UnoServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m fileflow.office --port P``: one warm LibreOffice for the workers of a machine.
+    """``python -m fileflow.engine.office --port P``: one warm LibreOffice for the workers of a machine.
 
     Runs in the foreground, restarts LibreOffice if it dies, and stops it (no soffice left) on
     SIGTERM or Ctrl-C. ``fileflow up`` starts it and gives its port to the office workers.
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import signal as _signal
 
-    parser = argparse.ArgumentParser(prog="python -m fileflow.office", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fileflow.engine.office", description=main.__doc__)
     parser.add_argument("--port", type=int, default=2003, help="XML-RPC port of unoserver")
     args = parser.parse_args(argv)
     stopping = threading.Event()

@@ -1,6 +1,6 @@
 """Terminal events: how fileflow tells others that a file is done.
 
-When a file's manifest is finished (:meth:`fileflow.mediator.Mediation.finish`), fileflow emits
+When a file's manifest is finished (:meth:`fileflow.engine.mediator.Mediation.finish`), fileflow emits
 one Prefect event:
 
 - ``fileflow.file.completed`` or ``fileflow.file.failed``;
@@ -13,7 +13,7 @@ one Prefect event:
   duration in seconds, cached) for the exporter's per-step latency.
 
 An automation (:mod:`deployments.notify`) turns these events into a webhook call; the
-exporter (:mod:`fileflow.exporter`) counts them. See docs/events.md.
+exporter (:mod:`fileflow.server.exporter`) counts them. See docs/events.md.
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from blocks.storage import StorageConfig, manifest_key
+from fileflow.names import FILE_COMPLETED as COMPLETED, FILE_FAILED as FAILED, FILE_RESOURCE_PREFIX as RESOURCE_PREFIX
 
-log = logging.getLogger("fileflow.events")
+log = logging.getLogger("fileflow.engine.events")
 
-COMPLETED = "fileflow.file.completed"
-FAILED = "fileflow.file.failed"
 TERMINAL = (COMPLETED, FAILED)
-RESOURCE_PREFIX = "fileflow.file."
 
 
 def storage_url(config: StorageConfig, key: str) -> str:
@@ -58,7 +56,7 @@ def terminal_event(manifest: dict[str, Any], storage: StorageConfig) -> dict[str
             "prefect.resource.id": f"{RESOURCE_PREFIX}{manifest['file_id']}",
             "prefect.resource.name": manifest["name"],
             "fileflow.kind": manifest["kind"],
-            "fileflow.status": status,
+            "fileflow.ops.status": status,
         },
         "payload": {
             "file_id": manifest["file_id"],

@@ -27,17 +27,7 @@ from prefect.deployments import arun_deployment
 
 from blocks.storage import Store
 from fileflow.errors import ToolCrashed, ToolError, ToolTimeout, rebuild
-
-DEPLOYMENT_FLOW = "converter-step"
-
-
-def pool_name(converter: str) -> str:
-    return f"converter-{converter}"
-
-
-def deployment_name(converter: str) -> str:
-    return f"{DEPLOYMENT_FLOW}/{converter}"
-
+from fileflow.names import pool_name, step_deployment
 
 async def run_on_pool(
     converter: str,
@@ -56,7 +46,7 @@ async def run_on_pool(
 ) -> dict[str, Any]:
     outcome_key = f"tmp/steps/{cache_key}-{attempt}.json"
     flow_run = await arun_deployment(
-        deployment or deployment_name(converter),
+        deployment or step_deployment(converter),
         parameters={
             "converter": converter,
             "label": label,

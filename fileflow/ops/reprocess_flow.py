@@ -1,7 +1,7 @@
 """``reprocess``: files already in storage through the pipeline again, at a lower priority than uploads.
 
 Deployed as ``reprocess/reprocess`` on the ``reprocess`` queue of the mediator pool (served after
-uploads). Its selection, what it redoes and how it resumes are in :mod:`fileflow.reprocess`; a
+uploads). Its selection, what it redoes and how it resumes are in :mod:`fileflow.ops.reprocess`; a
 crashed run retried (or started again with the same ``job``) carries on where it stopped.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
-from fileflow.reprocess import Selection, run_job, with_prefix
+from fileflow.ops.reprocess import Selection, run_job, with_prefix
+from fileflow.names import REPROCESS_FLOW
 from fileflow.settings import PipelineSettings, StorageSettings
 
 
@@ -19,7 +20,7 @@ def _name() -> str:
     return f"reprocess:{params.get('job') or 'run'}" + (" (dry run)" if params.get("dry_run") else "")
 
 
-@flow(name="reprocess", flow_run_name=_name, persist_result=False)
+@flow(name=REPROCESS_FLOW, flow_run_name=_name, persist_result=False)
 async def reprocess(
     selection: Selection = Selection(),
     job: str | None = None,

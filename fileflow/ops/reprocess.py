@@ -19,7 +19,7 @@ retried, or ``fileflow reprocess --job``), it carries on where it stopped. It ru
 ``reprocess`` lane: at most ``fileflow-reprocess`` files at once and ``fileflow-reprocess-rate``
 files per second (global concurrency limits), paused with the ``reprocess`` work queues, pool
 steps on the low-priority ``reprocess`` queue of each pool, local steps in children at nice 10
-(:mod:`fileflow.limits`), so uploads go first.
+(:mod:`fileflow.ops.limits`), so uploads go first.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import converters
 from blocks.storage import StorageConfig, Store, manifest_key, original_key
 from fileflow.errors import ERRORS, InvalidRequest
-from fileflow.manifest import Kind
+from fileflow.engine.manifest import Kind
 from fileflow.settings import PipelineSettings
 
-log = logging.getLogger("fileflow.reprocess")
+log = logging.getLogger("fileflow.ops.reprocess")
 
 CONSUMERS: dict[str, tuple[str, ...]] = {
     "office_pdf": ("pdf_preview", "pdf_text"),  # they read its PDF
@@ -308,7 +308,7 @@ async def run_job(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Plan (or load the plan of) ``job`` and process its files that are not done yet."""
-    from fileflow.mediator import Runtime, runtime
+    from fileflow.engine.mediator import Runtime, runtime
 
     check_job(job)
     # a step redone by force keeps its cache key, so what reads its output must be forced too
@@ -505,10 +505,10 @@ def _submit(sel: Selection, job, workers, dry_run, prefix, home, console) -> int
 
     from prefect.deployments import run_deployment
 
-    from fileflow.limits import REPROCESS_QUEUE
+    from fileflow.home import use_stack
+    from fileflow.names import REPROCESS_QUEUE
 
-    if (home / "stack.json").exists():
-        os.environ.setdefault("PREFECT_API_URL", json.loads((home / "stack.json").read_text())["api_url"])
+    use_stack(home, storage=False)
     if not os.environ.get("PREFECT_API_URL"):
         raise InvalidRequest("--submit needs a Prefect server: run `fileflow up` or set PREFECT_API_URL")
     run = run_deployment(

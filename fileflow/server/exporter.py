@@ -5,7 +5,7 @@ HTTP service reads Prefect's API (never its database tables) through ONE reused 
 serves, per work pool, the flow runs that are due and waiting plus the ones running:
 
 - ``GET /metrics``       Prometheus text exposition (every pool, the mediator, scrape time,
-  and files completed/failed, failures by type, step durations: :mod:`fileflow.file_metrics`);
+  and files completed/failed, failures by type, step durations: :mod:`fileflow.server.file_metrics`);
 - ``GET /pools``         JSON list of every pool's figures;
 - ``GET /pools/<name>``  JSON ``{"pool", "waiting", "running", "pending", "paused"}``, the form
   KEDA's metrics-api scaler reads with ``valueLocation: pending`` (404 for an unknown pool);
@@ -17,7 +17,7 @@ AwaitingRetry ...) + state type PENDING (a worker has claimed it, it has not sta
 ``running`` = state type RUNNING; ``pending`` = waiting + running. Figures are cached for
 ``cache_s`` so that many scrapers cost the API one refresh per interval.
 
-Run it: ``python -m fileflow.exporter --host 127.0.0.1 --port 9464`` (settings from
+Run it: ``python -m fileflow.server.exporter --host 127.0.0.1 --port 9464`` (settings from
 ``FILEFLOW_EXPORTER_*``; the Prefect API from ``--api-url`` or ``PREFECT_API_URL``).
 """
 
@@ -43,14 +43,15 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fileflow.file_metrics import FileEventCounters, FileFigures
-from fileflow.file_metrics import render as render_file_metrics
+from fileflow.server.file_metrics import FileEventCounters, FileFigures
+from fileflow.server.file_metrics import render as render_file_metrics
+from fileflow.names import MEDIATOR_POOL
+from fileflow.ops.backlog import pool_count_filters
 
-log = logging.getLogger("fileflow.exporter")
+log = logging.getLogger("fileflow.server.exporter")
 
 T = TypeVar("T")
 
-DEFAULT_MEDIATOR_POOL = "fileflow-mediator"
 
 
 class ExporterSettings(BaseSettings):
@@ -64,7 +65,7 @@ class ExporterSettings(BaseSettings):
         None, description="Prefect API URL, e.g. http://prefect:4200/api (default: PREFECT_API_URL)"
     )
     mediator_pool: str = Field(
-        DEFAULT_MEDIATOR_POOL, description="work pool of the mediator flows, for fileflow_active_mediator_runs"
+        MEDIATOR_POOL, description="work pool of the mediator flows, for fileflow_active_mediator_runs"
     )
     cache_s: float = Field(
         1.0, ge=0, description="seconds the figures are reused before the API is asked again (0: every request)"
@@ -138,7 +139,7 @@ class PendingWork:
     def __init__(
         self,
         api_url: str | None = None,
-        mediator_pool: str = DEFAULT_MEDIATOR_POOL,
+        mediator_pool: str = MEDIATOR_POOL,
         cache_s: float = 1.0,
         api_timeout_s: float = 10.0,
         max_parallel_requests: int = 8,
@@ -343,33 +344,6 @@ class PendingWork:
         return int(due) + int(claimed), int(running)
 
 
-def pool_count_filters(name: str, now: datetime) -> list[tuple[Any, Any]]:
-    """``(flow_run_filter, work_pool_filter)`` of a pool's due Scheduled, Pending and Running
-    runs: waiting = the first two counts, running = the third (also used by ``fileflow status``)."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterExpectedStartTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        WorkPoolFilter,
-        WorkPoolFilterName,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    in_pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[name]))
-
-    def of_type(state_type: StateType, due_before: datetime | None = None) -> FlowRunFilter:
-        criteria: dict[str, Any] = {"state": FlowRunFilterState(type=FlowRunFilterStateType(any_=[state_type]))}
-        if due_before is not None:
-            criteria["expected_start_time"] = FlowRunFilterExpectedStartTime(before_=due_before)
-        return FlowRunFilter(**criteria)
-
-    # A Pending run is counted whatever its expected start: a worker's prefetch claims
-    # runs up to PREFECT_WORKER_PREFETCH_SECONDS before they are due.
-    return [(of_type(StateType.SCHEDULED, now), in_pool), (of_type(StateType.PENDING), in_pool),
-            (of_type(StateType.RUNNING), in_pool)]
-
-
 # -- Prometheus text --------------------------------------------------------------------------
 
 _METRICS: tuple[tuple[str, str], ...] = (
@@ -493,7 +467,7 @@ def start_server(
     host: str = "127.0.0.1",
     port: int = 9464,
     api_url: str | None = None,
-    mediator_pool: str = DEFAULT_MEDIATOR_POOL,
+    mediator_pool: str = MEDIATOR_POOL,
     cache_s: float = 1.0,
     api_timeout_s: float = 10.0,
     max_parallel_requests: int = 8,
@@ -542,7 +516,7 @@ def serve(host: str = "127.0.0.1", port: int = 9464, **options: Any) -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = ExporterSettings()
     parser = argparse.ArgumentParser(
-        prog="python -m fileflow.exporter",
+        prog="python -m fileflow.server.exporter",
         description="Pending work per Prefect work pool, as Prometheus text and JSON for KEDA's metrics-api scaler.",
     )
     parser.add_argument("--host", default=settings.host, help="address to listen on")

@@ -4,8 +4,8 @@ A flow describes *which* steps a file goes through; this module is *how* a step 
 
 - :class:`FileRef` is what a flow knows about a file (never its bytes).
 - :func:`run_step` is the one Prefect task: it sends the step to a warm child process
-  (:mod:`fileflow.isolation`), which fetches the input from storage, converts and stores the
-  outputs (:mod:`fileflow.execute`). Its result is persisted in storage and cached on the
+  (:mod:`fileflow.engine.isolation`), which fetches the input from storage, converts and stores the
+  outputs (:mod:`fileflow.engine.execute`). Its result is persisted in storage and cached on the
   input's content hash, the converter's version and its options, so processing the same file
   again skips finished steps and a new converter version redoes only its own step. Transient
   failures (crash, timeout, storage) are retried with backoff; corrupt or unsupported input is
@@ -38,10 +38,12 @@ from pydantic import BaseModel
 import converters
 from blocks.storage import StorageConfig, Store, derived_prefix, make_block, manifest_key
 from fileflow.errors import FileflowError, ToolError, is_transient
-from fileflow.events import emit_terminal
-from fileflow.isolation import ChildPool
-from fileflow.manifest import Manifest, RenditionRecord, StepError, StepRecord
-from fileflow.progress import Tracker
+from fileflow.engine.events import emit_terminal
+from fileflow.engine.isolation import ChildPool
+from fileflow.engine.manifest import Manifest, RenditionRecord, StepError, StepRecord
+from fileflow.engine.progress import Tracker
+from fileflow.engine.steering import Steering
+from fileflow.names import RESULTS_BLOCK_PREFIX, STEP_TASK_NAME
 from fileflow.settings import PipelineSettings, StorageSettings
 
 # ---------------------------------------------------------------------------------------
@@ -118,8 +120,6 @@ class Runtime:
     """``<block type>/<name>`` of the results block, once :meth:`results_block` saved it."""
 
     def __post_init__(self) -> None:
-        from fileflow.limits import Steering
-
         if self.pool is None:
             # reprocessing's children yield the CPU to the uploads' (nice 10)
             self.pool = ChildPool(self.pipeline.child_processes, nice=10 if self.lane == "reprocess" else 0)
@@ -145,7 +145,7 @@ class Runtime:
             else:
                 config = replace(self.storage, prefix=f"{self.storage.prefix.strip('/')}/results".lstrip("/"))
             block = make_block(config)
-            name = "fileflow-results-" + hashlib.sha256(config.describe().encode()).hexdigest()[:12]
+            name = RESULTS_BLOCK_PREFIX + hashlib.sha256(config.describe().encode()).hexdigest()[:12]
             await block.save(name, overwrite=True)
             self._results = block
             self.results_slug = f"{block.get_block_type_slug()}/{name}"
@@ -153,7 +153,7 @@ class Runtime:
 
     def office_options(self) -> dict[str, Any]:
         """Host and port of the warm LibreOffice, started on first use and restarted if dead."""
-        from fileflow.office import UnoServer
+        from fileflow.engine.office import UnoServer
 
         with self._office_lock:
             if self._office is None:
@@ -229,12 +229,12 @@ def _retry_if_transient(task, task_run, state) -> bool:
 STEP_TASK_KEY_PREFIX = "_run_step-"
 
 
-@task(name="step")
+@task(name=STEP_TASK_NAME)
 async def _run_step(
     converter: str, file_id: str, token: str, label: str, cache_key: str, source: Source, options: dict
 ) -> dict:
     rt = current()
-    # operators' limits and pauses (fileflow/limits.py): wait here, before any capacity is taken
+    # operators' limits and pauses (fileflow/ops/limits.py): wait here, before any capacity is taken
     async with rt.steering.converter_slot(converter, on_wait=lambda why: rt.tracker.stage(token, f"{converter} (waiting)")):
         rt.tracker.stage(token, converter)
         return await _execute_step(rt, converter, file_id, label, cache_key, source, options)
@@ -258,7 +258,7 @@ async def _execute_step(
         "scratch_dir": str(rt.pipeline.scratch_dir) if rt.pipeline.scratch_dir else None,
     }
     if on_pool:
-        from fileflow.pools import run_on_pool
+        from fileflow.engine.pools import run_on_pool
 
         return await run_on_pool(
             converter,
@@ -274,7 +274,7 @@ async def _execute_step(
             scope=rt.run_scope,
         )
     return await rt.pool.acall(
-        "fileflow.execute:run_step",
+        "fileflow.engine.execute:run_step",
         payload,
         timeout_s=spec.timeout_s,
         memory_mb=spec.memory_mb,
@@ -422,7 +422,7 @@ class Mediation:
 
     async def finish(self) -> dict[str, Any]:
         """Write the manifest to storage, leave it as an artifact on the run, emit the file's
-        terminal event (:mod:`fileflow.events`), report progress."""
+        terminal event (:mod:`fileflow.engine.events`), report progress."""
         failed = any(s.status == "failed" for s in self.steps)
         manifest = Manifest(
             file_id=self.file.file_id,

@@ -9,10 +9,10 @@ What is read, with one client (the embedded default's ephemeral server, or ``PRE
   without a kind run yet is at ``inspect``/``routing``; an archive with no step running is
   waiting for its ``members`` (each member is a file in flight of its own).
 - **waiting work per pool**: per work pool, due Scheduled + Pending flow runs and Running ones,
-  counted exactly as the exporter counts them (:func:`fileflow.exporter.pool_count_filters`).
+  counted exactly as the exporter counts them (:func:`fileflow.ops.backlog.pool_count_filters`).
 - **oldest waiting**: the due Scheduled or Pending flow run with the earliest expected start.
 - **last hour** (``window``): ``fileflow.file.completed`` / ``fileflow.file.failed`` events
-  (:mod:`fileflow.events`) counted by the events API, failures by the ``error.type`` of their
+  (:mod:`fileflow.engine.events`) counted by the events API, failures by the ``error.type`` of their
   payload (paged through the failed events only).
 """
 
@@ -23,14 +23,13 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fileflow.events import COMPLETED, FAILED
+from fileflow.engine.events import COMPLETED, FAILED
+from fileflow.names import ROUTER_FLOW, STEP_FLOW
 
-#: the task key of a step task run begins with this (fileflow.mediator.STEP_TASK_KEY_PREFIX,
+#: the task key of a step task run begins with this (fileflow.engine.mediator.STEP_TASK_KEY_PREFIX,
 #: repeated here so that ``fileflow status`` does not import the mediator)
 STEP_TASK_KEY_PREFIX = "_run_step-"
 
-ROUTER_FLOW = "process-file"
-STEP_FLOW = "converter-step"
 PAGE = 200
 MAX_FAILURE_PAGES = 100  # 50 events a page: past 5,000 failures an hour the breakdown is partial
 
@@ -122,7 +121,7 @@ async def in_flight(client, now: datetime) -> list[dict[str, Any]]:
 
 
 async def pools(client, now: datetime) -> list[dict[str, Any]]:
-    from fileflow.exporter import pool_count_filters
+    from fileflow.ops.backlog import pool_count_filters
 
     found = await _all(client.read_work_pools)
 

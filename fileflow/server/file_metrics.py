@@ -1,7 +1,7 @@
 """Throughput, failures and step latency for the exporter, from fileflow's terminal events.
 
 Every file ends with one ``fileflow.file.completed`` or ``fileflow.file.failed`` event
-(:mod:`fileflow.events`) whose payload carries its kind, error type and the duration of each
+(:mod:`fileflow.engine.events`) whose payload carries its kind, error type and the duration of each
 step. :class:`FileEventCounters` reads those events from Prefect's events API incrementally
 (each refresh asks only for events since the last one it saw, less ``slack_s``) and keeps:
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fileflow.events import COMPLETED, FAILED, TERMINAL
+from fileflow.engine.events import COMPLETED, FAILED, TERMINAL
 
 BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 MAX_PAGES = 200  # 50 events a page: one refresh reads at most 10,000 events, the rest next time

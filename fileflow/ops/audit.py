@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from blocks.storage import Store
+from fileflow.names import ROUTER_FLOW
 
 #: rendition roles a completed manifest of each kind must list
 REQUIRED_ROLES: dict[str, frozenset[str]] = {
@@ -48,7 +49,6 @@ REQUIRED_ROLES: dict[str, frozenset[str]] = {
     "text": frozenset({"text"}),
     "archive": frozenset(),
 }
-ROUTER = "process-file"
 _ORIGINAL = re.compile(r"originals/([0-9a-f]{2})/([0-9a-f]{64})")
 _DERIVED = re.compile(r"(?:^|/)derived/([0-9a-f]{64})/")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -209,7 +209,7 @@ async def audit(store: Store, *, stuck_after: timedelta, heartbeat_after: timede
 
     live_types = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
     async with get_client() as client:
-        routers = await _read_all(client, flow_filter=FlowFilter(name=FlowFilterName(any_=[ROUTER])))
+        routers = await _read_all(client, flow_filter=FlowFilter(name=FlowFilterName(any_=[ROUTER_FLOW])))
         live = await _read_all(
             client,
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live_types))),
@@ -277,16 +277,6 @@ def _age(delta: timedelta) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def use_stack(home: Path) -> None:
-    """Point the audit at a stack started by ``fileflow up`` unless the environment says otherwise."""
-    state_file = home / "stack.json"
-    if state_file.exists():
-        state = json.loads(state_file.read_text())
-        os.environ.setdefault("PREFECT_API_URL", state["api_url"])
-        if state.get("storage_path"):
-            os.environ.setdefault("FILEFLOW_STORAGE_PATH", state["storage_path"])
 
 
 def print_report(report: AuditReport, console) -> None:

@@ -6,7 +6,7 @@ Prefect's block types as it starts; on a new database two processes doing it at 
 with the server's environment, then starts the API processes with both steps switched off.
 It does what one server process does at start-up (Prefect's lifespan), nothing more.
 
-Usage: ``python -m fileflow.serverdb`` (the database from ``PREFECT_API_DATABASE_CONNECTION_URL``).
+Usage: ``python -m fileflow.server.serverdb`` (the database from ``PREFECT_API_DATABASE_CONNECTION_URL``).
 """
 
 from __future__ import annotations

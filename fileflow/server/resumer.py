@@ -23,9 +23,9 @@ import logging
 from datetime import timedelta
 
 from fileflow.settings import LivenessSettings
+from fileflow.names import ROUTER_DEPLOYMENT
 
-log = logging.getLogger("fileflow.resumer")
-ROUTER_DEPLOYMENT = "process-file/process-file"
+log = logging.getLogger("fileflow.server.resumer")
 MESSAGE = "resumed by fileflow's resumer: its Crashed event found no automation (finished steps come from their stored results)"
 
 
@@ -75,7 +75,7 @@ async def serve(every_s: float, settle_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fileflow.resumer", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fileflow.server.resumer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--every", type=float, default=15.0, help="seconds between two sweeps")
     parser.add_argument("--settle", type=float, default=30.0,
                         help="a run Crashed for less than this is left to the automation")

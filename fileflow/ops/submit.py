@@ -18,8 +18,8 @@ from typing import Any
 
 from blocks.storage import StorageConfig, Store, manifest_key, original_key
 from converters.inspect import sha256_of
+from fileflow.names import ROUTER_DEPLOYMENT
 
-ROUTER = "process-file/process-file"
 
 
 @dataclass
@@ -66,7 +66,7 @@ async def submit(sources: list[str], store: Store, batch_id: str | None = None, 
     from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    from fileflow.batch import new_batch_id
+    from fileflow.ops.batch import new_batch_id
 
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -80,7 +80,7 @@ async def submit(sources: list[str], store: Store, batch_id: str | None = None, 
     gate = asyncio.Semaphore(concurrency)
     with tempfile.TemporaryDirectory(prefix="fileflow-submit-") as tmp:
         async with get_client() as client:
-            deployment = await client.read_deployment_by_name(ROUTER)
+            deployment = await client.read_deployment_by_name(ROUTER_DEPLOYMENT)
 
             async def one(i: int, source: str) -> Submitted:
                 async with gate:

@@ -26,8 +26,8 @@ from rich.text import Text
 
 from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
-from fileflow.mediator import FileRef, Runtime, display_name, runtime
-from fileflow.progress import Tracker
+from fileflow.engine.mediator import FileRef, Runtime, display_name, runtime
+from fileflow.engine.progress import Tracker
 from fileflow.settings import PipelineSettings
 
 
@@ -96,7 +96,7 @@ async def prefect_session(rt: Runtime) -> AsyncIterator[None]:
       engine asks the server which default it has, through a synchronous client of its own.
       Only the steps persist results, and they name this block themselves.
     - Against a plain-HTTP API (Prefect's embedded server, or a ``PREFECT_API_URL`` of
-      ``http://``), the one-certificate CA bundle of ``fileflow up`` (fileflow/stack.py): an SSL
+      ``http://``), the one-certificate CA bundle of ``fileflow up`` (fileflow/server/stack.py): an SSL
       context with the system's bundle costs 15 ms to build, and Prefect builds one per client.
 
     Measured side by side on 42 test-sized files on PostgreSQL (two pairs of runs): 38-45 CPU-s
@@ -110,7 +110,7 @@ async def prefect_session(rt: Runtime) -> AsyncIterator[None]:
         temporary_settings,
     )
 
-    from fileflow.stack import client_tls_env
+    from fileflow.home import client_tls_env
 
     tls = client_tls_env(get_current_settings().api.url or "http://127.0.0.1 (embedded)", dict(os.environ))
     with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: tls["PREFECT_API_SSL_CERT_FILE"]} if tls else {}):

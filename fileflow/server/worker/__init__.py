@@ -6,7 +6,7 @@ polling every ``PREFECT_WORKER_QUERY_SECONDS``. This worker keeps what is slow w
 
 - it runs the ``converter-step`` flow runs of its pools **in its own event loop** (Prefect's
   engine, the same states, logs and events as any worker), and the converter itself in a
-  **warm child process** of a shared :class:`~fileflow.isolation.ChildPool`, so a segfault, a
+  **warm child process** of a shared :class:`~fileflow.engine.isolation.ChildPool`, so a segfault, a
   hang or a memory hog still costs only that child and ends the step with a typed error;
 - it is **woken by the server's events** (``prefect.flow-run.Scheduled`` of its pool, over
   the events websocket) and polls at once, with a slow poll as the fallback, so a step starts
@@ -58,11 +58,11 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFil
 from prefect.flow_engine import run_flow
 from prefect.workers.base import BaseJobConfiguration, BaseWorker, BaseWorkerResult
 
-from fileflow.isolation import ChildPool
+from fileflow.engine.isolation import ChildPool
+from fileflow.names import STEP_FLOW
 
-logger = logging.getLogger("fileflow.worker")
+logger = logging.getLogger("fileflow.server.worker")
 
-STEP_FLOW = "converter-step"
 DEFAULT_FALLBACK_POLL_S = 10.0
 #: runs claimed per poll. Prefect's worker sets each claimed run Pending, then starts them all at
 #: once, each with about six API calls before it runs; a mediator with a large limit claimed 200
@@ -391,7 +391,7 @@ def _deliver_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fileflow.worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fileflow.server.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--pool", action="append", required=True, help="work pool to serve (repeatable)")
     parser.add_argument("--limit", type=int, default=2, help="steps of each pool in flight at once")
     parser.add_argument("--children", type=int, default=max(2, os.cpu_count() or 2),
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def keep_alive(worker_args: list[str], *, max_backoff_s: float = 30.0) -> int:
-    """Run ``python -m fileflow.worker <worker_args>`` and start it again when it dies.
+    """Run ``python -m fileflow.server.worker <worker_args>`` and start it again when it dies.
 
     What a Kubernetes Deployment does for the mediator pod, for ``fileflow up``: a worker
     killed outright (SIGKILL, OOM) takes the runs it held with it; their heartbeats stop, the
@@ -440,7 +440,7 @@ def keep_alive(worker_args: list[str], *, max_backoff_s: float = 30.0) -> int:
     env = dict(os.environ)
     while True:
         started = time.monotonic()
-        child = subprocess.Popen([sys.executable, "-m", "fileflow.worker", *worker_args], env=env)
+        child = subprocess.Popen([sys.executable, "-m", "fileflow.server.worker", *worker_args], env=env)
         code = child.wait()
         if stopping.is_set():
             return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code

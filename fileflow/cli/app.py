@@ -17,8 +17,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from fileflow.home import DEFAULT_HOME, stack_state, use_stack
 from fileflow.settings import PipelineSettings, StorageSettings
-from fileflow.submit import SUBMIT_CONCURRENCY
+from fileflow.ops.submit import SUBMIT_CONCURRENCY
 
 app = typer.Typer(
     help="fileflow turns uploads into what a browser can show, orchestrated by Prefect.",
@@ -43,7 +44,7 @@ def process(
 
     # before Prefect is imported (it reads its settings once); the embedded server gets this environment
     os.environ.update(embedded_server_defaults(os.environ))
-    from fileflow.batch import collect, new_batch_id, print_summary, run_batch
+    from fileflow.ops.batch import collect, new_batch_id, print_summary, run_batch
 
     files = collect(paths)
     if not files:
@@ -65,7 +66,7 @@ def schema(
     output: Annotated[Optional[Path], typer.Option(help="write here instead of stdout")] = None,
 ) -> None:
     """Print the JSON Schema of the manifest."""
-    from fileflow.manifest import json_schema
+    from fileflow.engine.manifest import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if output:
@@ -89,7 +90,6 @@ def converters() -> None:
     Console().print(table)
 
 
-DEFAULT_HOME = Path(".fileflow/stack")
 
 
 @app.command()
@@ -101,7 +101,7 @@ def audit(
     home: Annotated[Path, typer.Option(help="a stack started by `fileflow up` (its API and storage)")] = DEFAULT_HOME,
 ) -> None:
     """Was anything lost or is anything stuck? Exit 1 if so (lost, stuck, silent runs, missing renditions)."""
-    from fileflow.audit import audit as run_audit, parse_duration, print_report, use_stack
+    from fileflow.ops.audit import audit as run_audit, parse_duration, print_report
     from blocks.storage import Store
 
     use_stack(home)
@@ -152,12 +152,12 @@ def up(
     workers: Annotated[int, typer.Option(help="worker processes per converter pool")] = 1,
     worker_type: Annotated[
         str,
-        typer.Option(help="'warm' (fileflow.worker: warm children, woken by events; each process serves every "
+        typer.Option(help="'warm' (fileflow.server.worker: warm children, woken by events; each process serves every "
                           "converter pool) or 'process' (Prefect's process worker, one per pool)"),
     ] = "warm",
     mediator_type: Annotated[
         str,
-        typer.Option(help="'warm' (fileflow.worker: every file's flow in one warm process) or 'process' "
+        typer.Option(help="'warm' (fileflow.server.worker: every file's flow in one warm process) or 'process' "
                           "(Prefect's process worker: two fresh processes per file)"),
     ] = "warm",
     mediator_limit: Annotated[int, typer.Option(help="files the mediator processes at once")] = 32,
@@ -180,7 +180,7 @@ def up(
     ] = 1,
 ) -> None:
     """Start the distributed stack on this machine: server, deployments, workers, exporter."""
-    from fileflow.stack import Stack
+    from fileflow.server.stack import Stack
 
     stack = Stack(home=home.resolve(), port=port, workers_per_pool=workers, database_url=database,
                   storage_path=out, exporter_port=exporter_port, worker_type=worker_type,
@@ -212,9 +212,9 @@ def up(
 @app.command()
 def down(home: Annotated[Path, typer.Option(help="state and logs of the stack")] = DEFAULT_HOME) -> None:
     """Stop every process `fileflow up` started."""
-    from fileflow.stack import Stack
+    from fileflow.server.stack import Stack
 
-    if not (home / "stack.json").exists():
+    if stack_state(home) is None:
         console.print(f"no stack recorded in {home}")
         return
     stack = Stack.recorded(home.resolve())
@@ -238,9 +238,9 @@ def restart_server(
     ] = None,
 ) -> None:
     """Restart the Prefect server of `fileflow up` on the same port and database; the rest keeps running."""
-    from fileflow.stack import Stack
+    from fileflow.server.stack import Stack
 
-    if not (home / "stack.json").exists():
+    if stack_state(home) is None:
         console.print(f"[red]no stack recorded in {home}[/red]")
         raise typer.Exit(2)
     try:
@@ -262,14 +262,10 @@ def submit(
     """Upload files and start the process-file deployment for each (as an upload service does)."""
     from rich.table import Table
 
-    from fileflow.batch import new_batch_id
-    from fileflow.submit import storage_for, submit as do_submit, wait_for
+    from fileflow.ops.batch import new_batch_id
+    from fileflow.ops.submit import storage_for, submit as do_submit, wait_for
 
-    if (home / "stack.json").exists():  # a local stack: its API and its storage, unless set
-        state = json.loads((home / "stack.json").read_text())
-        os.environ.setdefault("PREFECT_API_URL", state["api_url"])
-        if state.get("storage_path"):
-            os.environ.setdefault("FILEFLOW_STORAGE_PATH", state["storage_path"])
+    use_stack(home)  # a local stack: its API and its storage, unless set
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[red]no Prefect API: run `fileflow up` or set PREFECT_API_URL[/red]")
         raise typer.Exit(2)
@@ -304,15 +300,6 @@ def submit(
     raise typer.Exit(0 if all(m["status"] == "completed" for m in manifests) else 1)
 
 
-def _stack_settings(home: Path) -> None:
-    """A stack started by `fileflow up` in ``home``: its API and storage, unless already set."""
-    if (home / "stack.json").exists():
-        state = json.loads((home / "stack.json").read_text())
-        os.environ.setdefault("PREFECT_API_URL", state["api_url"])
-        if state.get("storage_path"):
-            os.environ.setdefault("FILEFLOW_STORAGE_PATH", state["storage_path"])
-
-
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
@@ -322,9 +309,9 @@ def status(
     """Files in flight by kind and stage, work waiting per pool, completions and failures."""
     from datetime import timedelta
 
-    from fileflow.status import collect, render
+    from fileflow.ops.status import collect, render
 
-    _stack_settings(home)
+    use_stack(home)
     try:
         result = asyncio.run(collect(timedelta(minutes=window)))
     except Exception as exc:  # the API is down or refused: say so, no traceback
@@ -346,9 +333,9 @@ def show(
     """Print a file's manifest (from storage) and the link to its run in the Prefect UI."""
     from blocks.storage import Store
     from fileflow.errors import FileLookupError
-    from fileflow.show import find
+    from fileflow.ops.show import find
 
-    _stack_settings(home)
+    use_stack(home)
     try:
         shown = asyncio.run(find(file, Store(StorageSettings().config(out=out))))
     except FileLookupError as exc:
@@ -369,12 +356,6 @@ app.add_typer(limits_app, name="limits")
 TARGET = Annotated[str, typer.Argument(help="a converter name, 'active-files', 'reprocess' or 'reprocess-rate'")]
 
 
-def _use_stack_api(home: Path) -> None:
-    """A local stack's API when one is recorded and PREFECT_API_URL is unset; else Prefect's own setting."""
-    if (home / "stack.json").exists():
-        os.environ.setdefault("PREFECT_API_URL", json.loads((home / "stack.json").read_text())["api_url"])
-
-
 def _steer(coro_fn, *args) -> str:
     from fileflow.errors import InvalidRequest
 
@@ -390,9 +371,9 @@ def limits_show(home: Annotated[Path, typer.Option(help="the stack started by `f
     """Every limit and pause as Prefect has it now."""
     from rich.table import Table
 
-    from fileflow.limits import show
+    from fileflow.ops.limits import show
 
-    _use_stack_api(home)
+    use_stack(home, storage=False)
     table = Table("target", "limit", "slots in use", "paused", "Prefect object")
     for row in asyncio.run(show()):
         table.add_row(row.target, row.limit, row.active_slots, row.paused, row.prefect_object)
@@ -406,9 +387,9 @@ def limits_set(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
 ) -> None:
     """Set a concurrency limit (or the reprocessing rate); running processes follow within a second."""
-    from fileflow.limits import set_limit
+    from fileflow.ops.limits import set_limit
 
-    _use_stack_api(home)
+    use_stack(home, storage=False)
     console.print(_steer(set_limit, target, value))
 
 
@@ -418,9 +399,9 @@ def limits_pause(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
 ) -> None:
     """Pause a converter (its steps wait, none is interrupted) or all reprocessing."""
-    from fileflow.limits import set_paused
+    from fileflow.ops.limits import set_paused
 
-    _use_stack_api(home)
+    use_stack(home, storage=False)
     console.print(_steer(set_paused, target, True))
 
 
@@ -430,9 +411,9 @@ def limits_resume(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
 ) -> None:
     """Resume a paused converter or reprocessing."""
-    from fileflow.limits import set_paused
+    from fileflow.ops.limits import set_paused
 
-    _use_stack_api(home)
+    use_stack(home, storage=False)
     console.print(_steer(set_paused, target, False))
 
 
@@ -459,7 +440,7 @@ def reprocess(
 ) -> None:
     """Reprocess files already in storage: by default the steps of upgraded converters and failed steps."""
     from fileflow.errors import InvalidRequest
-    from fileflow.reprocess import command
+    from fileflow.ops.reprocess import command
 
     try:
         code = command(

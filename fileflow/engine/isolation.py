@@ -43,7 +43,7 @@ from typing import Any
 
 from fileflow.errors import FileflowError, LimitExceeded, ToolCrashed, ToolTimeout, rebuild
 
-_PRELOAD = ["converters", "converters.base", "fileflow.errors", "fileflow.execute"]
+_PRELOAD = ["converters", "converters.base", "fileflow.errors", "fileflow.engine.execute"]
 #: how long a new child may take to say it is ready (outside any step's timeout)
 START_TIMEOUT_S = 300.0
 
@@ -64,7 +64,7 @@ def _set_memory_limit(memory_mb: int | None) -> None:
 def _serve(conn, nice: int = 0, warmup: str | None = None) -> None:
     """The child's loop: receive a call, run it under the memory limit, send the outcome."""
     os.setpgrp()
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a parent may block signals for itself (fileflow.worker)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a parent may block signals for itself (fileflow.server.worker)
     if nice:
         os.nice(nice)  # a lower-priority pool (reprocessing) leaves the CPU to the others
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the mediator's to handle
