@@ -1,5 +1,5 @@
-"""What every per-type flow shares: the file's outcome as the run's final state, and the tags
-of the runs a flow starts."""
+"""What the router shares with its helpers: the file's outcome as the run's final state, and the
+tags of the runs it starts for a file's members."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def outcome(manifest: dict[str, Any]) -> State:
 
 
 @contextmanager
-def file_tags(kind: str | None = None) -> Iterator[None]:
-    """Tags for the runs started inside: ``kind:<kind>`` (never the parent's kind, so an
-    archive member is tagged with its own kind only) and the ``batch:<id>`` tags of this run.
+def file_tags() -> Iterator[None]:
+    """Tags for the runs started inside (a file's members): the ``batch:<id>`` tags of this run,
+    never its ``kind:`` tag (each member's run tags itself with its own kind).
 
     A run started from a deployment (``fileflow submit``) carries its batch tag on the run
     itself, which Prefect does not pass on to subflows: it is passed on here.
@@ -31,7 +31,5 @@ def file_tags(kind: str | None = None) -> Iterator[None]:
     ctx = FlowRunContext.get()
     if ctx is not None and ctx.flow_run is not None:
         keep |= {t for t in ctx.flow_run.tags or [] if t.startswith("batch:")}
-    if kind:
-        keep.add(f"kind:{kind}")
     with TagsContext(current_tags=keep):
         yield

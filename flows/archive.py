@@ -1,66 +1,14 @@
-"""Archives (ZIP): guarded expansion, then every member processed as a file of its own.
+"""Archives (ZIP): guarded expansion; the router then processes every member as a file of its own.
 
-Each member goes through the router (``process-file``) as a subflow of this run, linked to
-this archive as its parent; members that are archives recurse, one level deeper each time,
-until the converter's depth limit refuses them. The run carries a progress artifact
-(``members-<sha256[:32]>``): the share of members finished, updated as they finish.
+The members a step finds (``members`` of its result) are collected by the mediation; each goes
+through the router as a run of its own, linked to this archive as its parent (see
+:func:`flows.router.process_members`).
 """
 
 from __future__ import annotations
 
-import asyncio
-
-from prefect import flow
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-
-from blocks.storage import original_key
-from fileflow.engine.mediator import FileRef, Mediation, display_name
-from flows._common import file_tags, outcome
+from fileflow.engine.mediator import Mediation
 
 
-@flow(name="archive", flow_run_name="archive:{file.name}", persist_result=False)
-async def archive_flow(file: FileRef, inspected: dict):
-    from flows.router import process_to_terminal  # the router routes to this flow too
-
-    m = Mediation(file, inspected)
-    expanded = await m.step("archive_expand")
-    members = expanded["members"] if expanded else []
-    m.rt.tracker.expect(len(members))
-    gate = asyncio.Semaphore(m.rt.pipeline.max_active_members)
-    progress = Progress(len(members), file)
-    await progress.start()
-
-    async def member(entry: dict) -> None:
-        name = f"{file.name}/{entry['name']}"
-        member_file = FileRef(file_id=entry["sha256"], name=display_name(name), key=original_key(entry["sha256"]),
-                              size=entry["size"], parent=file.file_id, depth=file.depth + 1)
-        async with gate:  # a failed member is its own manifest's business
-            with file_tags():  # the member's router tags it with its own kind
-                await process_to_terminal(member_file, name, delay_s=m.rt.pipeline.retry_delay_s)
-        await progress.advance()
-
-    await asyncio.gather(*(member(e) for e in members))
-    m.children = [e["sha256"] for e in members]
-    return outcome(await m.finish())
-
-
-class Progress:
-    """The members' progress artifact in percent, updated at most once per whole percent."""
-
-    def __init__(self, total: int, file: FileRef) -> None:
-        self.total, self.file, self.done, self.shown = total, file, 0, 0
-        self.artifact_id = None
-
-    async def start(self) -> None:
-        if self.total:
-            self.artifact_id = await acreate_progress_artifact(
-                0.0, key=f"members-{self.file.file_id[:32]}",
-                description=f"members of {self.file.name} processed ({self.total})",
-            )
-
-    async def advance(self) -> None:
-        self.done += 1
-        percent = int(100 * self.done / self.total)
-        if self.artifact_id is not None and (percent > self.shown or self.done == self.total):
-            self.shown = percent
-            await aupdate_progress_artifact(self.artifact_id, float(percent))
+async def steps(m: Mediation) -> None:
+    await m.step("archive_expand")

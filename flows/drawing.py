@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
-from fileflow.engine.mediator import FileRef, Mediation
-from flows._common import outcome
+from fileflow.engine.mediator import Mediation
 
 
-@flow(name="drawing", flow_run_name="drawing:{file.name}", persist_result=False)
-async def drawing_flow(file: FileRef, inspected: dict):
-    m = Mediation(file, inspected)
+async def steps(m: Mediation) -> None:
     await m.step("drawing_render")
-    return outcome(await m.finish())

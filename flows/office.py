@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from prefect import flow
-
-from fileflow.engine.mediator import FileRef, Mediation
-from flows._common import outcome
+from fileflow.engine.mediator import Mediation
 
 
-@flow(name="office", flow_run_name="office:{file.name}", persist_result=False)
-async def office_flow(file: FileRef, inspected: dict):
-    m = Mediation(file, inspected)
+async def steps(m: Mediation) -> None:
     converted = await m.step("office_pdf")
     pdf = m.source_of(converted, "pdf")
     _, text = await asyncio.gather(
@@ -20,4 +15,3 @@ async def office_flow(file: FileRef, inspected: dict):
         m.step("pdf_text", pdf, needs=(pdf,)),
     )
     await m.step("language", m.source_of(text, "text"), needs=(text,))
-    return outcome(await m.finish())

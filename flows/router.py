@@ -1,39 +1,41 @@
-"""The router: inspects an upload by its content and starts the flow for its kind.
+"""The router: one flow run per file, which inspects it and runs the steps of its kind.
 
 This is the entry point of the pipeline (the ``process-file`` deployment): one run per file,
-named after it. A file of a kind nobody handles, or one that cannot even be inspected, ends
+named ``file:<name>`` and tagged ``kind:<kind>`` once its kind is known. The steps of each kind
+are the plain functions of ``flows/<kind>.py`` (no flow run of their own: every run costs the
+Prefect server state writes and events), each step a task run of this run. Files found inside
+this one (archive members) are files of their own: each gets a run of its own, linked to this
+one as its parent. A file of a kind nobody handles, or one that cannot even be inspected, ends
 ``failed`` with its reason in the manifest; it is never skipped silently.
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable
 
 from prefect import flow
-from prefect.client.orchestration import get_client
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.client.orchestration import PrefectClient, get_client
 from prefect.context import FlowRunContext
 
 from fileflow.errors import ToolCrashed, UnsupportedInput
 from fileflow.engine.mediator import FileRef, Mediation, current, display_name
 from fileflow.names import ROUTER_FLOW
 from fileflow.settings import LivenessSettings
+from flows import archive, drawing, image, office, pdf, text, video
 from flows._common import file_tags, outcome
-from flows.archive import archive_flow
-from flows.drawing import drawing_flow
-from flows.image import image_flow
-from flows.office import office_flow
-from flows.pdf import pdf_flow
-from flows.text import text_flow
-from flows.video import video_flow
 
-FLOWS = {
-    "image": image_flow,
-    "pdf": pdf_flow,
-    "office": office_flow,
-    "drawing": drawing_flow,
-    "video": video_flow,
-    "archive": archive_flow,
-    "text": text_flow,
+#: the steps of each kind, by the kind ``inspect`` gives
+KINDS: dict[str, Callable[[Mediation], Awaitable[None]]] = {
+    "image": image.steps,
+    "pdf": pdf.steps,
+    "office": office.steps,
+    "drawing": drawing.steps,
+    "video": video.steps,
+    "archive": archive.steps,
+    "text": text.steps,
 }
 
 
@@ -53,7 +55,7 @@ async def process_file(
 
 
 async def _admit_and_route(m: Mediation, file: FileRef):
-    if file.parent is None and m.rt.lane == "upload":  # the operators' cap on active uploads (fileflow/ops/limits.py)
+    if file.parent is None and m.rt.lane == "upload":  # the operators' cap on active uploads (fileflow/engine/steering.py)
         async with m.rt.steering.file_slot("upload"):
             return await _route(m, file)
     return await _route(m, file)
@@ -66,7 +68,7 @@ async def _mediator_crashes() -> int:
     if ctx is None or ctx.flow_run is None or ctx.flow_run.deployment_id is None:
         return 0
     try:
-        async with get_client() as client:  # the count the server keeps; the context's copy predates Running
+        async with _api() as client:  # the count the server keeps; the context's copy predates Running
             run = await client.read_flow_run(ctx.flow_run.id)
         return max(run.run_count - 1, 0)
     except Exception as exc:  # the API failing here (a server restart) must not fail the file
@@ -142,15 +144,81 @@ async def _route(m: Mediation, file: FileRef):
     if inspected is None:
         return outcome(await m.finish())
     info = inspected["metadata"]
-    file = file.model_copy(update={"mime": info["mime"], "kind": info["kind"], "ext": info["extension"]})
-    kind_flow = FLOWS.get(file.kind)
-    if kind_flow is None:
-        m.file = file
+    m.file = file.model_copy(update={"mime": info["mime"], "kind": info["kind"], "ext": info["extension"]})
+    steps = KINDS.get(m.file.kind)
+    if steps is None:
         m.fail("route", UnsupportedInput(f"no converter handles {info['mime']} ({info['description']})"))
         return outcome(await m.finish())
-    with file_tags(file.kind):
-        state = await kind_flow(file, inspected, return_state=True)
-    return state
+    await _tag_kind(m.file.kind)
+    await steps(m)
+    if m.members:
+        await process_members(m)
+    return outcome(await m.finish())
+
+
+async def _tag_kind(kind: str) -> None:
+    """Tag this run ``kind:<kind>`` (the kind is known only once the file is inspected)."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    tags = sorted({*(t for t in ctx.flow_run.tags or [] if not t.startswith("kind:")), f"kind:{kind}"})
+    async with _api() as client:
+        await client.update_flow_run(ctx.flow_run.id, tags=tags)
+    ctx.flow_run.tags = tags
+
+
+@asynccontextmanager
+async def _api() -> AsyncIterator[PrefectClient]:
+    """The run's own API client where it has one (no new client to build), else a new one."""
+    ctx = FlowRunContext.get()
+    if ctx is not None and isinstance(ctx.client, PrefectClient):
+        yield ctx.client
+    else:
+        async with get_client() as client:
+            yield client
+
+
+async def process_members(m: Mediation) -> None:
+    """Every member of the file through the router, as a run of its own linked to the file as
+    its parent (at most ``max_active_members`` at once); members that are archives recurse, one
+    level deeper each time, until the converter's depth limit refuses them. The file's run
+    carries a progress artifact (``members-<sha256[:32]>``): the share of members finished."""
+    members = m.members
+    m.rt.tracker.expect(len(members))
+    gate = asyncio.Semaphore(m.rt.pipeline.max_active_members)
+    progress = Progress(len(members), m.file)
+    await progress.start()
+
+    async def member(file: FileRef) -> None:
+        async with gate:  # a failed member is its own manifest's business
+            with file_tags():  # the member's run tags itself with its own kind
+                await process_to_terminal(file, file.name, delay_s=m.rt.pipeline.retry_delay_s)
+        await progress.advance()
+
+    await asyncio.gather(*(member(f) for f in members))
+    m.children = [f.file_id for f in members]
+
+
+class Progress:
+    """The members' progress artifact in percent, updated at most once per whole percent."""
+
+    def __init__(self, total: int, file: FileRef) -> None:
+        self.total, self.file, self.done, self.shown = total, file, 0, 0
+        self.artifact_id = None
+
+    async def start(self) -> None:
+        if self.total and FlowRunContext.get() is not None:
+            self.artifact_id = await acreate_progress_artifact(
+                0.0, key=f"members-{self.file.file_id[:32]}",
+                description=f"members of {self.file.name} processed ({self.total})",
+            )
+
+    async def advance(self) -> None:
+        self.done += 1
+        percent = int(100 * self.done / self.total)
+        if self.artifact_id is not None and (percent > self.shown or self.done == self.total):
+            self.shown = percent
+            await aupdate_progress_artifact(self.artifact_id, float(percent))
 
 
 async def process_to_terminal(file: FileRef, name: str, *, attempts: int = 3, delay_s: float = 1.0) -> None:

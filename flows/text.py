@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
-from fileflow.engine.mediator import FileRef, Mediation
-from flows._common import outcome
+from fileflow.engine.mediator import Mediation
 
 
-@flow(name="text", flow_run_name="text:{file.name}", persist_result=False)
-async def text_flow(file: FileRef, inspected: dict):
-    m = Mediation(file, inspected)
+async def steps(m: Mediation) -> None:
     text = await m.step("text_extract")
     await m.step("language", m.source_of(text, "text"), needs=(text,))
-    return outcome(await m.finish())

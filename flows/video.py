@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from prefect import flow
-
-from fileflow.engine.mediator import FileRef, Mediation
-from flows._common import outcome
+from fileflow.engine.mediator import Mediation
 
 
-@flow(name="video", flow_run_name="video:{file.name}", persist_result=False)
-async def video_flow(file: FileRef, inspected: dict):
-    m = Mediation(file, inspected)
+async def steps(m: Mediation) -> None:
     probe = await m.step("video_probe")
     await asyncio.gather(
         m.step("video_transcode", needs=(probe,)),
         m.step("video_poster", needs=(probe,)),
     )
-    return outcome(await m.finish())

@@ -14,17 +14,15 @@ from deployments.liveness import CRASH_AUTOMATION, PENDING_AUTOMATION, RESUME_AU
 from deployments.setup import MEDIATOR_POOL, pool_names
 
 ROOT = Path(__file__).resolve().parents[1]
-KIND_FLOWS = ["image", "pdf", "office", "drawing", "video", "archive", "text"]
 
 
-def test_prefect_yaml_declares_router_kind_flows_and_one_deployment_per_converter():
+def test_prefect_yaml_declares_the_router_and_one_deployment_per_converter():
+    """One run per file: the kinds' steps run inside the router's run, so no kind has a deployment."""
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
     assert deployments["process-file"]["entrypoint"] == "flows/router.py:process_file"
     assert deployments["process-file"]["triggers"][0]["expect"] == ["fileflow.file.uploaded"]
-    for kind in KIND_FLOWS:
-        assert deployments[kind]["work_pool"]["name"] == MEDIATOR_POOL
-        assert deployments[kind]["entrypoint"].startswith(f"flows/{kind}.py:")
+    assert deployments["process-file"]["work_pool"]["name"] == MEDIATOR_POOL
     for name in converters.BUILTINS:
         assert deployments[name]["entrypoint"] == "flows/step.py:converter_step"
         assert deployments[name]["work_pool"]["name"] == f"converter-{name}"
@@ -32,7 +30,7 @@ def test_prefect_yaml_declares_router_kind_flows_and_one_deployment_per_converte
     assert reprocess["entrypoint"] == "fileflow/ops/reprocess_flow.py:reprocess"
     assert reprocess["work_pool"] == {"name": MEDIATOR_POOL, "work_queue_name": "reprocess"}
     assert [s["active"] for s in reprocess["schedules"]] == [False]  # the cron is off until turned on
-    assert set(deployments) == {"process-file", *KIND_FLOWS, *converters.BUILTINS, "video_transcode-k8s", "reprocess"}
+    assert set(deployments) == {"process-file", *converters.BUILTINS, "video_transcode-k8s", "reprocess"}
     assert deployments["video_transcode-k8s"]["work_pool"]["name"] == "converter-video-k8s"
 
 

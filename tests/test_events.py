@@ -114,9 +114,9 @@ def test_runs_carry_the_batch_tag_and_members_only_their_own_kind(batch):
     for name, manifest in manifests.items():
         assert f"file:{name}" in runs, sorted(runs)  # every router run, members' too
     member = next(m for m in manifests.values() if m["parent"] and m["kind"] == "text")
-    kind_run = runs[f"text:{member['name']}"]
-    assert {t for t in kind_run.tags if t.startswith("kind:")} == {"kind:text"}
-    assert "kind:archive" in runs["archive:bundle.zip"].tags
+    member_run = runs[f"file:{member['name']}"]
+    assert {t for t in member_run.tags if t.startswith("kind:")} == {"kind:text"}
+    assert {t for t in runs["file:bundle.zip"].tags if t.startswith("kind:")} == {"kind:archive"}
 
 
 def test_archive_run_has_a_progress_artifact_at_100_percent(batch):

@@ -280,7 +280,7 @@ def test_fault1_sigkilled_converter_worker_its_step_runs_again_elsewhere(stack, 
 
 @pytest.mark.timeout(900)
 def test_fault3_sigkilled_mediator_resumes_without_redoing_finished_steps(stack, tmp_path):
-    """The warm mediator (the process running the file's router run with its subflow, and every
+    """The warm mediator (the process running the file's run, and every
     other file in flight) is SIGKILLed after `video_probe` finished, while `video_transcode` runs
     on a pool; its keeper starts it again. The same router run is resumed (Crashed -> Scheduled by the automation), `inspect` and
     `video_probe` come from their stored results, the transcode in flight is re-attached, not
@@ -321,7 +321,7 @@ def test_fault3_sigkilled_mediator_resumes_without_redoing_finished_steps(stack,
 def test_fault3_a_file_that_kills_its_mediator_every_time_ends_failed_not_looping(stack, tmp_path):
     """The mediator dies on every run of one file: the router run is resumed RESUMES times, then
     its next run writes a failed manifest (``ToolCrashed`` in step ``router``) and ends Failed,
-    which is not resumed; no run of the file stays Running (a subflow or step left by a
+    which is not resumed; no run of the file stays Running (a step left by a
     killed process would be crashed by the automation)."""
     from tests.samplegen import media
 

@@ -167,7 +167,7 @@ def test_show_finds_a_file_by_id_prefix_and_name_with_its_run(shown_batch):
         async with get_client() as client:
             return await client.read_flow_run(shown.flow_run_id)
 
-    assert asyncio.run(run()).name == "text:unique-name.txt"  # the run that carries the manifest
+    assert asyncio.run(run()).name == "file:unique-name.txt"  # the run that carries the manifest
 
 
 def test_show_refuses_unknown_and_ambiguous_files(shown_batch):
@@ -231,10 +231,10 @@ def test_step_task_runs_are_untagged_and_found_by_their_task_key(prefect_server,
             return runs, tasks
 
     runs, tasks = asyncio.run(read())
-    assert sorted(r.name for r in runs) == [f"file:{sample.name}", f"text:{sample.name}"]
-    assert "kind:text" in next(r for r in runs if r.name.startswith("text:")).tags
+    assert [r.name for r in runs] == [f"file:{sample.name}"]  # one run per file
+    assert "kind:text" in runs[0].tags
     steps = [t for t in tasks if t.task_key.startswith(STEP_TASK_KEY_PREFIX)]
     assert sorted(t.name for t in steps) == ["inspect", "language", "text_extract"]
     assert all(t.tags == [] for t in steps), [(t.name, t.tags) for t in steps]
     assert all(not t.task_key.startswith(STEP_TASK_KEY_PREFIX) for t in tasks if t not in steps)
-    assert len(tasks) == len(steps) + 1  # and the task run that stands for the kind flow
+    assert len(tasks) == len(steps)  # no task run stands for a subflow

@@ -36,7 +36,7 @@ from prefect.context import FlowRunContext, TagsContext, TaskRunContext
 from pydantic import BaseModel
 
 import converters
-from blocks.storage import StorageConfig, Store, derived_prefix, make_block, manifest_key
+from blocks.storage import StorageConfig, Store, derived_prefix, make_block, manifest_key, original_key
 from fileflow.errors import FileflowError, ToolError, is_transient
 from fileflow.engine.events import emit_terminal
 from fileflow.engine.isolation import ChildPool
@@ -225,7 +225,7 @@ def _retry_if_transient(task, task_run, state) -> bool:
 
 
 #: every step task run's task key starts so (Prefect's key is the function's name and a hash
-#: of its code): how ``fileflow status`` tells steps from the task runs that stand for subflows
+#: of its code): how ``fileflow status`` tells steps from other task runs (a member's run stands as one)
 STEP_TASK_KEY_PREFIX = "_run_step-"
 
 
@@ -317,7 +317,7 @@ async def _exception_of(state) -> BaseException:
 class Mediation:
     """Runs the steps of one file in a flow and assembles its manifest."""
 
-    def __init__(self, file: FileRef, inspected: dict[str, Any] | None = None) -> None:
+    def __init__(self, file: FileRef) -> None:
         self.file = file
         self.rt = current()
         self.steps: list[StepRecord] = []
@@ -326,10 +326,10 @@ class Mediation:
         self.text: str | None = None
         self.language: str | None = None
         self.language_confidence: float | None = None
+        self.members: list[FileRef] = []
+        """Files found inside this one by its steps (archive members): each is processed as a
+        file of its own, linked to this one as its parent."""
         self.children: list[str] = []
-        if inspected is not None:
-            self.steps.append(StepRecord(name="inspect", converter_version=None, status="skipped"))
-            self._record(0, "inspect", inspected, cached=inspected.get("cached", False))
 
     @property
     def original(self) -> Source:
@@ -401,6 +401,10 @@ class Mediation:
         if result.get("language"):
             self.language = result["language"]
             self.language_confidence = result["language_confidence"]
+        for entry in result.get("members") or ():
+            name = f"{self.file.name}/{entry['name']}"
+            self.members.append(FileRef(file_id=entry["sha256"], name=display_name(name), key=original_key(entry["sha256"]),
+                                        size=entry["size"], parent=self.file.file_id, depth=self.file.depth + 1))
 
     def fail(self, converter: str, exc: BaseException, *, index: int | None = None) -> None:
         """Record a failed step (``index`` of a reserved slot, else a new one)."""

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+
+#: finished files remembered for :meth:`Tracker.has_finished` (asked right after a run ends):
+#: enough for every file a mediator holds at once, bounded so that a warm mediator running for
+#: months keeps a flat memory
+REMEMBER_FINISHED = 10_000
 
 
 @dataclass
@@ -15,17 +21,22 @@ class FileProgress:
 
 
 class Tracker:
-    """Thread-safe record of files in flight and finished, fed by the mediator."""
+    """Thread-safe record of files in flight and finished, fed by the mediator.
 
-    def __init__(self) -> None:
+    ``keep_manifests``: keep every finished file's manifest in :attr:`manifests` (a batch, which
+    prints them at its end); a long-running mediator keeps counts only.
+    """
+
+    def __init__(self, *, keep_manifests: bool = False) -> None:
         self._lock = threading.Lock()
         self.total = 0
         self.in_flight: dict[str, FileProgress] = {}
         self.completed = 0
         self.failed = 0
         self.failures: dict[str, int] = {}
+        self.keep_manifests = keep_manifests
         self.manifests: list[dict] = []
-        self._finished: set[str] = set()
+        self._finished: OrderedDict[str, None] = OrderedDict()
 
     def expect(self, count: int = 1) -> None:
         with self._lock:
@@ -43,8 +54,12 @@ class Tracker:
     def finished(self, key: str, manifest: dict) -> None:
         with self._lock:
             self.in_flight.pop(key, None)
-            self._finished.add(key)
-            self.manifests.append(manifest)
+            self._finished[key] = None
+            self._finished.move_to_end(key)
+            while len(self._finished) > REMEMBER_FINISHED:
+                self._finished.popitem(last=False)
+            if self.keep_manifests:
+                self.manifests.append(manifest)
             if manifest["status"] == "completed":
                 self.completed += 1
             else:

@@ -10,7 +10,7 @@ What it reports (each a *finding*; any finding makes the command exit 1):
 
 - ``lost``: an original older than ``stuck_after`` with no manifest and no run still working on
   it (its router run ended without a manifest, or never started);
-- ``stuck``: a run working on a file (router, per-kind flow or converter step) that is not in a
+- ``stuck``: a run working on a file (the file's run or a converter step) that is not in a
   final state and started (or was scheduled) longer than ``stuck_after`` ago;
 - ``no_heartbeat``: a ``Running`` run whose last sign of life (its last
   ``prefect.flow-run.heartbeat`` event, or else its last state change) is older than
@@ -144,7 +144,8 @@ def rendition_problems(manifest: dict[str, Any], store: Store) -> list[str]:
 
 # --------------------------------------------------------------------------- Prefect
 def file_id_of(parameters: dict[str, Any]) -> str | None:
-    """The file a run works on, from its parameters (router, per-kind flow or converter step)."""
+    """The file a run works on, from its parameters (the file's run, or a converter step; ``file``
+    is the parameter of the per-kind flow runs of fileflow before one run per file)."""
     if isinstance(parameters.get("file_id"), str):
         return parameters["file_id"]
     file = parameters.get("file")

@@ -136,7 +136,7 @@ async def run_batch(
     upload's own name for a file whose name on disk differs (an upload service receives names
     no file system would hold: ``../x``, more than 255 bytes)."""
     batch_id = batch_id or new_batch_id()
-    tracker = Tracker()
+    tracker = Tracker(keep_manifests=True)
     tracker.expect(len(files))
     started = time.monotonic()
     with runtime(Runtime(pipeline, storage, tracker)) as rt:

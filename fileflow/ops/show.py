@@ -8,9 +8,8 @@ file was uploaded with (an archive member's name is ``<archive>/<member path>``)
   ``file_id`` parameter is the id (so the same name uploaded twice with different bytes is
   ambiguous, and says so).
 
-The run shown is the one that finished the manifest: the run carrying the artifact
-``manifest-<sha256[:32]>`` (the file's kind flow run, or its router run when it failed before
-reaching one). Its link is ``<UI URL>/runs/flow-run/<id>``; the UI URL is ``PREFECT_UI_URL``,
+The run shown is the one that finished the manifest: the file's run (``file:<name>``), which
+carries the artifact ``manifest-<sha256[:32]>``. Its link is ``<UI URL>/runs/flow-run/<id>``; the UI URL is ``PREFECT_UI_URL``,
 else derived from ``PREFECT_API_URL``, else ``http://127.0.0.1:4200`` (where
 ``prefect server start`` serves the embedded default's runs).
 """

@@ -2,12 +2,12 @@
 
 What is read, with one client (the embedded default's ephemeral server, or ``PREFECT_API_URL``):
 
-- **in flight**: flow runs in state type Running or Pending. A router run (``process-file``)
-  is one file; the kind flow run under it (tagged ``kind:<kind>``, linked through its parent
-  task run) gives the file's kind; the step task runs (task key ``_run_step-...``, named after
-  the converter) that are Running, Pending or waiting for a retry give its stage. A router
-  without a kind run yet is at ``inspect``/``routing``; an archive with no step running is
-  waiting for its ``members`` (each member is a file in flight of its own).
+- **in flight**: runs of the router (``process-file``, one per file) in state type Running or
+  Pending. Its ``kind:<kind>`` tag (set once the file is inspected) gives the file's kind; its
+  step task runs (task key ``_run_step-...``, named after the converter) that are Running,
+  Pending or waiting for a retry give its stage. A run without a kind yet is at
+  ``inspect``/``routing``; an archive with no step running is waiting for its ``members``
+  (each member is a file in flight of its own).
 - **waiting work per pool**: per work pool, due Scheduled + Pending flow runs and Running ones,
   counted exactly as the exporter counts them (:func:`fileflow.ops.backlog.pool_count_filters`).
 - **oldest waiting**: the due Scheduled or Pending flow run with the earliest expected start.
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fileflow.engine.events import COMPLETED, FAILED
-from fileflow.names import ROUTER_FLOW, STEP_FLOW
+from fileflow.names import ROUTER_FLOW
 
 #: the task key of a step task run begins with this (fileflow.engine.mediator.STEP_TASK_KEY_PREFIX,
 #: repeated here so that ``fileflow status`` does not import the mediator)
@@ -52,36 +52,30 @@ async def in_flight(client, now: datetime) -> list[dict[str, Any]]:
     """One entry per file in flight: name, kind, stage, flow run id, seconds since it started."""
     from prefect.client.schemas.filters import (
         FlowFilter,
-        FlowFilterId,
+        FlowFilterName,
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
         TaskRunFilter,
         TaskRunFilterFlowRunId,
-        TaskRunFilterId,
         TaskRunFilterState,
         TaskRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
 
-    active = await _all(
+    routers = await _all(
         client.read_flow_runs,
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[ROUTER_FLOW])),
         flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
         ),
     )
-    if not active:
+    if not routers:
         return []
-    flow_ids = list({r.flow_id for r in active})
-    flows = {f.id: f.name for f in await _all(client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids)))}
-    routers = {r.id: r for r in active if flows.get(r.flow_id) == ROUTER_FLOW}
-    kinds = {r.id: r for r in active if any(t.startswith("kind:") for t in r.tags) and r.id not in routers
-             and flows.get(r.flow_id) != STEP_FLOW}
-    watched = [*routers, *kinds]
     steps = await _all(
         client.read_task_runs,
         task_run_filter=TaskRunFilter(
-            flow_run_id=TaskRunFilterFlowRunId(any_=watched),
+            flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in routers]),
             state=TaskRunFilterState(type=TaskRunFilterStateType(
                 any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED])),
         ),
@@ -91,32 +85,15 @@ async def in_flight(client, now: datetime) -> list[dict[str, Any]]:
         if (t.task_key or "").startswith(STEP_TASK_KEY_PREFIX):
             retry = " (retry)" if t.state and t.state.type == StateType.SCHEDULED else ""
             stage_of.setdefault(t.flow_run_id, []).append(t.name + retry)
-    # kind run -> its router: through the task run that stands for the subflow in the router
-    parents = [k.parent_task_run_id for k in kinds.values() if k.parent_task_run_id]
-    wrapper_flow = {}
-    if parents:
-        wrappers = await _all(client.read_task_runs, task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=parents)))
-        wrapper_flow = {w.id: w.flow_run_id for w in wrappers}
-    kind_of_router = {wrapper_flow.get(k.parent_task_run_id): k for k in kinds.values()}
 
     files = []
-    for router in routers.values():
-        kind_run = kind_of_router.get(router.id)
-        if kind_run is not None:
-            kind = next(t for t in kind_run.tags if t.startswith("kind:"))[5:]
-            stage = "+".join(sorted(stage_of.get(kind_run.id, []))) or ("members" if kind == "archive" else "between steps")
-            run = kind_run
-        else:
-            kind, run = "unknown", router
-            stage = "+".join(sorted(stage_of.get(router.id, []))) or "routing"
+    for router in routers:
+        kind = next((t[5:] for t in router.tags if t.startswith("kind:")), "unknown")
+        stage = "+".join(sorted(stage_of.get(router.id, [])))
+        if not stage:
+            stage = "routing" if kind == "unknown" else ("members" if kind == "archive" else "between steps")
         files.append({"name": router.name.removeprefix("file:"), "kind": kind, "stage": stage,
-                      "flow_run_id": str(run.id), "seconds": _age(router.start_time or router.expected_start_time, now)})
-    for kind_run in kinds.values():  # started alone (a kind deployment), not under a router
-        if wrapper_flow.get(kind_run.parent_task_run_id) not in routers:
-            kind = next(t for t in kind_run.tags if t.startswith("kind:"))[5:]
-            files.append({"name": kind_run.name.split(":", 1)[-1], "kind": kind,
-                          "stage": "+".join(sorted(stage_of.get(kind_run.id, []))) or "between steps",
-                          "flow_run_id": str(kind_run.id), "seconds": _age(kind_run.start_time, now)})
+                      "flow_run_id": str(router.id), "seconds": _age(router.start_time or router.expected_start_time, now)})
     return sorted(files, key=lambda f: -(f["seconds"] or 0))
 
 

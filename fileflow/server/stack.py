@@ -147,7 +147,7 @@ class Stack:
             # a FILEFLOW_PLACEMENT of the caller's own replaces the light ones' list, "{}" puts all on pools
             "FILEFLOW_DEFAULT_PLACEMENT": os.environ.get("FILEFLOW_DEFAULT_PLACEMENT", "pool"),
             "FILEFLOW_PLACEMENT": os.environ.get("FILEFLOW_PLACEMENT", json.dumps(converters.design_placement())),
-            # every run (router, per-kind subflow, converter step) says it is alive this often;
+            # every run (a file's run, a converter step) says it is alive this often;
             # the automations of deployments/liveness.py crash and resume the silent ones
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(LivenessSettings().heartbeat_s),
             **client_tls_env(self.api_url, os.environ),
