@@ -1,4 +1,4 @@
-"""What the runs of one ``fileflow process`` batch share (fileflow.ops.batch.prefect_session),
+"""What the runs of one ``fileflow process`` batch share (fileflow.engine.session.prefect_session),
 against a real Prefect server: one API client, the results block as Prefect's default result
 storage (so no flow run asks the server for its default), and, on a plain-HTTP API, the
 one-certificate CA bundle of fileflow/server/stack.py."""
@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 
 from blocks.storage import StorageConfig
-from fileflow.ops.batch import prefect_session
+from fileflow.engine.session import prefect_session
 from fileflow.engine.mediator import Runtime
 from fileflow.settings import PipelineSettings
 from fileflow.home import PLAIN_HTTP_CA_BUNDLE

@@ -15,7 +15,7 @@ from prefect import flow
 
 import converters
 from blocks.storage import StorageConfig, original_key
-from fileflow.engine import steering
+from fileflow.engine.steering import REFRESH_S, Steering
 from fileflow.ops import limits
 from fileflow.ops.batch import ingest
 from fileflow.engine.mediator import FileRef, Mediation, Runtime, runtime
@@ -88,8 +88,7 @@ def test_setup_creates_queues_and_limits_once_and_keeps_an_operators_values(pref
         assert reprocess.priority > by_name["default"].priority, pool  # served after uploads
         assert reprocess.concurrency_limit == limits.REPROCESS_QUEUE_LIMIT
     names = {spec.name for spec in limits.default_limits()}
-    assert {f"fileflow-converter-{c}" for c in converters.BUILTINS} <= names
-    assert {limits.ACTIVE_FILES, limits.REPROCESS_FILES, limits.REPROCESS_RATE} <= names
+    assert names == {limits.REPROCESS_FILES, limits.REPROCESS_RATE}  # uploads and converters: no cap until set
 
 
 def test_pause_reprocess_pauses_the_queue_of_every_pool_the_kubernetes_one_included(prefect_server):
@@ -139,6 +138,13 @@ def test_cli_sets_pauses_resumes_and_shows_through_prefect(prefect_server):
                    env={**os.environ, "PREFECT_API_URL": prefect_server}, check=True, capture_output=True, timeout=120)
     assert show_rows(cli("limits", "show", api=prefect_server).stdout)["pdf_text"][0] == "5"
 
+    # lifting the cap deletes the limit: nothing limits pdf_text any more, and saying so twice is fine
+    lifted = cli("limits", "unset", "pdf_text", api=prefect_server)
+    assert lifted.returncode == 0 and "no cap" in lifted.stderr, lifted.stdout + lifted.stderr
+    assert show_rows(cli("limits", "show", api=prefect_server).stdout)["pdf_text"][0] == "none"
+    again = cli("limits", "unset", "pdf_text", api=prefect_server)
+    assert again.returncode == 0 and "there was none" in again.stderr
+
 
 def show_rows(text: str) -> dict[str, list[str]]:
     """The rows of `fileflow limits show`'s table: target -> its other cells."""
@@ -158,6 +164,7 @@ def show_rows(text: str) -> dict[str, list[str]]:
         (("set", "nosuch", "2"), "unknown target"),
         (("pause", "active-files"), "unknown target"),
         (("set", "reprocess-rate", "0"), "pause reprocess"),
+        (("unset", "nosuch"), "unknown target"),
     ],
 )
 def test_cli_refuses_what_it_cannot_apply(prefect_server, args, message):
@@ -186,7 +193,7 @@ async def _stage_of(tracker: Tracker, label: str, want: str, timeout_s: float = 
 def test_steps_finding_a_stale_snapshot_at_once_share_one_read(prefect_server):
     """Hundreds of steps held by a paused converter wake together: one read of Prefect serves
     them all (each read is several API calls), and the next stale moment reads again."""
-    steering = steering.Steering(refresh_s=0.2)
+    steering = Steering(refresh_s=0.2)
 
     async def wake(n: int):
         return await asyncio.gather(*(steering.snapshot() for _ in range(n)))
@@ -225,7 +232,7 @@ def test_local_step_waits_while_paused_or_at_limit_zero_and_runs_when_released(p
             async with get_client() as client:
                 await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=0))
             await limits.set_paused_pool("converter-tests.extra_converters.overlap", False)
-            await asyncio.sleep(3 * steering.REFRESH_S)  # give the mediator time it must not use
+            await asyncio.sleep(3 * REFRESH_S)  # give the mediator time it must not use
             assert not intervals.exists() and not run.done()
             async with get_client() as client:
                 await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1))

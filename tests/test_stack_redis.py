@@ -117,7 +117,10 @@ def test_files_go_through_a_two_process_server_on_redis_and_keep_their_leases_ov
             client.close()
         assert streams, "the server's messaging left no stream in Redis"
 
-        # hold two text files at their last step, each with its active-files slot (a lease)
+        # hold two text files at their last step, each with its active-files slot (a lease); the
+        # cap exists only once an operator sets it
+        capped = fileflow("limits", "set", "active-files", "64", "--home", home, env=env)
+        assert capped.returncode == 0, capped.stdout + capped.stderr
         paused = fileflow("limits", "pause", "language", "--home", home, env=env)
         assert paused.returncode == 0, paused.stdout + paused.stderr
         held = []

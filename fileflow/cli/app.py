@@ -393,6 +393,18 @@ def limits_set(
     console.print(_steer(set_limit, target, value))
 
 
+@limits_app.command("unset")
+def limits_unset(
+    target: TARGET,
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
+) -> None:
+    """Lift a cap: delete the limit, so nothing limits the target until it is set again."""
+    from fileflow.ops.limits import unset_limit
+
+    use_stack(home, storage=False)
+    console.print(_steer(unset_limit, target))
+
+
 @limits_app.command("pause")
 def limits_pause(
     target: Annotated[str, typer.Argument(help="a converter name or 'reprocess'")],

@@ -118,6 +118,7 @@ class Runtime:
     """Added to pool runs' idempotency keys, so a reprocessing job does not re-attach to old runs."""
     results_slug: str | None = None
     """``<block type>/<name>`` of the results block, once :meth:`results_block` saved it."""
+    _saving: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
 
     def __post_init__(self) -> None:
         if self.pool is None:
@@ -137,19 +138,26 @@ class Runtime:
         """Where step results are persisted: ``results/`` beside the files they describe.
 
         Prefect needs a result storage block saved server-side; it is saved once per process
-        under a name derived from the storage location (idempotent).
+        under a name derived from the storage location (idempotent). The files that start
+        together wait for the one save instead of each saving it again.
         """
         if self._results is None:
-            if self.storage.kind == "local":
-                config = replace(self.storage, basepath=str(Path(self.storage.basepath) / "results"))
-            else:
-                config = replace(self.storage, prefix=f"{self.storage.prefix.strip('/')}/results".lstrip("/"))
-            block = make_block(config)
-            name = RESULTS_BLOCK_PREFIX + hashlib.sha256(config.describe().encode()).hexdigest()[:12]
-            await block.save(name, overwrite=True)
-            self._results = block
-            self.results_slug = f"{block.get_block_type_slug()}/{name}"
+            loop = asyncio.get_running_loop()
+            if self._saving is None or self._saving[0] is not loop or self._saving[1].done():
+                self._saving = (loop, loop.create_task(self._save_results_block()))
+            await asyncio.shield(self._saving[1])
         return self._results
+
+    async def _save_results_block(self) -> None:
+        if self.storage.kind == "local":
+            config = replace(self.storage, basepath=str(Path(self.storage.basepath) / "results"))
+        else:
+            config = replace(self.storage, prefix=f"{self.storage.prefix.strip('/')}/results".lstrip("/"))
+        block = make_block(config)
+        name = RESULTS_BLOCK_PREFIX + hashlib.sha256(config.describe().encode()).hexdigest()[:12]
+        await block.save(name, overwrite=True)
+        self.results_slug = f"{block.get_block_type_slug()}/{name}"
+        self._results = block
 
     def office_options(self) -> dict[str, Any]:
         """Host and port of the warm LibreOffice, started on first use and restarted if dead."""

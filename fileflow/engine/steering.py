@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
+import converters
 from fileflow.names import (
     ACTIVE_FILES, MEDIATOR_POOL, REPROCESS_FILES, REPROCESS_QUEUE, REPROCESS_RATE, converter_limit, pool_name,
 )
@@ -118,7 +119,8 @@ class Steering:
 
     def converter_slot(self, converter: str, on_wait: Callable[[str], None] | None = None):
         """Wait while the converter is paused (or its limit is 0), then hold one of its slots."""
-        pool, name = pool_name(converter), converter_limit(converter)
+        # an extension module (a dotted path) is limited under the name its SPEC declares
+        pool, name = pool_name(converter), converter_limit(converters.spec(converter).name)
 
         def blocked(snap: _Snapshot) -> str | None:
             if pool in snap.paused_pools:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import time
-from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, Mapping
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -27,6 +25,7 @@ from rich.text import Text
 from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
 from fileflow.engine.mediator import FileRef, Runtime, display_name, runtime
+from fileflow.engine.session import prefect_session
 from fileflow.engine.progress import Tracker
 from fileflow.settings import PipelineSettings
 
@@ -84,40 +83,6 @@ async def _one(path: Path, rt: Runtime, gate: asyncio.Semaphore, batch_id: str, 
         file = FileRef(file_id=digest, name=display_name(name), key=original_key(digest), size=size)
         with tags(f"batch:{batch_id}"):
             await process_to_terminal(file, name, delay_s=rt.pipeline.retry_delay_s)
-
-
-@asynccontextmanager
-async def prefect_session(rt: Runtime) -> AsyncIterator[None]:
-    """What every run of one batch shares with the others, instead of building it per run.
-
-    - One Prefect API client (Prefect's ``AsyncClientContext``): every flow run without a
-      client in its context builds one (an HTTP client, an SSL context, a version check).
-    - The results block as Prefect's default result storage: without one, every flow run's
-      engine asks the server which default it has, through a synchronous client of its own.
-      Only the steps persist results, and they name this block themselves.
-    - Against a plain-HTTP API (Prefect's embedded server, or a ``PREFECT_API_URL`` of
-      ``http://``), the one-certificate CA bundle of ``fileflow up`` (fileflow/server/stack.py): an SSL
-      context with the system's bundle costs 15 ms to build, and Prefect builds one per client.
-
-    Measured side by side on 42 test-sized files on PostgreSQL (two pairs of runs): 38-45 CPU-s
-    against 46-49 without it, 35-40 s against 41-42 s wall.
-    """
-    from prefect.context import AsyncClientContext
-    from prefect.settings import (
-        PREFECT_API_SSL_CERT_FILE,
-        PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK,
-        get_current_settings,
-        temporary_settings,
-    )
-
-    from fileflow.home import client_tls_env
-
-    tls = client_tls_env(get_current_settings().api.url or "http://127.0.0.1 (embedded)", dict(os.environ))
-    with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: tls["PREFECT_API_SSL_CERT_FILE"]} if tls else {}):
-        async with AsyncClientContext.get_or_create():
-            await rt.results_block()
-            with temporary_settings(updates={PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK: rt.results_slug}):
-                yield
 
 
 async def run_batch(

@@ -31,14 +31,17 @@ class LimitSpec:
 
 
 def default_limits() -> list[LimitSpec]:
-    """What ``deployments.setup`` creates when missing (an operator's values are never reset)."""
-    limits = [
-        LimitSpec(ACTIVE_FILES, 64, "uploaded files processed at once"),
+    """What ``deployments.setup`` creates when missing (an operator's values are never reset).
+
+    Only reprocessing's limits: they keep a bulk job from starving uploads. Uploads and
+    converters have no cap until an operator sets one (``fileflow limits set``): a cap that
+    exists costs every step three API calls and two events for its lease, and a fixed default
+    would stop the pools from scaling with the cluster (KEDA counts only what the mediator has
+    already let through)."""
+    return [
         LimitSpec(REPROCESS_FILES, 1, "files reprocessed at once"),
         LimitSpec(REPROCESS_RATE, 1, "files reprocessed per second (slot decay)", slot_decay_per_second=2.0),
     ]
-    limits += [LimitSpec(converter_limit(c), 16, f"steps of converter {c} at once") for c in converters.BUILTINS]
-    return limits
 
 
 # ---------------------------------------------------------------------------------------
@@ -145,6 +148,20 @@ async def set_limit(target: str, value: float) -> str:
         except ObjectNotFound:
             await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, **fields))
     return said
+
+
+async def unset_limit(target: str) -> str:
+    """Lift the cap of ``target`` (delete its limit): nothing limits it until it is set again."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    name = _limit_of(target)
+    async with get_client() as client:
+        try:
+            await client.delete_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return f"{name}: no cap (there was none)"
+    return f"{name}: no cap (slots held now are released as their steps end)"
 
 
 async def set_paused(target: str, paused: bool) -> str:

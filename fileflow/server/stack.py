@@ -213,8 +213,10 @@ class Stack:
             server_env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
         # with several API processes Prefect runs none of the loop services in them: they get a
         # process of their own (started once; an API restart leaves it running)
+        # PREFECT_SERVER_LOGGING_LEVEL=INFO adds the access log, a line per API call (bench/server_calls.py)
+        log_level = os.environ.get("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
         self._start("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(self.port), "--log-level", "WARNING",
+                               "--port", str(self.port), "--log-level", log_level,
                                "--workers", str(self.server_workers)], server_env)
         self._wait_http(f"{self.api_url}/health", 120, "the Prefect server")
         services = self.processes.get("server-services")

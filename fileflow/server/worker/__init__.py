@@ -59,7 +59,7 @@ from prefect.flow_engine import run_flow
 from prefect.workers.base import BaseJobConfiguration, BaseWorker, BaseWorkerResult
 
 from fileflow.engine.isolation import ChildPool
-from fileflow.names import STEP_FLOW
+from fileflow.names import MEDIATOR_POOL, STEP_FLOW
 
 logger = logging.getLogger("fileflow.server.worker")
 
@@ -239,10 +239,24 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
 
 async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, fallback_poll_s: float,
                 wake_on_events: bool = True, ready=None, health_port: int | None = None) -> None:
-    import flows.step
+    from fileflow.engine.mediator import current
+    from fileflow.engine.session import prefect_session
 
     stop = asyncio.Event()
     _deliver_stop_signals(asyncio.get_running_loop(), stop)
+    # the runs of this process share one API client (and, for files' runs, the results block as
+    # default result storage) instead of each building its own: fileflow/engine/session.py
+    mediating = MEDIATOR_POOL in pools
+    async with prefect_session(current() if mediating else None):
+        await _serve(pools, stop, limit=limit, children=children, grace_s=grace_s, fallback_poll_s=fallback_poll_s,
+                     wake_on_events=wake_on_events, ready=ready, health_port=health_port)
+    logger.info("stopped")
+
+
+async def _serve(pools: list[str], stop: asyncio.Event, *, limit: int, children: int, grace_s: float,
+                 fallback_poll_s: float, wake_on_events: bool, ready, health_port: int | None) -> None:
+    import flows.step
+
     with ChildPool(children) as child_pool:
         flows.step.share_child_pool(child_pool)
         workers = [WarmWorker(p, limit=limit, fallback_poll_s=fallback_poll_s, wake_on_events=wake_on_events)
@@ -282,7 +296,6 @@ async def serve(pools: list[str], *, limit: int, children: int, grace_s: float, 
             for w in workers:
                 await w.__aexit__(None, None, None)
             flows.step.share_child_pool(None)
-    logger.info("stopped")
 
 
 async def wake_on_scheduled(workers: list[WarmWorker], retry_s: float) -> None:
