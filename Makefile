@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set everything up first.
-.PHONY: setup demo test schema bench clean
+.PHONY: setup demo test test-fast schema bench clean
 
 OUT ?= fileflow-out
 
@@ -11,6 +11,14 @@ demo: setup
 
 test: setup
 	.venv/bin/pytest
+
+# The quick tier to run while working: the import rule, every converter, the engine (isolation,
+# mediator) and the CLI on the embedded default; no stack, no PostgreSQL, no Redis
+FAST_TESTS = tests/test_architecture.py tests/test_contract.py tests/test_converters_archive.py \
+	tests/test_converters_documents.py tests/test_converters_images.py tests/test_converters_media.py \
+	tests/test_isolation.py tests/test_mediator.py tests/test_cli.py tests/test_storage.py
+test-fast: setup
+	.venv/bin/pytest -q $(FAST_TESTS)
 
 schema: setup
 	.venv/bin/fileflow schema --output docs/manifest.schema.json

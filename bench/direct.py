@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from blocks.storage import StorageConfig, Store, derived_prefix, original_key
 from converters.inspect import sha256_of
 from fileflow.engine.execute import run_step
+from fileflow.engine.step import StepRequest
 from fileflow.settings import PipelineSettings
 
 
@@ -41,12 +42,13 @@ class Direct:
 
     async def step(self, converter: str, file_id: str, key: str, ext: str, mime: str | None, depth: int,
                    extra: dict | None = None) -> dict | None:
-        payload = {"converter": converter, "storage": self.storage.to_dict(), "input_key": key, "input_ext": ext,
-                   "output_prefix": derived_prefix(file_id, converter),
-                   "options": {**self.options, "mime": mime, "depth": depth, **(extra or {})}}
+        payload = StepRequest(converter=converter, storage=self.storage, input_key=key, input_ext=ext,
+                              output_prefix=derived_prefix(file_id, converter),
+                              options={**self.options, "mime": mime, "depth": depth, **(extra or {})})
         self.steps += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, run_step, payload)
+            outcome = await asyncio.get_running_loop().run_in_executor(self.executor, run_step, payload)
+            return outcome.to_dict()
         except Exception as exc:  # a converter's typed failure: the file goes on without this step
             self.failed.append(f"{converter}: {type(exc).__name__}")
             return None

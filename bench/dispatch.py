@@ -87,6 +87,7 @@ def main() -> None:
         os.environ["FILEFLOW_STORAGE_PATH"] = state["storage_path"]
 
     from fileflow.engine.pools import run_on_pool
+    from fileflow.engine.step import StepRequest
     from blocks.storage import Store, original_key
     from converters.inspect import sha256_of
     from fileflow.engine.isolation import ChildPool
@@ -100,8 +101,8 @@ def main() -> None:
         sample.write_text("dispatch")
         digest = sha256_of(sample)
         store.put_file(sample, original_key(digest))
-    payload = {"converter": "inspect", "storage": storage.to_dict(), "input_key": original_key(digest),
-               "input_ext": "bin", "output_prefix": f"derived/{digest}/inspect", "options": {}}
+    payload = StepRequest(converter="inspect", storage=storage, input_key=original_key(digest), input_ext="bin",
+                          output_prefix=f"derived/{digest}/inspect")
     poll = PipelineSettings().pool_poll_s
 
     asyncio.run(ensure_process_pool())

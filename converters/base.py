@@ -30,6 +30,10 @@ class ConverterSpec:
     retries: int = 1
     """How often a transient failure (crash, timeout) is retried."""
     description: str = ""
+    services: tuple[str, ...] = ()
+    """What must run beside the converter (e.g. ``office``: LibreOffice through unoserver). The
+    engine starts each and passes where it listens in the options; the converter names no
+    process of its own."""
 
 
 @dataclass

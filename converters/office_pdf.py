@@ -52,6 +52,7 @@ SPEC = ConverterSpec(
     memory_mb=1024,  # the client only; LibreOffice's memory is the server's
     retries=1,
     description="DOC(X), XLS(X), PPT(X), ODT/ODS/ODP, RTF -> PDF through a warm LibreOffice (unoserver)",
+    services=("office",),
 )
 
 DEFAULT_HOST = "127.0.0.1"

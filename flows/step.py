@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow
 
 import converters
-from fileflow.errors import FileflowError
 from fileflow.engine.isolation import ChildPool
-from fileflow.engine.office import UnoServer
+from fileflow.engine.services import Services
+from fileflow.engine.step import StepRequest
+from fileflow.errors import FileflowError
 from fileflow.names import STEP_FLOW
 from fileflow.settings import PipelineSettings, StorageSettings
 
@@ -41,25 +43,25 @@ async def converter_step(converter: str, label: str, payload: dict[str, Any], ou
     from blocks.storage import Store
 
     # the module comes from this worker's own settings, never from the run's parameters
-    module = PipelineSettings().module_of(converter)
+    settings = PipelineSettings()
+    module = settings.module_of(converter)
     spec = converters.implementation(converter, module).SPEC
     storage = StorageSettings().config()
-    payload = {**payload, "converter": module, "storage": storage.to_dict()}
+    request = replace(StepRequest.from_dict(payload), converter=module, storage=storage)
     store = Store(storage)
     with ExitStack() as stack:
         pool = _shared_pool or stack.enter_context(ChildPool(1))
-        if converter == "office_pdf":  # the warm LibreOffice of this machine, else one for this step
-            port = PipelineSettings().unoserver_port
-            if not port:
-                port = stack.enter_context(UnoServer()).port
-            payload["options"] = {**payload["options"], "unoserver_host": "127.0.0.1", "unoserver_port": port}
+        if spec.services:  # this machine's (e.g. its warm LibreOffice), else started for this step
+            services = Services(settings, attach=True)
+            stack.callback(services.close)
+            request = request.with_options(await asyncio.to_thread(services.options, spec.services))
         try:
-            result = await pool.acall(
-                "fileflow.engine.execute:run_step", payload, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb
+            outcome = await pool.acall(
+                "fileflow.engine.execute:run_step", request, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb
             )
         except FileflowError as exc:
             record = {"error": {"type": type(exc).__name__, "message": str(exc)}}
             await asyncio.to_thread(store.put_bytes, json.dumps(record).encode(), outcome_key)
             raise
-    await asyncio.to_thread(store.put_bytes, json.dumps({"result": result}).encode(), outcome_key)
-    return {"outcome_key": outcome_key, "duration_s": result["duration_s"]}
+    await asyncio.to_thread(store.put_bytes, json.dumps({"result": outcome.to_dict()}).encode(), outcome_key)
+    return {"outcome_key": outcome_key, "duration_s": outcome.duration_s}

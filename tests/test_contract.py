@@ -30,6 +30,28 @@ def test_spec_is_complete(module):
     assert spec.description
 
 
+def test_every_service_a_converter_declares_is_one_the_engine_provides(module):
+    """SPEC.services names what the engine starts beside the converter (fileflow.engine.services)."""
+    from fileflow.engine.services import SERVICES
+
+    assert isinstance(module.SPEC.services, tuple)
+    assert set(module.SPEC.services) <= set(SERVICES), module.SPEC.services
+
+
+def test_the_engine_names_no_converter():
+    """A converter's needs are declared in its SPEC; the generic engine never branches on a name."""
+    from dataclasses import fields
+
+    from fileflow.engine.step import StepOutcome
+
+    root = Path(__file__).resolve().parents[1]
+    engine = [*(root / "fileflow" / "engine").glob("*.py"), root / "flows" / "step.py"]
+    words = {f.name for f in fields(StepOutcome)}  # "language" is also what a step's outcome holds
+    named = [(p.name, name) for p in engine for name in set(converters.BUILTINS) - words
+             if re.search(rf"""["']{name}["']""", p.read_text())]
+    assert named == []
+
+
 def test_convert_is_a_pure_function_over_files(module):
     params = list(inspect.signature(module.convert).parameters)
     assert params == ["src", "out_dir", "options"]

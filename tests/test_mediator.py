@@ -43,10 +43,6 @@ def test_cache_key_depends_on_content_version_and_options_only():
     assert step_cache_key("language", Source("a", "txt", made_by + "0" * 32), {}) != step_cache_key(
         "language", Source("b", "txt", made_by + "1" * 32), {}
     )
-    # where LibreOffice listens does not change what it makes
-    assert step_cache_key("office_pdf", source, {"unoserver_port": 1}) == step_cache_key(
-        "office_pdf", source, {"unoserver_port": 2}
-    )
     # a replacement module (FILEFLOW_CONVERTER_MODULES) never shares results with the built-in
     text = Source("originals/ab/abc", "txt", "ab" * 32)
     replaced = step_cache_key("text_extract", text, {}, "tests.extra_converters.faulty_text")

@@ -1,10 +1,11 @@
 """What a step does, inside the child process: fetch, convert, store.
 
-The mediator never opens a file's bytes: it sends :func:`run_step` a payload naming the
-converter, the storage, the input key and the options; the child downloads the input into a
+The mediator never opens a file's bytes: it sends :func:`run_step` a
+:class:`~fileflow.engine.step.StepRequest` naming the converter, the storage, the input key and
+the options; the child downloads the input into a
 private scratch folder, runs the converter, uploads every output under the file's own derived
 prefix (archive members under their own content-addressed original keys) and returns a
-JSON-able description of what it stored. Nothing outside that scratch folder and those keys is
+:class:`~fileflow.engine.step.StepOutcome`: what it stored. Nothing outside that scratch folder and those keys is
 ever written.
 """
 
@@ -14,11 +15,11 @@ import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import converters
 from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
+from fileflow.engine.step import StepOutcome, StepRequest
 from fileflow.errors import ToolError
 
 
@@ -35,20 +36,22 @@ def _inside(root: Path, relative: str) -> Path:
     return path
 
 
-def run_step(payload: dict[str, Any]) -> dict[str, Any]:
+def run_step(request: StepRequest) -> StepOutcome:
     started = time.perf_counter()
-    store = _store(StorageConfig(**payload["storage"]))
-    module = converters.load(payload["converter"])
-    with tempfile.TemporaryDirectory(prefix="fileflow-step-", dir=payload.get("scratch_dir")) as tmp:
-        src = Path(tmp) / f"input.{payload['input_ext']}"
-        store.get_file(payload["input_key"], src)
+    if request.storage is None:
+        raise ToolError("a step request reached its child without storage")
+    store = _store(request.storage)
+    module = converters.load(request.converter)
+    with tempfile.TemporaryDirectory(prefix="fileflow-step-", dir=request.scratch_dir) as tmp:
+        src = Path(tmp) / f"input.{request.input_ext}"
+        store.get_file(request.input_key, src)
         out = Path(tmp) / "out"
         out.mkdir()
-        result = module.convert(src, out, payload.get("options") or {})
+        result = module.convert(src, out, dict(request.options))
         renditions = []
         for rendition in result.renditions:
             local = _inside(out, rendition.path)
-            key = f"{payload['output_prefix']}/{rendition.path}"
+            key = f"{request.output_prefix}/{rendition.path}"
             rendition.bytes = store.put_file(local, key)
             rendition.path = key
             renditions.append(rendition)
@@ -58,10 +61,9 @@ def run_step(payload: dict[str, Any]) -> dict[str, Any]:
             digest = sha256_of(local)
             size = store.put_file(local, original_key(digest))
             members.append({"name": member.name, "sha256": digest, "key": original_key(digest), "size": size})
-    outcome = result.to_dict()
-    outcome["renditions"] = [r.__dict__ for r in renditions]
-    outcome["members"] = members
-    outcome["converter"] = module.SPEC.name
-    outcome["converter_version"] = module.SPEC.version
-    outcome["duration_s"] = round(time.perf_counter() - started, 3)
-    return outcome
+    return StepOutcome(
+        converter=module.SPEC.name, converter_version=module.SPEC.version,
+        duration_s=round(time.perf_counter() - started, 3),
+        renditions=tuple(dict(r.__dict__) for r in renditions), metadata=result.metadata,
+        language=result.language, language_confidence=result.language_confidence, members=tuple(members),
+    )

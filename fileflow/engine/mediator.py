@@ -13,7 +13,7 @@ A flow describes *which* steps a file goes through; this module is *how* a step 
 - :class:`Mediation` records each step of one file and, at the end, writes its manifest and
   a markdown artifact for the Prefect UI.
 - :class:`Runtime` holds what one mediator process shares: settings, storage, the child pool,
-  the warm LibreOffice and the progress tracker.
+  the services converters declare (:mod:`fileflow.engine.services`) and the progress tracker.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from fileflow.engine.events import emit_terminal
 from fileflow.engine.isolation import ChildPool
 from fileflow.engine.manifest import Manifest, RenditionRecord, StepError, StepRecord
 from fileflow.engine.progress import Tracker
+from fileflow.engine.services import Services
+from fileflow.engine.step import StepRequest
 from fileflow.engine.steering import Steering
 from fileflow.names import RESULTS_BLOCK_PREFIX, STEP_TASK_NAME
 from fileflow.settings import PipelineSettings, StorageSettings
@@ -106,8 +108,6 @@ class Runtime:
     storage: StorageConfig
     tracker: Tracker = field(default_factory=Tracker)
     pool: ChildPool | None = None
-    _office: Any = None
-    _office_lock: threading.Lock = field(default_factory=threading.Lock)
     _store: Store | None = None
     _results: Any = None
     lane: str = "upload"
@@ -125,8 +125,7 @@ class Runtime:
             # reprocessing's children yield the CPU to the uploads' (nice 10)
             self.pool = ChildPool(self.pipeline.child_processes, nice=10 if self.lane == "reprocess" else 0)
         self.steering = Steering()
-        # LibreOffice converts one document at a time: more would only queue inside it
-        self.gates = {"office_pdf": threading.Semaphore(1)}
+        self.services = Services(self.pipeline)
 
     @property
     def store(self) -> Store:
@@ -159,20 +158,8 @@ class Runtime:
         self.results_slug = f"{block.get_block_type_slug()}/{name}"
         self._results = block
 
-    def office_options(self) -> dict[str, Any]:
-        """Host and port of the warm LibreOffice, started on first use and restarted if dead."""
-        from fileflow.engine.office import UnoServer
-
-        with self._office_lock:
-            if self._office is None:
-                self._office = UnoServer(port=self.pipeline.unoserver_port)
-            self._office.ensure_running()
-            return {"unoserver_host": self._office.host, "unoserver_port": self._office.port}
-
     def close(self) -> None:
-        if self._office is not None:
-            self._office.stop()
-            self._office = None
+        self.services.close()
         self.pool.close()
 
 
@@ -216,14 +203,13 @@ def step_cache_key(converter: str, source: Source, options: dict[str, Any], modu
     """``<converter>-<version>-<digest of (input identity, options)>``.
 
     The input identity is the whole SHA-256 of an original or the whole cache key of the step
-    that made a derived input; options that only say where a service listens are left out,
-    since they do not change the output. A replacement ``module`` (``converter_modules``) has
+    that made a derived input; options that only say where a service listens are never part
+    of it (:mod:`fileflow.engine.services` adds them after), since they do not change the output. A replacement ``module`` (``converter_modules``) has
     its own version and is part of the identity: its results are never mistaken for the
     built-in's, nor the other way round.
     """
     spec = converters.implementation(converter, module).SPEC
-    stable = {k: v for k, v in options.items() if not k.startswith("unoserver_")}
-    parts = [source.digest, stable] + ([module] if module and module != converter else [])
+    parts = [source.digest, options] + ([module] if module and module != converter else [])
     identity = json.dumps(parts, sort_keys=True, default=str)
     return f"{spec.name}-{spec.version}-{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
 
@@ -254,24 +240,18 @@ async def _execute_step(
     module = rt.pipeline.module_of(converter)
     spec = converters.implementation(converter, module).SPEC
     on_pool = rt.pipeline.placement_of(converter) == "pool"
-    if converter == "office_pdf" and not on_pool:
-        options = {**options, **(await asyncio.to_thread(rt.office_options))}
-    payload = {
-        "converter": module,  # a pool's worker chooses its module from its own settings
-        "storage": rt.storage.to_dict(),
-        "input_key": source.key,
-        "input_ext": source.ext,
-        "output_prefix": derived_prefix(file_id, converter),
-        "options": options,
-        "scratch_dir": str(rt.pipeline.scratch_dir) if rt.pipeline.scratch_dir else None,
-    }
-    if on_pool:
+    request = StepRequest(
+        converter=module,  # a pool's worker chooses its module from its own settings
+        input_key=source.key, input_ext=source.ext, output_prefix=derived_prefix(file_id, converter),
+        options=options, scratch_dir=str(rt.pipeline.scratch_dir) if rt.pipeline.scratch_dir else None,
+    )
+    if on_pool:  # the pool's worker provides the services and its own storage
         from fileflow.engine.pools import run_on_pool
 
-        return await run_on_pool(
+        outcome = await run_on_pool(
             converter,
             label,
-            payload,
+            request,
             store=rt.store,
             cache_key=cache_key,
             file_id=file_id,
@@ -281,13 +261,17 @@ async def _execute_step(
             work_queue_name="reprocess" if rt.lane == "reprocess" else None,
             scope=rt.run_scope,
         )
-    return await rt.pool.acall(
+        return outcome.to_dict()
+    if spec.services:  # where they listen: added after the cache key was made
+        request = request.with_options(await asyncio.to_thread(rt.services.options, spec.services))
+    outcome = await rt.pool.acall(
         "fileflow.engine.execute:run_step",
-        payload,
+        replace(request, storage=rt.storage),
         timeout_s=spec.timeout_s,
         memory_mb=spec.memory_mb,
-        gate=rt.gates.get(converter),
+        gate=rt.services.gate(spec.services),
     )
+    return outcome.to_dict()
 
 
 async def step_task(converter: str, rt: Runtime, cache_key: str):

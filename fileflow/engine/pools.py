@@ -20,19 +20,21 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
+from dataclasses import replace
 from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.deployments import arun_deployment
 
 from blocks.storage import Store
+from fileflow.engine.step import StepOutcome, StepRequest
 from fileflow.errors import ToolCrashed, ToolError, ToolTimeout, rebuild
 from fileflow.names import pool_name, step_deployment
 
 async def run_on_pool(
     converter: str,
     label: str,
-    payload: dict[str, Any],
+    request: StepRequest,
     *,
     store: Store,
     cache_key: str,
@@ -43,14 +45,14 @@ async def run_on_pool(
     deployment: str | None = None,
     work_queue_name: str | None = None,
     scope: str = "",
-) -> dict[str, Any]:
+) -> StepOutcome:
     outcome_key = f"tmp/steps/{cache_key}-{attempt}.json"
     flow_run = await arun_deployment(
         deployment or step_deployment(converter),
         parameters={
             "converter": converter,
             "label": label,
-            "payload": {k: v for k, v in payload.items() if k != "storage"},
+            "payload": replace(request, storage=None).to_dict(),  # the worker's own storage
             "outcome_key": outcome_key,
         },
         idempotency_key=f"{file_id}:{converter}:{cache_key}:{attempt}" + (f":{scope}" if scope else ""),
@@ -72,7 +74,7 @@ async def run_on_pool(
     if await asyncio.to_thread(store.exists, outcome_key):
         record = json.loads(await asyncio.to_thread(store.get_bytes, outcome_key))
     if state.is_completed() and record and "result" in record:
-        return record["result"]
+        return StepOutcome.from_dict(record["result"])
     if record and "error" in record:
         raise rebuild(record["error"]["type"], record["error"]["message"])
     raise ToolError(f"the step's run {flow_run.name} ended {state.name}: {state.message}")
