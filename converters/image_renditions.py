@@ -36,7 +36,7 @@ from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
     name="image_renditions",
-    version="1.0.0",
+    version="1.0.1",
     kinds=frozenset({"image"}),
     timeout_s=120,
     memory_mb=3072,
@@ -222,6 +222,8 @@ def display_image(im, long_side: int | None, orientation: int | None = None):
         raise LimitExceeded("processing the image needs more memory than this step may use") from None
     except (OSError, SyntaxError, EOFError) as exc:
         raise CorruptInput(f"the image data is damaged or truncated: {exc}") from None
+    if work is im:  # an RGB picture that needed nothing: detach it from the open file
+        work = im.copy()
     return work
 
 
@@ -339,7 +341,7 @@ def exif_dict(im) -> dict[str, Any]:
     return out
 
 
-def _frames(im) -> int:
+def frame_count(im) -> int:
     try:
         return max(1, int(getattr(im, "n_frames", 1)))
     except Exception:  # noqa: BLE001 - a broken later frame does not change the first one
@@ -364,9 +366,11 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         swap = orientation in (5, 6, 7, 8)
         width, height = (raw_h, raw_w) if swap else (raw_w, raw_h)
         largest = max([min(web_max, max(width, height))] + [min(s, max(width, height)) for s in sizes])
-        work = display_image(im, largest, orientation)
+        # counting frames seeks through them (TIFF pages): done before the first one is decoded,
+        # or Pillow would reload it from the file after ``with`` has closed it
+        frames = frame_count(im)
         exif = exif_dict(im)
-        frames = _frames(im)
+        work = display_image(im, largest, orientation)
 
     renditions: list[Rendition] = []
     transparent = work.mode == "RGBA"

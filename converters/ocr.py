@@ -10,10 +10,16 @@ Options:
   A4 scan (8.7 MP) or a 12 MP phone photo is read at full resolution.
 * ``max_pixels`` (default 100 megapixels): the decompression-bomb limit, checked from the header
   before decoding, as in ``image_renditions``.
+* ``max_ocr_pages`` (default 20): of a multi-page TIFF (faxes, scans) every page up to this
+  many is read; other formats are one page (an animation's frames repeat one picture).
 
-The picture is decoded upright (EXIF orientation applied), transparency is flattened onto
+Every page is decoded upright (EXIF orientation applied), transparency is flattened onto
 white (black text on a transparent background would otherwise turn into black on black) and
-it is converted to greyscale. ``text.txt`` is always written, empty when nothing was read.
+it is converted to greyscale. ``text.txt`` is always written, empty when nothing was read;
+pages are separated by a form feed (``\\f``) as in ``pdf_text``. Metadata per page in
+``ocr_pages`` (page, languages, mean_confidence, words, width, height); ``mean_confidence`` of
+the file is the word-weighted mean over its pages; ``pages`` counts the file's frames and
+``pages_ocred`` those read.
 """
 
 from __future__ import annotations
@@ -24,13 +30,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.image_renditions import DEFAULT_MAX_PIXELS, display_image, open_image
+from converters.image_renditions import DEFAULT_MAX_PIXELS, frame_count, display_image, open_image
 from converters.options import int_option
-from fileflow.errors import ToolError, UnsupportedInput
+from fileflow.errors import CorruptInput, ToolError, UnsupportedInput
 
 SPEC = ConverterSpec(
     name="ocr",
-    version="1.0.0",
+    version="1.1.0",
     kinds=frozenset({"image"}),
     timeout_s=180,
     memory_mb=3072,
@@ -41,6 +47,7 @@ SPEC = ConverterSpec(
 DEFAULT_TESSDATA = "/usr/share/tesseract-ocr/5/tessdata"
 DEFAULT_LANGUAGES = "eng"
 DEFAULT_OCR_MAX_PIXELS = 16_000_000
+DEFAULT_MAX_OCR_PAGES = 20
 _LANGUAGE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,31}$")
 
 
@@ -106,36 +113,66 @@ def normalise(text: str) -> str:
     return out + "\n" if out else ""
 
 
+def pages_to_read(im, max_pages: int) -> int:
+    """How many frames of ``im`` are pages of text: every page of a TIFF (faxes, scans), up to
+    ``max_pages``; one for the rest (an animation's frames or an MPO's views repeat one picture)."""
+    if im.format != "TIFF":
+        return 1
+    try:
+        return max(1, min(int(getattr(im, "n_frames", 1)), max_pages))
+    except Exception:  # noqa: BLE001 - a broken later page does not lose the first one
+        return 1
+
+
+def page_for_ocr(im, index: int, ocr_max_pixels: int):
+    """Page ``index`` of ``im`` decoded upright, scaled to at most ``ocr_max_pixels``, greyscale."""
+    if index:
+        try:
+            im.seek(index)
+        except (EOFError, OSError, ValueError) as exc:
+            raise CorruptInput(f"page {index + 1} of the image cannot be read: {exc}") from None
+    width, height = im.size
+    long_side = None
+    if width * height > ocr_max_pixels:
+        scale = math.sqrt(ocr_max_pixels / (width * height))
+        long_side = max(1, int(max(width, height) * scale))
+    return grayscale_for_ocr(display_image(im, long_side))
+
+
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     languages = languages_of(options.get("ocr_languages"))
     tessdata = Path(str(options.get("tessdata") or DEFAULT_TESSDATA))
     max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS, minimum=1)
     ocr_max_pixels = int_option(options, "ocr_max_pixels", DEFAULT_OCR_MAX_PIXELS, minimum=1)
+    max_pages = int_option(options, "max_ocr_pages", DEFAULT_MAX_OCR_PAGES, minimum=1)
     check_tessdata(tessdata, languages)
     tesserocr = require("tesserocr", "tesserocr", "tesseract-ocr")
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    im = open_image(src, max_pixels)
-    with im:
-        width, height = im.size
-        long_side = None
-        if width * height > ocr_max_pixels:
-            scale = math.sqrt(ocr_max_pixels / (width * height))
-            long_side = max(1, int(max(width, height) * scale))
-        picture = display_image(im, long_side)
-    gray = grayscale_for_ocr(picture)
-    del picture
 
     try:
         api = tesserocr.PyTessBaseAPI(path=str(tessdata), lang="+".join(languages))
     except RuntimeError as exc:
         raise ToolError(f"Tesseract could not load {'+'.join(languages)} from {tessdata}: {exc}") from None
+    texts: list[str] = []
+    pages: list[dict[str, Any]] = []
     try:
-        text, mean, confidences = recognise(api, gray)
+        im = open_image(src, max_pixels)
+        with im:
+            count = pages_to_read(im, max_pages)
+            total = frame_count(im)
+            for index in range(count):
+                gray = page_for_ocr(im, index, ocr_max_pixels)
+                text, mean, _ = recognise(api, gray)
+                text = normalise(text)
+                texts.append(text)
+                pages.append({"page": index + 1, "languages": "+".join(languages), "mean_confidence": mean,
+                              "words": len(text.split()), "width": gray.width, "height": gray.height})
     finally:
         api.End()
-    text = normalise(text)
+    text = "\f".join(texts)  # pages separated by a form feed, as pdf_text writes them
     (out_dir / "text.txt").write_text(text, encoding="utf-8")
+    scored = [(p["mean_confidence"], max(1, p["words"])) for p in pages if p["mean_confidence"] is not None]
+    mean = round(sum(c * w for c, w in scored) / sum(w for _, w in scored), 1) if scored else None
     return ConversionResult(
         renditions=[Rendition("text", "text.txt", "text/plain")],
         metadata={
@@ -143,7 +180,10 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
             "mean_confidence": mean,
             "words": len(text.split()),
             "chars": len(text),
-            "ocr_width": gray.width,
-            "ocr_height": gray.height,
+            "ocr_width": pages[0]["width"],
+            "ocr_height": pages[0]["height"],
+            "pages": total,
+            "pages_ocred": len(pages),
+            "ocr_pages": pages,
         },
     )

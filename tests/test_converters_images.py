@@ -7,6 +7,8 @@ found by OCR, detected languages, decoded text.
 
 from __future__ import annotations
 
+import re
+
 import time
 from pathlib import Path
 
@@ -53,7 +55,7 @@ def test_specs_are_registered():
                          ("language", language), ("text_extract", text_extract)):
         assert name in converters.BUILTINS
         assert converters.load(name) is module
-        assert module.SPEC.name == name and module.SPEC.version == "1.0.0"
+        assert module.SPEC.name == name and re.fullmatch(r"\d+\.\d+\.\d+", module.SPEC.version)
     assert image_renditions.SPEC.kinds == {"image"} and ocr.SPEC.kinds == {"image"}
     assert language.SPEC.kinds == {"*"} and text_extract.SPEC.kinds == {"text"}
 
@@ -262,6 +264,48 @@ def test_ocr_finds_the_drawn_words(tmp_path, maker, name):
     assert {"INVOICE", "2024", "FILEFLOW"} <= set(text.split())
     assert meta["words"] == len(text.split()) >= 3 and meta["chars"] == len(text)
     assert meta["mean_confidence"] > 80
+
+
+TIFF_FLAVOURS = ("rgb", "grey", "g4", "lzw", "multipage")
+
+
+@pytest.mark.parametrize("flavour", TIFF_FLAVOURS)
+def test_tiff_flavours_are_previewed_from_the_first_page(tmp_path, flavour):
+    src = gen.tiff_flavour(tmp_path / "input.tif", flavour)
+    result = image_renditions.convert(src, tmp_path / "out", {})
+    meta = result.metadata
+    assert meta["format"] == "TIFF" and (meta["width"], meta["height"]) == (1000, 700)
+    assert meta["frames"] == (3 if flavour == "multipage" else 1)
+    paths = renditions_by_path(result)
+    assert set(paths) == {"web.jpg", "preview-160.jpg", "preview-480.jpg", "preview-1280.jpg"}
+    with Image.open(tmp_path / "out" / "preview-480.jpg") as preview:
+        assert preview.size == (480, 336)
+        # the words of page 1 are drawn dark on white: the preview is not blank
+        assert preview.convert("L").getextrema()[0] < 60
+
+
+@pytest.mark.parametrize("flavour", TIFF_FLAVOURS)
+def test_ocr_reads_every_tiff_flavour_and_every_page(tmp_path, flavour):
+    src = gen.tiff_flavour(tmp_path / "input.tif", flavour)
+    result = ocr.convert(src, tmp_path / "out", {})
+    text = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
+    pages = text.split("\f")
+    assert {"INVOICE", "2024", "FILEFLOW"} <= set(pages[0].split())
+    meta = result.metadata
+    if flavour == "multipage":
+        assert len(pages) == 3 and meta["pages"] == meta["pages_ocred"] == 3
+        assert "PAGE 2" in pages[1] and "SECTION 2" in pages[1]
+        assert "PAGE 3" in pages[2] and "SECTION 3" in pages[2]
+        assert [p["page"] for p in meta["ocr_pages"]] == [1, 2, 3]
+    else:
+        assert len(pages) == 1 and meta["pages_ocred"] == 1
+
+
+def test_ocr_max_ocr_pages_caps_the_pages_read(tmp_path):
+    src = gen.tiff_flavour(tmp_path / "input.tif", "multipage")
+    result = ocr.convert(src, tmp_path / "out", {"max_ocr_pages": 2})
+    assert result.metadata["pages"] == 3 and result.metadata["pages_ocred"] == 2
+    assert (tmp_path / "out" / "text.txt").read_text().count("\f") == 1
 
 
 def test_ocr_german_with_deu(tmp_path):

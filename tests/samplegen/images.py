@@ -160,6 +160,31 @@ def tiff(path: Path, size: tuple[int, int] = (1000, 700)) -> Path:
     return path
 
 
+def tiff_flavour(path: Path, flavour: str, size: tuple[int, int] = (1000, 700)) -> Path:
+    """A TIFF as scanners and fax servers write them: ``rgb`` (uncompressed), ``grey`` (8-bit,
+    Deflate), ``g4`` (1-bit CCITT Group 4 fax), ``lzw`` (RGB, LZW) or ``multipage`` (three LZW
+    pages, "PAGE 1".."PAGE 3", the first also carrying the usual words)."""
+    if flavour == "multipage":
+        pages = [text_image(size, words=(*WORDS, "PAGE 1"))] + [
+            text_image(size, words=(f"PAGE {n}", f"SECTION {n}")) for n in (2, 3)
+        ]
+        pages[0].save(path, "TIFF", compression="tiff_lzw", save_all=True, append_images=pages[1:])
+        return path
+    picture = text_image(size)
+    if flavour == "rgb":
+        picture.save(path, "TIFF")
+    elif flavour == "grey":
+        picture.convert("L").save(path, "TIFF", compression="tiff_adobe_deflate")
+    elif flavour == "g4":
+        picture.convert("L").point(lambda v: 255 if v > 128 else 0).convert("1").save(
+            path, "TIFF", compression="group4", dpi=(200, 200))
+    elif flavour == "lzw":
+        picture.save(path, "TIFF", compression="tiff_lzw")
+    else:
+        raise ValueError(f"unknown TIFF flavour {flavour!r}")
+    return path
+
+
 def bmp(path: Path, size: tuple[int, int] = (640, 400)) -> Path:
     text_image(size, font_size=64).save(path, "BMP")
     return path
