@@ -4,10 +4,14 @@ Reads JPEG, PNG, GIF (first frame), TIFF (first page), BMP, WebP, AVIF and HEIC/
 (through pillow-heif). Outputs, all with the EXIF orientation applied:
 
 * ``web.jpg`` - or ``web.png`` when the picture really has transparency - at most ``web_max``
-  pixels (default 2048) on the long side, in sRGB, without EXIF (no GPS leaks, no second
-  rotation by the browser);
+  pixels (default 2048) on the long side (pictures longer than ``preview_max_aspect``:1 get up
+  to 4x that, so that their short side keeps ``web_max / 4`` pixels), in sRGB, without EXIF
+  (no GPS leaks, no second rotation by the browser);
 * ``preview-<size>.jpg`` for every size in ``preview_sizes`` (default 160, 480, 1280): long side
-  exactly ``size``, never upscaled, transparency flattened onto white.
+  exactly ``size``, never upscaled, transparency flattened onto white. A picture more than
+  ``preview_max_aspect`` (default 4) times longer than wide, or wider than long, is previewed
+  by its middle part of exactly that shape (a 20000x1500 panorama: 1280x320, not 1280x96);
+  ``web`` always shows the whole picture.
 
 The pixel count is checked from the header before anything is decoded (option ``max_pixels``,
 default 100 megapixels): a decompression bomb fails with :class:`LimitExceeded` without
@@ -30,13 +34,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.geometry import fit_long_side
-from converters.options import int_option, preview_sizes
+from converters.geometry import aspect_crop, fit_long_side
+from converters.options import int_option, max_aspect, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
     name="image_renditions",
-    version="1.0.1",
+    version="1.1.0",
     kinds=frozenset({"image"}),
     timeout_s=120,
     memory_mb=3072,
@@ -349,12 +353,23 @@ def frame_count(im) -> int:
 
 
 # --------------------------------------------------------------------------- convert
+def web_long_side(width: int, height: int, web_max: int, aspect: float) -> int:
+    """``web_max``, stretched for pictures longer than ``aspect``:1 so that their short side
+    keeps ``web_max / aspect`` pixels where it has them (a panorama's web rendition is not a
+    stripe), up to four times ``web_max``."""
+    long, short = max(width, height), min(width, height)
+    if long <= aspect * short:
+        return web_max
+    return min(4 * web_max, max(web_max, round(web_max * long / (aspect * short))))
+
+
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS, minimum=1)
     web_max = int_option(options, "web_max", DEFAULT_WEB_MAX, minimum=1)
     quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, minimum=1))
     # without the option the default is kept smallest first, as this converter always had it
     sizes = preview_sizes(options, accept_single=False)  # largest first
+    aspect = max_aspect(options)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     im = open_image(src, max_pixels)
@@ -365,7 +380,14 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         orientation = orientation_of(im)
         swap = orientation in (5, 6, 7, 8)
         width, height = (raw_h, raw_w) if swap else (raw_w, raw_h)
-        largest = max([min(web_max, max(width, height))] + [min(s, max(width, height)) for s in sizes])
+        # previews show at most a 4:1 part of the picture (geometry.aspect_crop): decoded large
+        # enough that the part still covers the largest preview
+        left, top, right, bottom = aspect_crop(width, height, aspect)
+        shown_w, shown_h = right - left, bottom - top
+        zoom = max(width, height) / max(shown_w, shown_h)
+        web_long = web_long_side(width, height, web_max, aspect)
+        largest = max([min(web_long, max(width, height))]
+                      + [min(round(s * zoom), max(width, height)) for s in sizes])
         # counting frames seeks through them (TIFF pages): done before the first one is decoded,
         # or Pillow would reload it from the file after ``with`` has closed it
         frames = frame_count(im)
@@ -374,7 +396,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
 
     renditions: list[Rendition] = []
     transparent = work.mode == "RGBA"
-    web_size = fit_long_side(width, height, web_max)
+    web_size = fit_long_side(width, height, web_long)
     web = work if work.size == web_size else work.resize(web_size, _resample(), reducing_gap=3.0)
     if transparent:
         web.save(out_dir / "web.png", "PNG", optimize=False, compress_level=6)
@@ -384,9 +406,11 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         renditions.append(Rendition("web", "web.jpg", "image/jpeg", web.width, web.height))
 
     flat = _flatten(work)
-    source = flat
+    factor = work.width / width
+    source = flat if (shown_w, shown_h) == (width, height) else flat.crop(
+        (round(left * factor), round(top * factor), round(right * factor), round(bottom * factor)))
     for size in sizes:  # largest first: each preview is made from the previous, larger one
-        target = fit_long_side(width, height, size)
+        target = fit_long_side(shown_w, shown_h, size)
         preview = source if source.size == target else source.resize(target, _resample(), reducing_gap=3.0)
         name = f"preview-{size}.jpg"
         preview.save(out_dir / name, "JPEG", quality=quality, optimize=True)
@@ -402,6 +426,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         "animated": frames > 1 and fmt in ("GIF", "PNG", "WEBP", "AVIF"),  # TIFF pages, MPO views
         "orientation": orientation,
         "has_alpha": transparent,
+        "preview_crop": None if (shown_w, shown_h) == (width, height) else [round(left), round(top), round(right), round(bottom)],
         "exif": exif,
     }
     gps = _gps_decimal(exif.get("GPSInfo", {})) if exif.get("GPSInfo") else None

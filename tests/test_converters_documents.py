@@ -96,6 +96,23 @@ def test_preview_shows_the_page(tmp_path):
         assert sum(gray.getdata()) / (gray.width * gray.height) > 200  # mostly white
 
 
+def test_preview_of_a_receipt_shows_its_top_at_most_1_to_4(tmp_path):
+    # a till receipt: 200 x 2000 pt, text at the top only
+    src = gen.text_pdf(tmp_path / "receipt.pdf", [["TOTAL 42.00 EUR"] * 3], size=(200.0, 2000.0))
+    result = pdf_preview.convert(src, tmp_path / "out", {})
+    assert result.metadata["preview_crop_pt"] == [0.0, 0.0, 200.0, 800.0]
+    for name, want in (("preview-160.jpg", (40, 160)), ("preview-1280.jpg", (320, 1280))):
+        with Image.open(tmp_path / "out" / name) as im:
+            assert im.size == want
+    with Image.open(tmp_path / "out" / "preview-1280.jpg") as im:
+        grey = im.convert("L")
+        # the text 90-150 pt below the top of the page is in the preview; the rest is white
+        assert grey.crop((0, 0, 320, 256)).getextrema()[0] < 100
+        assert grey.crop((0, 400, 320, 1280)).getextrema()[0] > 240
+    ordinary = pdf_preview.convert(gen.text_pdf(tmp_path / "a4.pdf", [["Hello"]]), tmp_path / "out2", {})
+    assert ordinary.metadata["preview_crop_pt"] is None
+
+
 def test_preview_truncated_pdf_is_corrupt(tmp_path):
     good = gen.text_pdf(tmp_path / "good.pdf", [["Some text."]] * 3)
     src = gen.truncated(tmp_path / "input.pdf", good, 0.5)

@@ -8,7 +8,6 @@ found by OCR, detected languages, decoded text.
 from __future__ import annotations
 
 import re
-
 import time
 from pathlib import Path
 
@@ -264,6 +263,43 @@ def test_ocr_finds_the_drawn_words(tmp_path, maker, name):
     assert {"INVOICE", "2024", "FILEFLOW"} <= set(text.split())
     assert meta["words"] == len(text.split()) >= 3 and meta["chars"] == len(text)
     assert meta["mean_confidence"] > 80
+
+
+@pytest.mark.parametrize("size", [(20000, 1500), (1500, 20000)])
+def test_panorama_previews_are_bounded_on_both_sides(tmp_path, size):
+    src = gen.panorama(tmp_path / "input.jpg", size)
+    result = image_renditions.convert(src, tmp_path / "out", {})
+    paths = renditions_by_path(result)
+    wide = size[0] > size[1]
+    for preview, expected in (("preview-160.jpg", 40), ("preview-480.jpg", 120), ("preview-1280.jpg", 320)):
+        long_side = int(preview.split("-")[1].split(".")[0])
+        want = (long_side, expected) if wide else (expected, long_side)
+        assert (paths[preview].width, paths[preview].height) == want
+        assert opened_size(tmp_path / "out" / preview) == want
+        with Image.open(tmp_path / "out" / preview) as im:
+            rgb = im.convert("RGB")
+            # the middle of the panorama is shown (its black band), not its red start
+            assert close(rgb.getpixel((rgb.width // 2, rgb.height // 2)), (0, 0, 0))
+            assert close(rgb.getpixel((2, 2)), (200, 200, 200))
+    crop = result.metadata["preview_crop"]
+    assert crop == ([7000, 0, 13000, 1500] if wide else [0, 7000, 1500, 13000])
+    # the web rendition shows the whole picture, its short side still usable
+    web = paths["web.jpg"]
+    assert min(web.width, web.height) == 512 and max(web.width, web.height) == round(512 * 20000 / 1500)
+
+
+def test_preview_max_aspect_option_and_ordinary_pictures_uncut(tmp_path):
+    src = gen.panorama(tmp_path / "input.jpg", (6000, 1000))
+    result = image_renditions.convert(src, tmp_path / "out", {"preview_max_aspect": 10})
+    assert result.metadata["preview_crop"] is None
+    assert opened_size(tmp_path / "out" / "preview-480.jpg") == (480, 80)
+    result = image_renditions.convert(src, tmp_path / "out2", {"preview_max_aspect": 2})
+    assert opened_size(tmp_path / "out2" / "preview-480.jpg") == (480, 240)
+    result = image_renditions.convert(gen.jpeg(tmp_path / "ordinary.jpg"), tmp_path / "out3", {})
+    assert result.metadata["preview_crop"] is None
+    assert opened_size(tmp_path / "out3" / "preview-480.jpg") == (480, 320)
+    with pytest.raises(ValueError, match="preview_max_aspect"):
+        image_renditions.convert(src, tmp_path / "out4", {"preview_max_aspect": 0.5})
 
 
 TIFF_FLAVOURS = ("rgb", "grey", "g4", "lzw", "multipage")

@@ -185,6 +185,22 @@ def tiff_flavour(path: Path, flavour: str, size: tuple[int, int] = (1000, 700)) 
     return path
 
 
+def panorama(path: Path, size: tuple[int, int] = (20000, 1500)) -> Path:
+    """A panorama: grey, with a black band in the middle third and a red one at the far left,
+    so a test can tell which part a preview shows."""
+    w, h = size
+    picture = Image.new("RGB", size, (200, 200, 200))
+    draw = ImageDraw.Draw(picture)
+    if w >= h:
+        draw.rectangle((w // 2 - w // 20, 0, w // 2 + w // 20, h - 1), fill=(0, 0, 0))
+        draw.rectangle((0, 0, w // 20, h - 1), fill=(220, 0, 0))
+    else:
+        draw.rectangle((0, h // 2 - h // 20, w - 1, h // 2 + h // 20), fill=(0, 0, 0))
+        draw.rectangle((0, 0, w - 1, h // 20), fill=(220, 0, 0))
+    picture.save(path, quality=90)
+    return path
+
+
 def bmp(path: Path, size: tuple[int, int] = (640, 400)) -> Path:
     text_image(size, font_size=64).save(path, "BMP")
     return path
