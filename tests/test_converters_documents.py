@@ -270,6 +270,42 @@ def test_xlsx_to_pdf_keeps_cell_text(office, tmp_path):
 
 
 @needs_office
+@pytest.mark.parametrize("fmt", ["xlsx", "xls", "ods"])
+def test_spreadsheet_text_is_read_from_the_cells_whole(office, tmp_path, fmt):
+    from unoserver.client import UnoClient
+
+    src = tmp_path / f"input.{fmt}"
+    if fmt == "xlsx":
+        gen.workbook(src)
+    else:
+        gen.workbook_as(src, fmt, UnoClient(server=office.host, port=str(office.port)))
+    result = _office_convert(office, src, tmp_path / "out")
+    paths = [(r.role, r.path) for r in result.renditions]
+    assert paths == [("pdf", "document.pdf"), ("text", "text.txt")]
+    meta = result.metadata
+    assert meta["source_format"] == fmt
+    # one page per sheet, sized to the sheet: nothing is cut off onto another page
+    assert meta["page_count"] == 2
+    assert meta["sheet_count"] == 2 and meta["text_truncated"] is False
+    assert meta["sheets"] == [
+        {"name": "Umsätze 2025", "rows": 3, "columns": 5, "cells": 15},
+        {"name": "Kennzahlen", "rows": 7, "columns": 4, "cells": 2},
+    ]
+    text = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
+    first, second = text.split("\f")
+    rows = [line.split("\t") for line in first.splitlines()]
+    assert rows[0] == ["Umsätze 2025"]
+    assert rows[1] == ["Name", "Datum", "Umsatz (EUR)", "Kosten (EUR)", "Ergebnis"]
+    # full values, dates and numbers as the sheet shows them, formulas as their results
+    assert rows[2] == [gen.LONG_NAME, "2025-12-31", "1,234,567.50", "234,567.25", "1,000,000.25"]
+    assert rows[3] == ["Anna Schmidt", "2025-01-02", "99.90", "10.00", "89.90"]
+    assert second.splitlines()[0] == "Kennzahlen" and "Marge" in second and "81.3%" in second
+    # the PDF still draws the values; the text step no longer depends on it
+    pdf_lines = _flat(_text_of(tmp_path / "out" / "document.pdf", tmp_path / "text")[0])
+    assert "Name" in pdf_lines and "Datum" in pdf_lines
+
+
+@needs_office
 @pytest.mark.parametrize("maker, ext", [(gen.rtf, "rtf"), (gen.odt, "odt")])
 def test_rtf_and_odt_to_pdf(office, tmp_path, maker, ext):
     src = maker(tmp_path / f"input.{ext}")
