@@ -188,6 +188,20 @@ def test_ocr_of_committed_scan(tmp_path):
     assert meta["ocr_mean_confidence"] > 70
 
 
+def test_scanned_pdf_pages_are_read_in_their_own_language(tmp_path):
+    from tests.samplegen import images
+
+    src = tmp_path / "scan.pdf"
+    first, second = images.scan("de"), images.scan("en")
+    first.save(src, "PDF", resolution=200.0, save_all=True, append_images=[second])
+    text, meta = _text_of(src, tmp_path / "out")
+    german, english = text.split("\f")
+    assert "Prüfungsbericht" in german and "Größe" in german
+    assert "quarterly report" in english
+    assert [(p["page"], p["languages"], p["detected"]) for p in meta["ocr_pages"]] == [(1, "deu", "de"), (2, "eng", "en")]
+    assert meta["ocr_languages"] == "deu+eng"
+
+
 def test_ocr_page_limit_counts_skipped_pages(tmp_path):
     src = gen.scan_pdf(tmp_path / "input.pdf", (("HARBOUR", "LIGHTHOUSE"), ("MOUNTAIN", "GLACIER")))
     text, meta = _text_of(src, tmp_path / "out", max_ocr_pages=1)

@@ -353,6 +353,59 @@ def test_ocr_german_with_deu(tmp_path):
     assert result.metadata["ocr_languages"] == "deu"
 
 
+def _scan_of(tmp_path, language: str) -> Path:
+    src = tmp_path / f"scan-{language}.png"
+    gen.scan(language).save(src)
+    return src
+
+
+def test_ocr_default_reads_a_german_scan_in_german(tmp_path):
+    result = ocr.convert(_scan_of(tmp_path, "de"), tmp_path / "out", {})
+    text = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
+    for word in ("Prüfungsbericht", "über", "Straßenbauarbeiten", "Frühjahr", "Größe", "Fläche", "beträgt", "Übergabe"):
+        assert word in text
+    page = result.metadata["ocr_pages"][0]
+    assert (page["script"], page["detected"], page["languages"], page["passes"]) == ("Latin", "de", "deu", 2)
+    assert result.metadata["ocr_languages"] == "deu"
+    assert result.metadata["ocr_allowed_languages"] == "eng+deu+fra+spa+ita+nld+por+pol+rus"
+
+
+@pytest.mark.parametrize("language, code, passes", [("en", "eng", 1), ("ru", "rus", 1), ("pl", "pol", 2)])
+def test_ocr_auto_picks_the_page_language(tmp_path, language, code, passes):
+    result = ocr.convert(_scan_of(tmp_path, language), tmp_path / "out", {"ocr_languages": "auto"})
+    page = result.metadata["ocr_pages"][0]
+    assert (page["detected"], page["languages"], page["passes"]) == (language, code, passes)
+    text = " ".join((tmp_path / "out" / "text.txt").read_text(encoding="utf-8").split())
+    expected = gen.SCAN_TEXTS[language].split()
+    found = set(text.split())
+    assert sum(word in found for word in expected) >= 0.9 * len(expected)
+
+
+def test_ocr_auto_stays_within_the_allowed_languages(tmp_path):
+    src = _scan_of(tmp_path, "de")
+    result = ocr.convert(src, tmp_path / "out", {"ocr_allowed_languages": "eng+fra+xyz"})
+    page = result.metadata["ocr_pages"][0]
+    assert page["detected"] == "de" and page["languages"] == "eng" and page["passes"] == 1
+    assert "Prüfungsbericht" not in (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
+    assert result.metadata["ocr_allowed_languages"] == "eng+fra"
+    assert result.metadata["ocr_languages_missing"] == "xyz"
+    # a fixed language guesses nothing
+    fixed = ocr.convert(src, tmp_path / "out2", {"ocr_languages": "deu"})
+    assert fixed.metadata["ocr_pages"][0].keys() >= {"languages", "mean_confidence"}
+    assert "detected" not in fixed.metadata["ocr_pages"][0]
+
+
+def test_ocr_auto_per_page_of_a_multipage_tiff(tmp_path):
+    src = tmp_path / "mixed.tif"
+    pages = [gen.scan("de").convert("RGB"), gen.scan("fr").convert("RGB"), gen.scan("ru").convert("RGB")]
+    pages[0].save(src, "TIFF", compression="tiff_lzw", save_all=True, append_images=pages[1:])
+    result = ocr.convert(src, tmp_path / "out", {})
+    assert [p["languages"] for p in result.metadata["ocr_pages"]] == ["deu", "fra", "rus"]
+    assert result.metadata["ocr_languages"] == "deu+fra+rus"
+    german, french, russian = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8").split("\f")
+    assert "Straßenbauarbeiten" in german and "deuxième" in french and "договора" in russian
+
+
 def test_ocr_downscales_huge_images(tmp_path):
     src = gen.jpeg(tmp_path / "input.jpg", size=(4000, 2600))
     result = ocr.convert(src, tmp_path / "out", {"ocr_max_pixels": 3_000_000})
