@@ -319,6 +319,53 @@ def test_spreadsheet_text_is_read_from_the_cells_whole(office, tmp_path, fmt):
     assert "Name" in pdf_lines and "Datum" in pdf_lines
 
 
+def _glyph_shapes(pdf: Path, sentence: str, scale: float = 4.0) -> tuple[int, int]:
+    """(distinct characters, distinct drawn shapes) of ``sentence`` on page 1 of ``pdf``.
+
+    Each character's box (PDFium) is cut from the rendered page and shrunk to 16x16. Characters
+    drawn without a font that has them all show the same missing-glyph box, so the shapes
+    collapse to one or a few; real glyphs differ from each other. (Checked by hand: the same
+    DOCX converted by a LibreOffice that sees only DejaVu gives 1 shape for 16 Japanese
+    characters, 3 for 18 Devanagari ones.)
+    """
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(str(pdf))
+    try:
+        page = document[0]
+        textpage = page.get_textpage()
+        picture = page.render(scale=scale).to_pil().convert("L")
+        height = page.get_size()[1]
+        text = textpage.get_text_range()
+        start = text.find(sentence[:3])
+        assert start >= 0, f"{sentence[:3]!r} not in the PDF's text"
+        shapes = {}
+        for index in range(start, start + len(sentence)):
+            if text[index].isspace():
+                continue
+            left, bottom, right, top = textpage.get_charbox(index)
+            box = (int(left * scale), int((height - top) * scale), int(right * scale) + 1,
+                   int((height - bottom) * scale) + 1)
+            crop = picture.crop(box).resize((16, 16))
+            assert crop.getextrema()[0] < 128, f"{text[index]!r} left no ink"
+            shapes.setdefault(text[index], crop.tobytes())
+        textpage.close()
+        page.close()
+    finally:
+        document.close()
+    return len(shapes), len(set(shapes.values()))
+
+
+@needs_office
+def test_documents_in_other_scripts_draw_real_glyphs(office, tmp_path):
+    src = gen.scripts_docx(tmp_path / "scripts.docx")
+    _office_convert(office, src, tmp_path / "out", DOCX_MIME)
+    pdf = tmp_path / "out" / "document.pdf"
+    for language, sentence in gen.SCRIPT_SENTENCES.items():
+        characters, shapes = _glyph_shapes(pdf, sentence)
+        assert shapes >= 0.9 * characters, f"{language}: {characters} characters drawn as {shapes} shapes"
+
+
 @needs_office
 @pytest.mark.parametrize("maker, ext", [(gen.rtf, "rtf"), (gen.odt, "odt")])
 def test_rtf_and_odt_to_pdf(office, tmp_path, maker, ext):

@@ -252,6 +252,24 @@ def xlsx(path: Path, rows=TABLE) -> Path:
     return path
 
 
+#: a sentence per script that needs fonts beyond DejaVu's (CJK, Devanagari, Thai) or that
+#: DejaVu covers only plainly (Arabic, Hebrew)
+SCRIPT_SENTENCES = {
+    "ja": "日本語の報告書を確認してください",
+    "zh": "请检查季度报告中的数字",
+    "ko": "분기별 보고서를 확인해 주십시오",
+    "ar": "يرجى مراجعة التقرير الفصلي",
+    "he": "נא לבדוק את הדוח הרבעוני",
+    "hi": "कृपया तिमाही रिपोर्ट की जांच करें",
+    "th": "กรุณาตรวจสอบรายงานประจำไตรมาส",
+}
+
+
+def scripts_docx(path: Path) -> Path:
+    """A DOCX with one paragraph per script of :data:`SCRIPT_SENTENCES`."""
+    return docx(path, "Scripts", tuple(SCRIPT_SENTENCES.values()))
+
+
 LONG_NAME = "Jürgen Müller-Lüdenscheidt von Hohenzollern-Sigmaringen"
 
 
