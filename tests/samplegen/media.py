@@ -162,6 +162,14 @@ def video(
     return _ffmpeg(args, path)
 
 
+def browser_ready_mp4(path: Path, width: int = 1280, height: int = 720, seconds: float = 6.0) -> Path:
+    """An MP4 as phones and cameras write it for the web: H.264 High, yuv420p, AAC stereo, the
+    index (moov) at the end, a few Mbit/s - everything a browser plays except the fast start."""
+    return video(path, width, height, seconds, 30, audio=True,
+                 vcodec=["-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p", "-threads", "1"],
+                 acodec=["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
+
+
 def clip_mp4(path: Path) -> Path:
     """The committed sample: 2 s, 320x240, 25 fps, H.264 + AAC, moov at the end."""
     return video(path, 320, 240, 2.0, 25, audio=True)
