@@ -465,9 +465,27 @@ def test_language_max_chars_limits_what_is_read(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "text, code",
+    [("INVOICE 2024\nFILEFLOW", "en"), ("Bitte nicht stören", "de"), ("Merci beaucoup", "fr"), ("Notausgang", "de")],
+)
+def test_language_of_a_short_text_when_the_detector_is_sure(tmp_path, text, code):
+    result = language.convert(gen.text_file(tmp_path / "input.txt", text), tmp_path / "out", {})
+    assert result.language == code and result.language_confidence >= 0.8
+
+
+def test_language_of_ocr_text_of_a_few_words(tmp_path):
+    src = gen.jpeg(tmp_path / "input.jpg")  # "INVOICE 2024" / "FILEFLOW"
+    ocr.convert(src, tmp_path / "ocr", {})
+    result = language.convert(tmp_path / "ocr" / "text.txt", tmp_path / "out", {})
+    assert result.language == "en"
+
+
+@pytest.mark.parametrize(
     "text, options",
     [
         ("", {}),
+        ("Total amount due", {}),  # short, and the model's best guess (Italian, 0.55) is not sure enough
+        ("Lager", {}),  # too short
         ("Hallo Welt", {}),  # too short
         ("1234 5678 90 - 2024-03-15 12:00 | 42.0 ; 17 % 99999 / 31337", {}),  # no letters
         (gen.GERMAN, {"min_chars": 10_000}),
