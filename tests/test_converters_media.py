@@ -27,7 +27,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 import converters
-from converters import drawing_render, video_poster, video_probe, video_transcode
+from converters import drawing_render, language, video_poster, video_probe, video_transcode
 from fileflow.errors import CorruptInput, LimitExceeded, ToolCrashed, ToolError, UnsupportedInput
 from tests.samplegen import media as gen
 
@@ -154,7 +154,26 @@ def test_plan_preview_sizes_are_exact(plan_result):
         expected = (size, round(size * 128 / 208))
         assert (preview.width, preview.height) == expected
         assert opened_size(out / preview.path) == expected
-    assert sorted(renditions) == ["drawing.svg", "preview-1280.jpg", "preview-160.jpg", "preview-480.jpg"]
+    assert sorted(renditions) == ["drawing.svg", "preview-1280.jpg", "preview-160.jpg", "preview-480.jpg", "text.txt"]
+
+
+def test_plan_text_is_extracted(plan_result):
+    result, out = plan_result
+    assert by_path(result)["text.txt"].role == "text"
+    assert (out / "text.txt").read_text(encoding="utf-8") == gen.PLAN_TEXT + "\n"
+    assert result.metadata["texts"] == 1
+
+
+def test_drawing_texts_mtext_attributes_blocks_and_paper_space(tmp_path):
+    src = gen.titled_plan_dxf(tmp_path / "input.dxf")
+    result = drawing_render.convert(src, tmp_path / "out", {})
+    lines = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8").splitlines()
+    # MTEXT without its formatting codes, the title block's attributes (not their definitions'
+    # defaults), a text inside the block, a paper-space note; repeated texts once
+    assert lines == list(gen.TITLED_PLAN_TEXTS)
+    assert result.metadata["texts"] == len(gen.TITLED_PLAN_TEXTS)
+    language_result = language.convert(tmp_path / "out" / "text.txt", tmp_path / "lang", {})
+    assert language_result.language == "de"
 
 
 def test_custom_preview_sizes(plan, tmp_path):
