@@ -26,9 +26,10 @@ Options: ``unoserver_host`` (default 127.0.0.1), ``unoserver_port`` (default 200
 Output: rendition ``pdf`` ``document.pdf`` (application/pdf). Metadata: ``page_count`` (PDFium),
 ``source_mime``, ``source_format``.
 
-Spreadsheets (XLSX/XLSM, XLS, ODS) are exported with every sheet on one page of its own, sized
-to the sheet's used range (LibreOffice's ``SinglePageSheets``), so no column is cut off onto
-another page; and their cells' text is read by LibreOffice as the sheet shows it, into rendition
+Spreadsheets (XLSX/XLSM, XLS, ODS) are laid out so that no column is cut off onto another page
+(``pdf_layout``): sheets of up to 200 rows and 60 columns each on one page of its own size
+(LibreOffice's ``SinglePageSheets``), bigger ones on paper pages scaled to the sheet's width
+(through an ODS copy whose page styles say "one page wide"); and their cells' text is read by LibreOffice as the sheet shows it, into rendition
 ``text`` ``text.txt`` with ``sheets`` metadata (names, rows, columns, cells): see
 :mod:`converters.sheets`. Reading it from the PDF would cut every value at its column width.
 The CSV export is written next to the output, so the server must run on this machine.
@@ -51,7 +52,7 @@ from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
 from converters.options import int_option
-from converters.sheets import CSV_EXPORT, DEFAULT_MAX_CHARS, SPREADSHEETS, sheet_text
+from converters.sheets import CSV_EXPORT, DEFAULT_MAX_CHARS, SPREADSHEETS, fit_to_width, one_page_each, sheet_text
 from fileflow.errors import CorruptInput, ToolCrashed, ToolError, ToolTimeout, UnsupportedInput
 
 SPEC = ConverterSpec(
@@ -208,25 +209,50 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     out.unlink(missing_ok=True)
 
     client = _client_class()(server=host, port=str(port))
-    sheet = fmt in SPREADSHEETS
-    # a sheet becomes one page sized to its used range: no column cut off onto another page
-    _call(client, fmt, where, inpath=str(src), outpath=str(out), convert_to="pdf",
-          filter_options=["SinglePageSheets=true"] if sheet else [], update_index=False)
-    if not out.is_file() or out.stat().st_size == 0:
-        raise CorruptInput(f"LibreOffice produced no PDF for the {fmt.upper()} document")
+
+    def call(**kwargs) -> None:
+        _call(client, fmt, where, update_index=False, **kwargs)
+
     renditions = [Rendition(role="pdf", path="document.pdf", mime="application/pdf")]
     metadata: dict[str, Any] = {
-        "page_count": _page_count(out),
         "source_mime": str(options.get("mime") or FORMATS[fmt][1]),
         "source_format": fmt,
     }
-    if sheet:
+    if fmt in SPREADSHEETS:
         max_chars = int_option(options, "max_sheet_chars", DEFAULT_MAX_CHARS, minimum=1)
-        metadata |= sheet_text(src, fmt, out_dir, lambda csv: _call(
-            client, fmt, where, inpath=str(src), outpath=str(csv), convert_to="csv",
-            filter_options=[CSV_EXPORT], update_index=False), max_chars)
+        metadata |= sheet_text(src, fmt, out_dir, lambda csv: call(
+            inpath=str(src), outpath=str(csv), convert_to="csv", filter_options=[CSV_EXPORT]), max_chars)
         renditions.append(Rendition(role="text", path="text.txt", mime="text/plain"))
+        metadata["pdf_layout"] = _sheet_pdf(call, src, out, out_dir, metadata["sheets"])
+    else:
+        call(inpath=str(src), outpath=str(out), convert_to="pdf")
+    if not out.is_file() or out.stat().st_size == 0:
+        raise CorruptInput(f"LibreOffice produced no PDF for the {fmt.upper()} document")
+    metadata = {"page_count": _page_count(out), **metadata}
     return ConversionResult(renditions=renditions, metadata=metadata)
+
+
+def _sheet_pdf(call, src: Path, out: Path, out_dir: Path, sheets: list[dict[str, Any]]) -> str:
+    """The spreadsheet's PDF, no column cut off onto another page: small sheets one page each,
+    sized to the sheet; bigger ones on paper-sized pages scaled to the sheet's width (see
+    :mod:`converters.sheets`). Returns the layout used."""
+    if one_page_each(sheets):
+        call(inpath=str(src), outpath=str(out), convert_to="pdf", filter_options=["SinglePageSheets=true"])
+        return "page per sheet"
+    scratch = out_dir / ".fit"
+    scratch.mkdir(exist_ok=True)
+    try:
+        call(inpath=str(src), outpath=str(scratch / "sheet.ods"), convert_to="ods")
+        try:
+            fit_to_width(scratch / "sheet.ods", scratch / "fit.ods")
+        except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError) as exc:
+            raise ToolError(f"the spreadsheet could not be laid out to fit the page width: {exc}") from None
+        call(inpath=str(scratch / "fit.ods"), outpath=str(out), convert_to="pdf")
+    finally:
+        for path in scratch.iterdir():
+            path.unlink()
+        scratch.rmdir()
+    return "fit to width"
 
 
 def _call(client, fmt: str, where: str, **kwargs) -> None:

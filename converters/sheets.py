@@ -19,6 +19,7 @@ at ``max_sheet_chars`` (default 20 million characters).
 from __future__ import annotations
 
 import csv
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +37,14 @@ _SHEET_ML = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}sheet"
 _ODF_TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}table"
 _ODF_NAME = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}name"
 _MAX_XML = 64 * 1024 * 1024
+
+#: sheets up to this used range are each drawn on one page of their own size (LibreOffice's
+#: SinglePageSheets): compact, and previews show the table; bigger ones would be shrunk to
+#: nothing on one page (PDF pages end at 200 inches), so they are printed on A4/Letter pages
+#: scaled to fit the sheet's width, rows flowing onto as many pages as they need
+ONE_PAGE_MAX_ROWS = 200
+ONE_PAGE_MAX_COLUMNS = 60
+_SCALE_ATTRS = re.compile(r'\s(?:style|loext):scale-to(?:-pages|-X|-Y)?="[^"]*"')
 
 
 def sheet_names(src: Path, fmt: str) -> list[str] | None:
@@ -122,3 +131,28 @@ def sheet_text(
         })
     (out_dir / "text.txt").write_text("\f".join(blocks) + ("\n" if blocks else ""), encoding="utf-8")
     return {"sheets": meta, "sheet_count": len(meta), "text_truncated": truncated}
+
+
+def one_page_each(sheets: list[dict[str, Any]]) -> bool:
+    """Whether every sheet is small enough to be drawn on one page of its own size."""
+    return all(s["rows"] <= ONE_PAGE_MAX_ROWS and s["columns"] <= ONE_PAGE_MAX_COLUMNS for s in sheets)
+
+
+def fit_to_width(ods: Path, out: Path) -> None:
+    """Copy the ODS ``ods`` (as LibreOffice wrote it) to ``out`` with every page style printing
+    one page wide and as many pages tall as needed (``loext:scale-to-X="1"``, ``-Y="0"``)."""
+    with zipfile.ZipFile(ods) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            if info.file_size > 4 * _MAX_XML:
+                raise ValueError(f"{info.filename} of the spreadsheet is too large to rewrite")
+            data = source.read(info)
+            if info.filename == "styles.xml":
+                text = _SCALE_ATTRS.sub("", data.decode("utf-8"))
+                text = text.replace("<style:page-layout-properties ",
+                                    '<style:page-layout-properties loext:scale-to-X="1" loext:scale-to-Y="0" ')
+                if 'xmlns:loext="' not in text[:8192]:
+                    text = text.replace("<office:document-styles ", '<office:document-styles xmlns:loext='
+                                        '"urn:org:documentfoundation:names:experimental:office:xmlns:loext:1.0" ', 1)
+                data = text.encode("utf-8")
+            stored = info.filename == "mimetype"  # ODF: first, uncompressed
+            target.writestr(info, data, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)

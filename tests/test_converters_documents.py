@@ -299,7 +299,7 @@ def test_spreadsheet_text_is_read_from_the_cells_whole(office, tmp_path, fmt):
     meta = result.metadata
     assert meta["source_format"] == fmt
     # one page per sheet, sized to the sheet: nothing is cut off onto another page
-    assert meta["page_count"] == 2
+    assert meta["page_count"] == 2 and meta["pdf_layout"] == "page per sheet"
     assert meta["sheet_count"] == 2 and meta["text_truncated"] is False
     assert meta["sheets"] == [
         {"name": "Umsätze 2025", "rows": 3, "columns": 5, "cells": 15},
@@ -364,6 +364,31 @@ def test_documents_in_other_scripts_draw_real_glyphs(office, tmp_path):
     for language, sentence in gen.SCRIPT_SENTENCES.items():
         characters, shapes = _glyph_shapes(pdf, sentence)
         assert shapes >= 0.9 * characters, f"{language}: {characters} characters drawn as {shapes} shapes"
+
+
+@needs_office
+def test_big_sheet_is_printed_fit_to_width(office, tmp_path):
+    import pypdfium2 as pdfium
+
+    src = gen.big_workbook(tmp_path / "input.xlsx")
+    result = _office_convert(office, src, tmp_path / "out")
+    meta = result.metadata
+    assert meta["sheets"] == [{"name": "Daten", "rows": 400, "columns": 26, "cells": 400 * 26}]
+    assert meta["pdf_layout"] == "fit to width"
+    document = pdfium.PdfDocument(str(tmp_path / "out" / "document.pdf"))
+    try:
+        assert len(document) == meta["page_count"]
+        sizes = {tuple(round(v) for v in document[i].get_size()) for i in range(len(document))}
+        assert len(sizes) == 1 and max(sizes.pop()) < 1000  # paper pages, not one shrunken sheet
+        for index in range(len(document)):  # every page carries the last column: none is cut off
+            text = document[index].get_textpage().get_text_range()
+            assert "-25" in text, index
+        assert "Spalte Z Ende" in document[0].get_textpage().get_text_range()
+        # printed as is, the 26 columns would need about 3 pages per page-height of rows
+        assert len(document) < 20
+    finally:
+        document.close()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["document.pdf", "text.txt"]
 
 
 @needs_office

@@ -301,6 +301,21 @@ def workbook(path: Path) -> Path:
     return path
 
 
+def big_workbook(path: Path, rows: int = 400, columns: int = 26) -> Path:
+    """A sheet too big for one page: ``rows`` rows of ``columns`` columns, the last column's
+    header ``"Spalte Z Ende"``; printed as is, its columns would spread over many pages."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Daten"
+    sheet.append([f"Spalte {chr(65 + c)}" for c in range(columns - 1)] + ["Spalte Z Ende"])
+    for r in range(1, rows):
+        sheet.append([f"Wert {r}-{c}" for c in range(columns)])
+    book.save(path)
+    return path
+
+
 def workbook_as(path: Path, fmt: str, client) -> Path:
     """The :func:`workbook` saved by LibreOffice (an unoserver ``client``) as ``xls`` or ``ods``."""
     seed = workbook(path.with_name(path.stem + "-seed.xlsx"))
