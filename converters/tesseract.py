@@ -13,7 +13,7 @@ Languages, option ``ocr_languages``:
   another allowed language, the page is read again with that language alone, and the second
   reading is kept only when its mean word confidence is higher. Mixed models ("eng+deu")
   are never used: they misread. Allowed languages whose data is not installed are left out and
-  reported, English must be there.
+  reported; at least one must be there.
 * a fixed set such as ``"deu"`` or ``"eng+fra"``: every page is read with it, nothing is guessed.
 
 Every page reports ``languages`` (what read the text kept), ``script`` and ``detected`` (the
@@ -145,10 +145,11 @@ class Reader:
         allowed = languages_of(options.get("ocr_allowed_languages"), DEFAULT_ALLOWED)
         if allowed == [AUTO]:
             raise ValueError("option 'ocr_allowed_languages' lists Tesseract codes, not 'auto'")
-        check_tessdata(tessdata, ["eng"])
-        present = installed(tessdata)
-        return cls(tessdata, languages, [lang for lang in allowed if lang in present],
-                   [lang for lang in allowed if lang not in present])
+        present = installed(tessdata) if tessdata.is_dir() else set()
+        usable = [lang for lang in allowed if lang in present]
+        if not usable:  # fails naming the folder or the packages to install
+            check_tessdata(tessdata, allowed)
+        return cls(tessdata, languages, usable, [lang for lang in allowed if lang not in present])
 
     @property
     def auto(self) -> bool:

@@ -430,6 +430,8 @@ def test_ocr_missing_language_data_names_the_package(tmp_path):
         ocr.convert(src, tmp_path / "out", {"ocr_languages": "eng+jpn"})
     with pytest.raises(ToolError, match="tesseract-ocr-eng"):
         ocr.convert(src, tmp_path / "out", {"tessdata": str(tmp_path / "no-such-tessdata")})
+    with pytest.raises(UnsupportedInput, match="tesseract-ocr-jpn"):  # auto, but nothing allowed is installed
+        ocr.convert(src, tmp_path / "out", {"ocr_allowed_languages": "jpn+kor"})
     with pytest.raises(ValueError):
         ocr.convert(src, tmp_path / "out", {"ocr_languages": "../../etc/passwd"})
 
