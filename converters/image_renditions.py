@@ -1,7 +1,8 @@
 """Images: a web rendition, JPEG previews and the picture's metadata (EXIF included).
 
-Reads JPEG, PNG, GIF (first frame), TIFF (first page), BMP, WebP, AVIF and HEIC/HEIF
-(through pillow-heif). Outputs, all with the EXIF orientation applied:
+Reads JPEG, PNG, GIF (first frame), TIFF (first page; a fax's unequal resolutions such as
+204x98 dpi made square, see :func:`display_size`), BMP, WebP, AVIF and HEIC/HEIF (through
+pillow-heif). Outputs, all with the EXIF orientation applied:
 
 * ``web.jpg`` - or ``web.png`` when the picture really has transparency - at most ``web_max``
   pixels (default 2048) on the long side (pictures longer than ``preview_max_aspect``:1 get up
@@ -40,7 +41,7 @@ from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
     name="image_renditions",
-    version="1.1.0",
+    version="1.2.0",
     kinds=frozenset({"image"}),
     timeout_s=120,
     memory_mb=3072,
@@ -198,6 +199,24 @@ def _to_srgb(im, icc: bytes | None):
     return im
 
 
+def display_size(im) -> tuple[int, int]:
+    """The stored picture's size with square pixels: a TIFF whose horizontal and vertical
+    resolutions differ (a fax at 204x98 dpi has pixels twice as tall as wide) is stretched
+    along its coarser side, so that it is not shown squashed. Other formats: ``im.size``."""
+    width, height = im.size
+    if im.format != "TIFF":
+        return width, height
+    try:
+        x_dpi, y_dpi = (float(v) for v in im.info.get("dpi") or (0, 0))
+    except (TypeError, ValueError):
+        return width, height
+    if not (x_dpi > 0 and y_dpi > 0) or abs(x_dpi / y_dpi - 1) < 0.05 or not 0.1 <= x_dpi / y_dpi <= 10:
+        return width, height
+    if x_dpi > y_dpi:
+        return width, max(1, round(height * x_dpi / y_dpi))
+    return max(1, round(width * y_dpi / x_dpi)), height
+
+
 def display_image(im, long_side: int | None, orientation: int | None = None):
     """Decode ``im`` (from :func:`open_image`) into an upright sRGB RGB/RGBA image.
 
@@ -208,7 +227,8 @@ def display_image(im, long_side: int | None, orientation: int | None = None):
     if orientation is None:
         orientation = orientation_of(im)
     icc = im.info.get("icc_profile")
-    target = fit_long_side(*im.size, long_side) if long_side else im.size
+    shown = display_size(im)
+    target = fit_long_side(*shown, long_side) if long_side else shown
     if im.format in ("JPEG", "MPO") and target != im.size:
         try:
             im.draft(None, target)  # decodes at 1/2, 1/4 or 1/8 while still >= target
@@ -376,7 +396,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     with im:
         fmt = im.format
         mode = im.mode
-        raw_w, raw_h = im.size
+        raw_w, raw_h = display_size(im)
         orientation = orientation_of(im)
         swap = orientation in (5, 6, 7, 8)
         width, height = (raw_h, raw_w) if swap else (raw_w, raw_h)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.image_renditions import DEFAULT_MAX_PIXELS, display_image, frame_count, open_image
+from converters.image_renditions import DEFAULT_MAX_PIXELS, display_image, display_size, frame_count, open_image
 from converters.options import int_option
 from converters.tesseract import DEFAULT_TESSDATA, Reader, check_tessdata, languages_of  # noqa: F401
 from fileflow.errors import CorruptInput
@@ -89,7 +89,7 @@ def page_for_ocr(im, index: int, ocr_max_pixels: int):
             im.seek(index)
         except (EOFError, OSError, ValueError) as exc:
             raise CorruptInput(f"page {index + 1} of the image cannot be read: {exc}") from None
-    width, height = im.size
+    width, height = display_size(im)
     long_side = None
     if width * height > ocr_max_pixels:
         scale = math.sqrt(ocr_max_pixels / (width * height))

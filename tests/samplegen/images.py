@@ -162,7 +162,8 @@ def tiff(path: Path, size: tuple[int, int] = (1000, 700)) -> Path:
 
 def tiff_flavour(path: Path, flavour: str, size: tuple[int, int] = (1000, 700)) -> Path:
     """A TIFF as scanners and fax servers write them: ``rgb`` (uncompressed), ``grey`` (8-bit,
-    Deflate), ``g4`` (1-bit CCITT Group 4 fax), ``lzw`` (RGB, LZW) or ``multipage`` (three LZW
+    Deflate), ``g4`` (1-bit CCITT Group 4 fax), ``g4-normal`` (the same at a normal-resolution
+    fax's 204x98 dpi, half the lines), ``lzw`` (RGB, LZW) or ``multipage`` (three LZW
     pages, "PAGE 1".."PAGE 3", the first also carrying the usual words)."""
     if flavour == "multipage":
         pages = [text_image(size, words=(*WORDS, "PAGE 1"))] + [
@@ -178,6 +179,10 @@ def tiff_flavour(path: Path, flavour: str, size: tuple[int, int] = (1000, 700)) 
     elif flavour == "g4":
         picture.convert("L").point(lambda v: 255 if v > 128 else 0).convert("1").save(
             path, "TIFF", compression="group4", dpi=(200, 200))
+    elif flavour == "g4-normal":  # a "normal resolution" fax: 204x98 dpi, every other line kept
+        squashed = picture.convert("L").resize((size[0], size[1] // 2), Image.Resampling.LANCZOS)
+        squashed.point(lambda v: 255 if v > 128 else 0).convert("1").save(
+            path, "TIFF", compression="group4", dpi=(204, 98))
     elif flavour == "lzw":
         picture.save(path, "TIFF", compression="tiff_lzw")
     else:
