@@ -21,8 +21,10 @@ async def office_flow(file: FileRef, inspected: dict):
     pdf = m.source_of(converted, "pdf")
     cells = m.source_of(converted, "text")  # spreadsheets only
     if cells is not None:
-        await m.step("pdf_preview", pdf, needs=(pdf,))
-        await m.step("language", cells, needs=(cells,))
+        await asyncio.gather(
+            m.step("pdf_preview", pdf, needs=(pdf,)),
+            m.step("language", cells, needs=(cells,)),
+        )
         return outcome(await m.finish())
     _, text = await asyncio.gather(
         m.step("pdf_preview", pdf, needs=(pdf,)),
