@@ -258,6 +258,9 @@ def markdown(r: dict) -> str:
     notes = Path(__file__).with_name("analysis.md")
     if notes.exists():  # written by hand after reading a run's figures and profiles; it says which run
         out += [notes.read_text().rstrip(), ""]
+    ocr_notes = Path(__file__).with_name("ocr_accuracy.md")
+    if ocr_notes.exists():  # bench/ocr_accuracy.py's table, run on its own; it says which run
+        out += [ocr_notes.read_text().rstrip(), ""]
     out += [
         "## Bigger runs",
         "",

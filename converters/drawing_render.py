@@ -11,6 +11,11 @@ replayed twice:
   extents with a small margin, on a white background, ``svg_size`` pixels (default 1600) on its
   long side.
 
+``text.txt`` (role ``text``) holds every text of the drawing, one per line, each distinct text
+once: TEXT and MTEXT (formatting codes removed) of the model space and paper-space layouts, block
+attributes (title blocks) and the texts inside inserted blocks; ``texts`` counts them. It is
+empty for a drawing without text.
+
 The model space is drawn (or, when it is empty, the first paper-space layout with content).
 Entities on a layer that is missing from the layer table are drawn like a layer of colour 7
 (black on white): ezdxf would otherwise draw them white on the white background.
@@ -42,7 +47,7 @@ from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
     name="drawing_render",
-    version="1.0.0",
+    version="1.1.0",
     kinds=frozenset({"drawing"}),
     timeout_s=600,
     memory_mb=4096,
@@ -352,6 +357,67 @@ def _blank(out_dir: Path, sizes: list[int], svg_size: int, quality: int) -> list
     return renditions
 
 
+# --------------------------------------------------------------------------- text
+TEXT_TYPES = ("TEXT", "MTEXT", "ATTRIB")
+MAX_BLOCK_DEPTH = 8
+MAX_TEXT_CHARS = 5_000_000
+
+
+def _text_of(entity) -> str:
+    kind = entity.dxftype()
+    try:
+        if kind == "MTEXT":
+            return entity.plain_text(split=False)
+        if kind in ("TEXT", "ATTRIB"):
+            return entity.plain_text()
+    except Exception:  # noqa: BLE001 - one undecodable text must not lose the drawing
+        return ""
+    return ""
+
+
+def drawing_texts(doc) -> list[str]:
+    """Every text a reader of the drawing sees, in drawing order, each distinct text once: TEXT
+    and MTEXT of the model space and the paper-space layouts, the attributes of block references
+    (title blocks: "Drawn by", project numbers ...) and the texts inside the blocks they show
+    (nested up to 8 deep). Attribute *definitions* are templates, not text, and are left out."""
+    found: dict[str, None] = {}
+    seen_blocks: set[str] = set()
+
+    def walk(entities, depth: int) -> None:
+        for entity in entities:
+            kind = entity.dxftype()
+            if kind in TEXT_TYPES:
+                text = " ".join(_text_of(entity).split())
+                if text:
+                    found.setdefault(text, None)
+            elif kind == "INSERT":
+                for attrib in getattr(entity, "attribs", ()):
+                    text = " ".join(_text_of(attrib).split())
+                    if text:
+                        found.setdefault(text, None)
+                name = entity.dxf.get("name")
+                if depth < MAX_BLOCK_DEPTH and name and name not in seen_blocks:
+                    seen_blocks.add(name)
+                    block = doc.blocks.get(name)
+                    if block is not None:
+                        walk(block, depth + 1)
+
+    walk(doc.modelspace(), 0)
+    for layout in doc.layouts:
+        if layout.name != "Model":
+            walk(layout, 0)
+    return list(found)
+
+
+def _write_text(doc, out_dir: Path) -> tuple[Rendition, dict[str, Any]]:
+    texts = drawing_texts(doc)
+    text = "\n".join(texts)
+    truncated = len(text) > MAX_TEXT_CHARS
+    text = text[:MAX_TEXT_CHARS]
+    (out_dir / "text.txt").write_text(text + ("\n" if text else ""), encoding="utf-8")
+    return Rendition("text", "text.txt", "text/plain"), {"texts": len(texts), "text_truncated": truncated}
+
+
 # --------------------------------------------------------------------------- convert
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     # without the option the default is kept smallest first, as this converter always had it
@@ -400,6 +466,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     }
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    text_rendition, text_metadata = _write_text(doc, out_dir)
+    metadata |= text_metadata
     drawing = require("ezdxf.addons.drawing", "ezdxf")
     config = require("ezdxf.addons.drawing.config", "ezdxf")
     svg = require("ezdxf.addons.drawing.svg", "ezdxf")
@@ -425,7 +493,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     bbox = player.bbox()
     if not bbox.has_data:
         renditions = _blank(out_dir, sizes, svg_size, quality)
-        return ConversionResult(renditions=renditions, metadata=metadata)
+        return ConversionResult(renditions=[*renditions, text_rendition], metadata=metadata)
 
     metadata["extents"] = {
         "min_x": round(float(bbox.extmin.x), 6),
@@ -439,5 +507,5 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         svg_rendition = _svg(recorder, box, svg_size, out_dir)  # last: transforms the recording
     except MemoryError:
         raise LimitExceeded("drawing the DXF needs more memory than this step may use") from None
-    return ConversionResult(renditions=[svg_rendition, *previews], metadata=metadata)
+    return ConversionResult(renditions=[svg_rendition, *previews, text_rendition], metadata=metadata)
 

@@ -1,13 +1,18 @@
 """Images: a web rendition, JPEG previews and the picture's metadata (EXIF included).
 
-Reads JPEG, PNG, GIF (first frame), TIFF (first page), BMP, WebP, AVIF and HEIC/HEIF
-(through pillow-heif). Outputs, all with the EXIF orientation applied:
+Reads JPEG, PNG, GIF (first frame), TIFF (first page; a fax's unequal resolutions such as
+204x98 dpi made square, see :func:`display_size`), BMP, WebP, AVIF and HEIC/HEIF (through
+pillow-heif). Outputs, all with the EXIF orientation applied:
 
 * ``web.jpg`` - or ``web.png`` when the picture really has transparency - at most ``web_max``
-  pixels (default 2048) on the long side, in sRGB, without EXIF (no GPS leaks, no second
-  rotation by the browser);
+  pixels (default 2048) on the long side (pictures longer than ``preview_max_aspect``:1 get up
+  to 4x that, so that their short side keeps ``web_max / 4`` pixels), in sRGB, without EXIF
+  (no GPS leaks, no second rotation by the browser);
 * ``preview-<size>.jpg`` for every size in ``preview_sizes`` (default 160, 480, 1280): long side
-  exactly ``size``, never upscaled, transparency flattened onto white.
+  exactly ``size``, never upscaled, transparency flattened onto white. A picture more than
+  ``preview_max_aspect`` (default 4) times longer than wide, or wider than long, is previewed
+  by its middle part of exactly that shape (a 20000x1500 panorama: 1280x320, not 1280x96);
+  ``web`` always shows the whole picture.
 
 The pixel count is checked from the header before anything is decoded (option ``max_pixels``,
 default 100 megapixels): a decompression bomb fails with :class:`LimitExceeded` without
@@ -30,13 +35,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.geometry import fit_long_side
-from converters.options import int_option, preview_sizes
+from converters.geometry import aspect_crop, fit_long_side
+from converters.options import int_option, max_aspect, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
     name="image_renditions",
-    version="1.0.0",
+    version="1.2.0",
     kinds=frozenset({"image"}),
     timeout_s=120,
     memory_mb=3072,
@@ -194,6 +199,24 @@ def _to_srgb(im, icc: bytes | None):
     return im
 
 
+def display_size(im) -> tuple[int, int]:
+    """The stored picture's size with square pixels: a TIFF whose horizontal and vertical
+    resolutions differ (a fax at 204x98 dpi has pixels twice as tall as wide) is stretched
+    along its coarser side, so that it is not shown squashed. Other formats: ``im.size``."""
+    width, height = im.size
+    if im.format != "TIFF":
+        return width, height
+    try:
+        x_dpi, y_dpi = (float(v) for v in im.info.get("dpi") or (0, 0))
+    except (TypeError, ValueError):
+        return width, height
+    if not (x_dpi > 0 and y_dpi > 0) or abs(x_dpi / y_dpi - 1) < 0.05 or not 0.1 <= x_dpi / y_dpi <= 10:
+        return width, height
+    if x_dpi > y_dpi:
+        return width, max(1, round(height * x_dpi / y_dpi))
+    return max(1, round(width * y_dpi / x_dpi)), height
+
+
 def display_image(im, long_side: int | None, orientation: int | None = None):
     """Decode ``im`` (from :func:`open_image`) into an upright sRGB RGB/RGBA image.
 
@@ -204,7 +227,8 @@ def display_image(im, long_side: int | None, orientation: int | None = None):
     if orientation is None:
         orientation = orientation_of(im)
     icc = im.info.get("icc_profile")
-    target = fit_long_side(*im.size, long_side) if long_side else im.size
+    shown = display_size(im)
+    target = fit_long_side(*shown, long_side) if long_side else shown
     if im.format in ("JPEG", "MPO") and target != im.size:
         try:
             im.draft(None, target)  # decodes at 1/2, 1/4 or 1/8 while still >= target
@@ -222,6 +246,8 @@ def display_image(im, long_side: int | None, orientation: int | None = None):
         raise LimitExceeded("processing the image needs more memory than this step may use") from None
     except (OSError, SyntaxError, EOFError) as exc:
         raise CorruptInput(f"the image data is damaged or truncated: {exc}") from None
+    if work is im:  # an RGB picture that needed nothing: detach it from the open file
+        work = im.copy()
     return work
 
 
@@ -339,7 +365,7 @@ def exif_dict(im) -> dict[str, Any]:
     return out
 
 
-def _frames(im) -> int:
+def frame_count(im) -> int:
     try:
         return max(1, int(getattr(im, "n_frames", 1)))
     except Exception:  # noqa: BLE001 - a broken later frame does not change the first one
@@ -347,30 +373,50 @@ def _frames(im) -> int:
 
 
 # --------------------------------------------------------------------------- convert
+def web_long_side(width: int, height: int, web_max: int, aspect: float) -> int:
+    """``web_max``, stretched for pictures longer than ``aspect``:1 so that their short side
+    keeps ``web_max / aspect`` pixels where it has them (a panorama's web rendition is not a
+    stripe), up to four times ``web_max``."""
+    long, short = max(width, height), min(width, height)
+    if long <= aspect * short:
+        return web_max
+    return min(4 * web_max, max(web_max, round(web_max * long / (aspect * short))))
+
+
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     max_pixels = int_option(options, "max_pixels", DEFAULT_MAX_PIXELS, minimum=1)
     web_max = int_option(options, "web_max", DEFAULT_WEB_MAX, minimum=1)
     quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, minimum=1))
     # without the option the default is kept smallest first, as this converter always had it
     sizes = preview_sizes(options, accept_single=False)  # largest first
+    aspect = max_aspect(options)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     im = open_image(src, max_pixels)
     with im:
         fmt = im.format
         mode = im.mode
-        raw_w, raw_h = im.size
+        raw_w, raw_h = display_size(im)
         orientation = orientation_of(im)
         swap = orientation in (5, 6, 7, 8)
         width, height = (raw_h, raw_w) if swap else (raw_w, raw_h)
-        largest = max([min(web_max, max(width, height))] + [min(s, max(width, height)) for s in sizes])
-        work = display_image(im, largest, orientation)
+        # previews show at most a 4:1 part of the picture (geometry.aspect_crop): decoded large
+        # enough that the part still covers the largest preview
+        left, top, right, bottom = aspect_crop(width, height, aspect)
+        shown_w, shown_h = right - left, bottom - top
+        zoom = max(width, height) / max(shown_w, shown_h)
+        web_long = web_long_side(width, height, web_max, aspect)
+        largest = max([min(web_long, max(width, height))]
+                      + [min(round(s * zoom), max(width, height)) for s in sizes])
+        # counting frames seeks through them (TIFF pages): done before the first one is decoded,
+        # or Pillow would reload it from the file after ``with`` has closed it
+        frames = frame_count(im)
         exif = exif_dict(im)
-        frames = _frames(im)
+        work = display_image(im, largest, orientation)
 
     renditions: list[Rendition] = []
     transparent = work.mode == "RGBA"
-    web_size = fit_long_side(width, height, web_max)
+    web_size = fit_long_side(width, height, web_long)
     web = work if work.size == web_size else work.resize(web_size, _resample(), reducing_gap=3.0)
     if transparent:
         web.save(out_dir / "web.png", "PNG", optimize=False, compress_level=6)
@@ -380,9 +426,11 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         renditions.append(Rendition("web", "web.jpg", "image/jpeg", web.width, web.height))
 
     flat = _flatten(work)
-    source = flat
+    factor = work.width / width
+    source = flat if (shown_w, shown_h) == (width, height) else flat.crop(
+        (round(left * factor), round(top * factor), round(right * factor), round(bottom * factor)))
     for size in sizes:  # largest first: each preview is made from the previous, larger one
-        target = fit_long_side(width, height, size)
+        target = fit_long_side(shown_w, shown_h, size)
         preview = source if source.size == target else source.resize(target, _resample(), reducing_gap=3.0)
         name = f"preview-{size}.jpg"
         preview.save(out_dir / name, "JPEG", quality=quality, optimize=True)
@@ -398,6 +446,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         "animated": frames > 1 and fmt in ("GIF", "PNG", "WEBP", "AVIF"),  # TIFF pages, MPO views
         "orientation": orientation,
         "has_alpha": transparent,
+        "preview_crop": None if (shown_w, shown_h) == (width, height) else [round(left), round(top), round(right), round(bottom)],
         "exif": exif,
     }
     gps = _gps_decimal(exif.get("GPSInfo", {})) if exif.get("GPSInfo") else None

@@ -1,14 +1,21 @@
 """Every file: SHA-256, size, MIME type by content (libmagic), and the kind that routes it.
 
 The kind is decided from the bytes, never from the user's file name: a PDF called ``photo.jpg``
-is routed as a PDF. Office formats are zips; libmagic names them by their content types, so
+is routed as a PDF. The name (option ``name``) is only a hint *within* text: libmagic calls most
+CSV (``;``-separated, non-ASCII) and all Markdown ``text/plain``, so text is looked at again
+(:func:`text_subtype`): a ``.csv``/``.tsv`` name with rows of a consistent number of fields
+makes ``text/csv``, a ``.md``/``.markdown`` name makes ``text/markdown``; without such a name,
+only unmistakable content does (five rows of the same field count, or Markdown headings with
+lists, links or code fences). ``mime_magic`` then keeps what libmagic said. Office formats are zips; libmagic names them by their content types, so
 they are routed as office documents and never expanded as archives.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, require
@@ -16,7 +23,7 @@ from fileflow.errors import CorruptInput
 
 SPEC = ConverterSpec(
     name="inspect",
-    version="1.0.0",
+    version="1.1.0",
     kinds=frozenset({"*"}),
     timeout_s=60,
     memory_mb=1024,
@@ -82,6 +89,57 @@ def classify(mime: str) -> tuple[str, str]:
     return TYPES.get(mime, ("unknown", "bin"))
 
 
+_CSV_NAMES = (".csv", ".tsv", ".tab")
+_MD_NAMES = (".md", ".markdown", ".mdown", ".mkd")
+_MD_MARKERS = {
+    "heading": re.compile(r"^#{1,6} \S", re.M),
+    "list": re.compile(r"^\s{0,3}(?:[-*+]|\d{1,3}[.)]) \S", re.M),
+    "link": re.compile(r"\[[^\]\n]+\]\([^)\s]+\)"),
+    "fence": re.compile(r"^(?:```|~~~)", re.M),
+    "emphasis": re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__"),
+    "table": re.compile(r"^\|?\s*:?-{3,}:?\s*\|", re.M),
+}
+_SAMPLE = 64 * 1024
+
+
+def csv_dialect(sample: str, min_rows: int) -> str | None:
+    """The delimiter of ``sample`` when its first lines (up to 50) all split into the same
+    number (at least 2) of fields, quotes respected, with at least ``min_rows`` lines."""
+    lines = [line for line in sample.splitlines()[:51] if line.strip()]
+    if len(sample) >= _SAMPLE and len(lines) > 1:
+        lines = lines[:-1]  # the sample may end inside a line
+    if len(lines) < min_rows:
+        return None
+    best = None
+    for delimiter in (",", ";", "\t", "|"):
+        try:
+            counts = {len(row) for row in csv.reader(lines, delimiter=delimiter)}
+        except csv.Error:
+            continue
+        if len(counts) == 1 and (fields := counts.pop()) >= 2 and (best is None or fields > best[1]):
+            best = (delimiter, fields)
+    return best[0] if best else None
+
+
+def text_subtype(src: Path, mime: str, name: str) -> str:
+    """``mime`` refined for text that libmagic calls plain (see the module docstring)."""
+    if mime != "text/plain":
+        return mime
+    with src.open("rb") as fh:
+        sample = fh.read(_SAMPLE).decode("utf-8", errors="replace")
+    suffix = PurePosixPath(name.replace("\\", "/")).suffix.lower() if name else ""
+    if suffix in _CSV_NAMES:
+        return "text/csv" if csv_dialect(sample, min_rows=2) else mime
+    if suffix in _MD_NAMES:
+        return "text/markdown"
+    if csv_dialect(sample, min_rows=5):
+        return "text/csv"
+    markers = {kind for kind, pattern in _MD_MARKERS.items() if pattern.search(sample)}
+    if "heading" in markers and len(markers) >= 2 or {"fence", "table"} <= markers:
+        return "text/markdown"
+    return mime
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -95,10 +153,13 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     size = src.stat().st_size
     if size == 0:
         raise CorruptInput("the file is empty (0 bytes)")
-    mime = magic.from_file(str(src), mime=True)
+    magic_mime = magic.from_file(str(src), mime=True)
+    mime = text_subtype(src, magic_mime, str(options.get("name") or ""))
     kind, extension = classify(mime)
+    extra = {"mime_magic": magic_mime} if mime != magic_mime else {}
     return ConversionResult(
         metadata={
+            **extra,
             "sha256": sha256_of(src),
             "size": size,
             "mime": mime,

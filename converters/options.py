@@ -74,3 +74,11 @@ def preview_sizes(
     if any(s < 1 or s > MAX_PREVIEW_SIZE for s in sizes):
         raise ValueError(f"preview sizes must lie between 1 and {MAX_PREVIEW_SIZE} pixels, got {sizes}")
     return sizes
+
+
+def max_aspect(options: Mapping[str, Any]) -> float:
+    """The ``preview_max_aspect`` option: how much longer than wide (or wider than long) a preview
+    may be, at least 1; default :data:`converters.geometry.DEFAULT_MAX_ASPECT` (4)."""
+    from converters.geometry import DEFAULT_MAX_ASPECT
+
+    return float_option(options, "preview_max_aspect", DEFAULT_MAX_ASPECT, minimum=1.0, maximum=1000.0)

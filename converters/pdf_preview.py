@@ -7,9 +7,13 @@ itself, this converter says so with :class:`UnsupportedInput`.
 Outputs ``preview-<size>.jpg`` for every size in ``preview_sizes`` (default 160, 480, 1280): the
 first page is rendered once by PDFium so that its long side is the largest size, and the
 smaller previews are downscaled from that bitmap. A PDF page is vector data, so previews always
-have their long side exactly ``size`` (there is no pixel size to stay below).
+have their long side exactly ``size`` (there is no pixel size to stay below). A page more than
+``preview_max_aspect`` (default 4) times longer than wide, or wider than long (a till receipt,
+a banner), is previewed by its start - the top, or the left side - cut to exactly that shape;
+``preview_crop_pt`` then gives the part shown (left, top, right, bottom in points from the top
+left), else it is None.
 
-Options: ``preview_sizes``, ``max_pages`` (default 5000; more -> :class:`LimitExceeded`),
+Options: ``preview_sizes``, ``preview_max_aspect``, ``max_pages`` (default 5000; more -> :class:`LimitExceeded`),
 ``jpeg_quality`` (default 85).
 
 Metadata: ``page_count``, ``page_width_pt``/``page_height_pt`` (page 1 as displayed, rotation
@@ -32,13 +36,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
-from converters.geometry import fit_long_side
-from converters.options import int_option, preview_sizes
+from converters.geometry import aspect_crop, fit_long_side
+from converters.options import int_option, max_aspect, preview_sizes
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
 SPEC = ConverterSpec(
     name="pdf_preview",
-    version="1.0.0",
+    version="1.1.0",
     kinds=frozenset({"pdf", "office"}),
     timeout_s=120,
     memory_mb=2048,
@@ -224,6 +228,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     if not sizes:
         raise ValueError(f"preview sizes must lie between 1 and 8192 pixels, got {sizes}")
     max_pages = int_option(options, "max_pages", DEFAULT_MAX_PAGES, minimum=1)
+    aspect = max_aspect(options)
     quality = min(95, int_option(options, "jpeg_quality", DEFAULT_JPEG_QUALITY, minimum=1))
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -242,10 +247,14 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
             raise CorruptInput(f"the first page of the PDF cannot be read ({exc})") from None
         if not (width_pt > 0 and height_pt > 0):
             raise CorruptInput(f"the first page of the PDF has no area ({width_pt} x {height_pt} pt)")
+        # a page longer than 4:1 (a receipt, a banner) is previewed by its start: its top, or its
+        # left side when wide, cut to that shape (geometry.aspect_crop)
+        left, top, right, bottom = aspect_crop(width_pt, height_pt, aspect, anchor="start")
+        crop = (left, height_pt - bottom, width_pt - right, top)  # PDFium: cut (left, bottom, right, top)
         largest = sizes[0]
-        scale = largest / max(width_pt, height_pt)
+        scale = largest / max(right - left, bottom - top)
         try:
-            bitmap = page.render(scale=scale, may_draw_forms=True)
+            bitmap = page.render(scale=scale, crop=crop, may_draw_forms=True)
             rendered = bitmap.to_pil().convert("RGB")
         except MemoryError:
             raise LimitExceeded("rendering the first page needs more memory than this step may use") from None
@@ -272,6 +281,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
             "page_width_pt": round(width_pt, 2),  # as displayed: /Rotate applied by PDFium
             "page_height_pt": round(height_pt, 2),
             "page_rotation": rotation,
+            "preview_crop_pt": None if (right - left, bottom - top) == (width_pt, height_pt)
+            else [round(v, 2) for v in (left, top, right, bottom)],
             **metadata,
         },
     )

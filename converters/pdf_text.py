@@ -11,14 +11,17 @@ replaces the layer's only when it is longer. A page without text and without pic
 blank and is not OCRed. At most ``max_ocr_pages`` pages (default 20) are OCRed per document;
 the others keep their (empty) layer text and are counted in ``ocr_skipped_pages``.
 
-Options: ``ocr_languages`` (default "eng"; Tesseract's "eng+deu" form), ``tessdata`` (default
-/usr/share/tesseract-ocr/5/tessdata), ``max_ocr_pages``, ``ocr_dpi``, ``ocr_max_pixels``,
+Options: ``ocr_languages`` (default "auto": each scanned page in its own language, among
+``ocr_allowed_languages``; or fixed, in Tesseract's "eng+deu" form; see
+:mod:`converters.tesseract`), ``tessdata`` (default /usr/share/tesseract-ocr/5/tessdata), ``max_ocr_pages``, ``ocr_dpi``, ``ocr_max_pixels``,
 ``min_text_chars``, ``max_pages`` (default 5000; more -> :class:`LimitExceeded`).
 
 Output ``text.txt`` (UTF-8): pages in order, separated by a form feed (``\\f``); a page's own
 text never contains one. Metadata: ``pages``, ``pages_with_text_layer``, ``pages_ocred``,
-``ocr_skipped_pages``, ``chars`` (characters of text, separators excluded), ``ocr_languages``,
-``ocr_mean_confidence`` (0-100, over OCRed pages, or None), ``pages_unreadable``.
+``ocr_skipped_pages``, ``chars`` (characters of text, separators excluded), ``ocr_languages``
+(the languages OCRed pages were read with, or None), ``ocr_mean_confidence`` (0-100, over OCRed
+pages, or None), ``ocr_pages`` (per OCRed page: page, languages, mean_confidence, and in auto
+mode script, detected, passes), ``pages_unreadable``.
 
 Errors as in ``pdf_preview``: broken bytes -> :class:`CorruptInput`, a password needed ->
 :class:`UnsupportedInput`, too many pages -> :class:`LimitExceeded`; an OCR language without
@@ -35,11 +38,12 @@ from typing import Any, Mapping
 from converters.base import ConversionResult, ConverterSpec, Rendition, require
 from converters.options import int_option
 from converters.pdf_preview import DEFAULT_MAX_PAGES, check_pages, open_pdf
-from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
+from converters.tesseract import DEFAULT_TESSDATA, Reader, Reading
+from fileflow.errors import CorruptInput, LimitExceeded
 
 SPEC = ConverterSpec(
     name="pdf_text",
-    version="1.0.0",
+    version="2.0.0",
     kinds=frozenset({"pdf", "office"}),
     timeout_s=600,
     memory_mb=2048,
@@ -47,8 +51,6 @@ SPEC = ConverterSpec(
     description="Text layer of every page (PDFium) and OCR (Tesseract) of scanned pages",
 )
 
-DEFAULT_TESSDATA = "/usr/share/tesseract-ocr/5/tessdata"
-DEFAULT_LANGUAGES = "eng"
 DEFAULT_MAX_OCR_PAGES = 20
 DEFAULT_OCR_DPI = 300
 DEFAULT_OCR_MAX_PIXELS = 25_000_000
@@ -56,7 +58,6 @@ DEFAULT_MIN_TEXT_CHARS = 16
 
 # control characters other than \t and \n (PDFium marks soft hyphens and the like with them)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffe\uffff]")
-_LANG = re.compile(r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
 
 
 def _normalise(text: str) -> str:
@@ -80,45 +81,21 @@ def _has_picture(page, pdfium_raw) -> bool:
 
 
 class _Ocr:
-    """One Tesseract engine, opened on first use and kept for the whole document."""
+    """The document's :class:`~converters.tesseract.Reader`, made on first use: a PDF whose pages
+    all have a text layer needs no language data at all."""
 
-    def __init__(self, tessdata: str, languages: str) -> None:
-        self.tessdata = tessdata
-        self.languages = languages
-        self.api = None
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = options
+        self.reader: Reader | None = None
 
-    def _open(self):
-        tesserocr = require("tesserocr", "tesserocr", "tesseract-ocr")
-        if not _LANG.match(self.languages):
-            raise UnsupportedInput(f"OCR languages {self.languages!r} are not of the form 'eng' or 'eng+deu'")
-        missing = [
-            lang for lang in self.languages.split("+")
-            if not (Path(self.tessdata) / f"{lang}.traineddata").is_file()
-        ]  # fmt: skip
-        if missing:
-            raise UnsupportedInput(
-                f"OCR language data {', '.join(missing)} is not installed in {self.tessdata} "
-                f"(apt-get install {' '.join('tesseract-ocr-' + m for m in missing)}) or change "
-                "the ocr_languages option"
-            )
-        try:
-            return tesserocr.PyTessBaseAPI(path=self.tessdata, lang=self.languages)
-        except RuntimeError as exc:
-            raise UnsupportedInput(f"Tesseract cannot load {self.languages!r} from {self.tessdata}: {exc}") from None
-
-    def read(self, image) -> tuple[str, float]:
-        if self.api is None:
-            self.api = self._open()
-        self.api.SetImage(image)
-        text = self.api.GetUTF8Text() or ""
-        confidence = float(self.api.MeanTextConf())
-        self.api.Clear()
-        return text, confidence
+    def read(self, image) -> Reading:
+        if self.reader is None:
+            self.reader = Reader.from_options(self.options, DEFAULT_TESSDATA)
+        return self.reader.read(image)
 
     def close(self) -> None:
-        if self.api is not None:
-            self.api.End()
-            self.api = None
+        if self.reader is not None:
+            self.reader.close()
 
 
 def _render_for_ocr(page, dpi: int, max_pixels: int):
@@ -142,13 +119,12 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     dpi = int_option(options, "ocr_dpi", DEFAULT_OCR_DPI, minimum=50)
     max_pixels = int_option(options, "ocr_max_pixels", DEFAULT_OCR_MAX_PIXELS, minimum=100_000)
     min_chars = int_option(options, "min_text_chars", DEFAULT_MIN_TEXT_CHARS, minimum=0)
-    languages = str(options.get("ocr_languages") or DEFAULT_LANGUAGES).strip()
-    tessdata = str(options.get("tessdata") or DEFAULT_TESSDATA)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     pdf = open_pdf(src, options)
-    ocr = _Ocr(tessdata, languages)
+    ocr = _Ocr(options)
     texts: list[str] = []
+    ocr_pages: list[dict[str, Any]] = []
     with_layer = ocred = skipped = unreadable = 0
     confidences: list[float] = []
     try:
@@ -180,10 +156,12 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
                     else:
                         image = _render_for_ocr(page, dpi, max_pixels)
                         if image is not None:
-                            found, confidence = ocr.read(image)
-                            found = _normalise(found)
+                            reading = ocr.read(image)
+                            found = _normalise(reading.text)
                             ocred += 1
-                            confidences.append(confidence)
+                            if reading.mean_confidence is not None:
+                                confidences.append(reading.mean_confidence)
+                            ocr_pages.append({"page": index + 1, **reading.record()})
                             if len(found) > len(layer):
                                 text = found
             finally:
@@ -207,7 +185,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
             "ocr_skipped_pages": skipped,
             "pages_unreadable": unreadable,
             "chars": sum(len(t) for t in texts),
-            "ocr_languages": languages,
+            "ocr_languages": "+".join(dict.fromkeys(p["languages"] for p in ocr_pages)) or None,
             "ocr_mean_confidence": round(sum(confidences) / len(confidences), 1) if confidences else None,
+            "ocr_pages": ocr_pages,
         },
     )

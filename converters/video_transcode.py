@@ -1,5 +1,14 @@
 """Videos: one MP4 every browser plays - H.264 (yuv420p) + AAC, moov atom first, at most 1080p.
 
+A video that browsers already play - H.264/AAC in MP4, within the size, frame-rate and bitrate
+limits (see :func:`reasons_to_transcode`) - is not re-encoded: its streams are copied into a
+new MP4 with the index in front (``mode: remux``), in a fraction of the time and without a
+second generation of compression loss. Everything else is transcoded (``mode: transcode``,
+``transcode_reasons`` says why).
+
+Animated GIFs come here too (kind ``image``, from the image flow): they become an H.264 MP4,
+which the page plays with ``loop`` (option ``loop``, recorded as ``loop: true``).
+
 Runs Debian's ``ffmpeg`` (option ``ffmpeg``: its path; default: found on PATH) as a child
 process and writes ``video.mp4`` (role ``web``, ``video/mp4``, width and height filled in):
 
@@ -18,7 +27,7 @@ ffmpeg runs with ``-nostdin`` and ``-threads`` (default 2); its stderr is read a
 the last lines explain a failure. ffmpeg is killed when ``convert`` is interrupted (an exception
 such as a timeout raised into it, or SIGTERM to this process).
 
-Metadata: ``width``, ``height``, ``duration_s``, ``video_codec``, ``audio_codec``, ``fps``,
+Metadata: ``mode`` (remux or transcode), ``transcode_reasons``, ``width``, ``height``, ``duration_s``, ``video_codec``, ``audio_codec``, ``fps``,
 ``bitrate``, ``faststart``, ``source`` (what :mod:`video_probe` says about the input),
 ``ffmpeg_messages`` (count of error lines ffmpeg printed while still succeeding).
 
@@ -47,8 +56,8 @@ from fileflow.errors import CorruptInput, LimitExceeded, ToolCrashed, ToolError
 
 SPEC = ConverterSpec(
     name="video_transcode",
-    version="1.0.0",
-    kinds=frozenset({"video"}),
+    version="1.1.0",
+    kinds=frozenset({"video", "image"}),  # images: animated GIFs
     timeout_s=3600,
     memory_mb=4096,
     retries=1,
@@ -63,6 +72,9 @@ DEFAULT_MAX_FPS = 60
 DEFAULT_AUDIO_BITRATE = "128k"
 DEFAULT_MAX_DURATION_S = 4 * 3600
 DEFAULT_MAX_PIXELS = 8192 * 8192
+DEFAULT_MAX_REMUX_BITRATE = 12_000_000
+#: H.264 profiles every browser decodes (not High 10, 4:2:2 or 4:4:4)
+BROWSER_H264_PROFILES = {"Baseline", "Constrained Baseline", "Main", "High", "Extended"}
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 OUTPUT = "video.mp4"
@@ -107,6 +119,59 @@ def target_size(width: int, height: int, max_height: int = DEFAULT_MAX_HEIGHT) -
     limit_w, limit_h = (long_limit, max_height) if width >= height else (max_height, long_limit)
     scale = min(1.0, limit_w / width, limit_h / height)
     return _even_floor(width * scale), _even_floor(height * scale)
+
+
+# --------------------------------------------------------------------------- remux or transcode
+def reasons_to_transcode(info: Mapping[str, Any], options: Mapping[str, Any]) -> list[str]:
+    """Why the input is not already what browsers play; empty: the streams can be copied as
+    they are into a new MP4 (only the index moved to the front).
+
+    Browser-ready means: an MP4/MOV container holding H.264 (a browser profile, yuv420p) with
+    AAC audio (at most stereo, 48 kHz) or none, upright, square pixels, no larger than the
+    output size limit, at most ``max_fps`` frames/s and ``max_remux_bitrate`` bits/s (default
+    12 Mbit/s: above it a web copy is worth re-encoding). Option ``remux`` false always transcodes.
+    """
+    if options.get("remux") is False or str(options.get("remux")).lower() in ("false", "0", "no"):
+        return ["remux switched off (option remux)"]
+    max_height = int_option(options, "max_height", DEFAULT_MAX_HEIGHT, minimum=16, maximum=8640)
+    max_fps = int_option(options, "max_fps", DEFAULT_MAX_FPS, minimum=1, maximum=1000)
+    max_bitrate = int_option(options, "max_remux_bitrate", DEFAULT_MAX_REMUX_BITRATE, minimum=1)
+    reasons = []
+    if "mp4" not in str(info.get("container") or "").split(","):
+        reasons.append(f"container {info.get('container')} is not MP4")
+    if info.get("video_codec") != "h264":
+        reasons.append(f"video codec {info.get('video_codec')} is not H.264")
+    elif info.get("video_profile") not in BROWSER_H264_PROFILES:
+        reasons.append(f"H.264 profile {info.get('video_profile')} is not one browsers decode")
+    if info.get("pixel_format") not in ("yuv420p", "yuvj420p"):
+        reasons.append(f"pixel format {info.get('pixel_format')} is not yuv420p")
+    if info.get("audio_codec") not in (None, "aac"):
+        reasons.append(f"audio codec {info.get('audio_codec')} is not AAC")
+    if (info.get("audio_channels") or 0) > 2 or (info.get("audio_sample_rate") or 0) > 48000:
+        reasons.append("audio has more than 2 channels or 48 kHz")
+    if info.get("rotation"):
+        reasons.append(f"the picture is stored rotated by {info.get('rotation')} degrees")
+    if info.get("sample_aspect_ratio") not in (None, "1:1", "0:1"):
+        reasons.append(f"pixels are not square ({info.get('sample_aspect_ratio')})")
+    if target_size(info["width"], info["height"], max_height) != (info["width"], info["height"]):
+        reasons.append(f"{info['width']}x{info['height']} is larger than the {max_height}p limit or odd-sized")
+    if (info.get("fps") or 0) > max_fps:
+        reasons.append(f"{info.get('fps')} frames/s is more than {max_fps}")
+    if (info.get("bitrate") or 0) > max_bitrate:
+        reasons.append(f"bitrate {info.get('bitrate')} is more than {max_bitrate}")
+    return reasons
+
+
+def _remux_command(ffmpeg: str, src: Path, dst: Path, info: Mapping[str, Any]) -> list[str]:
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y", "-i", str(src),
+           "-map", f"0:{info['video_stream_index']}"]
+    if info.get("audio_stream_index") is not None:
+        cmd += ["-map", f"0:{info['audio_stream_index']}"]
+    else:
+        cmd += ["-an"]
+    cmd += ["-map_metadata", "-1", "-map_chapters", "-1", "-sn", "-dn", "-c", "copy",
+            "-movflags", "+faststart", "-f", "mp4", str(dst)]
+    return cmd
 
 
 # --------------------------------------------------------------------------- running ffmpeg
@@ -291,7 +356,11 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     size = target_size(info["width"], info["height"], max_height)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / PARTIAL
-    cmd = _command(ffmpeg, src, partial, info, size, options)
+    reasons = reasons_to_transcode(info, options)
+    if reasons:
+        cmd = _command(ffmpeg, src, partial, info, size, options)
+    else:  # already what browsers play: copy the streams, move the index to the front
+        cmd = _remux_command(ffmpeg, src, partial, info)
     try:
         code, tail = run_ffmpeg(cmd)
         if code != 0:
@@ -310,6 +379,9 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     finally:
         partial.unlink(missing_ok=True)
 
-    metadata = {**result, "faststart": faststart(out_dir / OUTPUT), "ffmpeg_messages": len(tail), "source": info}
+    metadata = {**result, "faststart": faststart(out_dir / OUTPUT), "ffmpeg_messages": len(tail), "source": info,
+                "mode": "transcode" if reasons else "remux", "transcode_reasons": reasons}
+    if options.get("loop"):  # an animation (GIF): the page plays it with <video loop muted autoplay>
+        metadata["loop"] = True
     rendition = Rendition("web", OUTPUT, "video/mp4", result["width"], result["height"])
     return ConversionResult(renditions=[rendition], metadata=metadata)

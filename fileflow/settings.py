@@ -56,7 +56,15 @@ class PipelineSettings(BaseSettings):
         max(2, os.cpu_count() or 2), ge=1, description="warm child processes that run steps"
     )
     scratch_dir: Path | None = Field(None, description="where steps unpack their inputs (default: system temp)")
-    ocr_languages: str = Field("eng", description="Tesseract languages for OCR, e.g. 'eng' or 'deu'")
+    ocr_languages: str = Field(
+        "auto", description="Tesseract languages for OCR: 'auto' (each page in its own language, among "
+        "ocr_allowed_languages) or fixed, e.g. 'eng' or 'deu'"
+    )
+    ocr_allowed_languages: str = Field(
+        "eng+deu+fra+spa+ita+nld+por+pol+rus",
+        description="languages 'auto' OCR may choose (Tesseract codes joined by '+'; each needs its "
+        "tesseract-ocr-<code> package)",
+    )
     tessdata: Path = Field(Path("/usr/share/tesseract-ocr/5/tessdata"), description="Tesseract data folder")
     preview_sizes: tuple[int, ...] = Field((160, 480, 1280), description="long side of each preview, px")
     max_archive_depth: int = Field(3, ge=1, description="how deep archives inside archives are expanded")
@@ -92,6 +100,7 @@ class PipelineSettings(BaseSettings):
     def converter_options(self) -> dict:
         return {
             "ocr_languages": self.ocr_languages,
+            "ocr_allowed_languages": self.ocr_allowed_languages,
             "tessdata": str(self.tessdata),
             "preview_sizes": list(self.preview_sizes),
             "max_depth": self.max_archive_depth,

@@ -1,4 +1,5 @@
-"""Drawings (DXF): SVG rendition, previews, layers/units/extents. DWG fails as UnsupportedInput."""
+"""Drawings (DXF): SVG rendition, previews, layers/units/extents, the drawing's texts and their
+language. DWG fails as UnsupportedInput."""
 
 from __future__ import annotations
 
@@ -6,4 +7,6 @@ from fileflow.engine.mediator import Mediation
 
 
 async def steps(m: Mediation) -> None:
-    await m.step("drawing_render")
+    drawn = await m.step("drawing_render")
+    text = m.source_of(drawn, "text")
+    await m.step("language", text, needs=(text,))

@@ -140,7 +140,7 @@ def _logger():
 
 
 async def _route(m: Mediation, file: FileRef):
-    inspected = await m.step("inspect")
+    inspected = await m.step("inspect", options={"name": file.name})  # the name: a hint for text subtypes only
     if inspected is None:
         return outcome(await m.finish())
     info = inspected["metadata"]

@@ -6,10 +6,13 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno  # office -> PDF
-  tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-rus  # OCR
+  tesseract-ocr tesseract-ocr-osd  # OCR, with script detection for choosing the language
+  tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-spa tesseract-ocr-ita  # the default
+  tesseract-ocr-nld tesseract-ocr-por tesseract-ocr-pol tesseract-ocr-rus                    # FILEFLOW_OCR_ALLOWED_LANGUAGES
   libmagic1       # file type by content
   ffmpeg          # video transcode
-  fonts-dejavu-core
+  fonts-dejavu-core  # Latin, Greek, Cyrillic, Hebrew
+  fonts-noto-cjk fonts-hosny-amiri fonts-lohit-deva fonts-tlwg-garuda  # CJK, Arabic, Devanagari, Thai for office -> PDF
   chromium        # headless browser for the Prefect UI test (tests/test_browser.py), driven by Playwright
 )
 UV_VERSION=0.13.8

@@ -96,3 +96,17 @@ def test_realistic_corpus_is_deterministic_distinct_and_upload_sized(tmp_path):
     assert (video["width"], video["height"]) == (1280, 720)
     assert 9.5 < float(probe["format"]["duration"]) < 10.5
     assert one[3].read_bytes().count(b"/Type /Page ") == 12
+
+
+def test_ocr_accuracy_counts_each_found_word_at_most_as_often_as_it_occurs():
+    import ocr_accuracy
+
+    reference = ocr_accuracy.words("Die Größe, die Fläche. Die Größe!")
+    assert reference == ["Die", "Größe", "die", "Fläche", "Die", "Größe"]
+    assert ocr_accuracy.accuracy(reference, ocr_accuracy.words("Die GroBe die Flache Die Größe Größe Größe")) == 5 / 6  # Größe counted twice, not three times
+    assert ocr_accuracy.accuracy(reference, []) == 0.0
+    assert ocr_accuracy.accuracy([], ["x"]) == 1.0
+    row = {"language": "de", "words": 6, "non_ascii_words": 3,
+           "eng": {"accuracy": 0.5, "non_ascii_accuracy": 0.0, "seconds_per_page": 0.25, "languages": "eng"},
+           "auto": {"accuracy": 1.0, "non_ascii_accuracy": 1.0, "seconds_per_page": 1.1, "languages": "deu"}}
+    assert ocr_accuracy.table([row]).splitlines()[-1] == "| de | 6 (3) | 50 % | 0 % | 0.25 | 100 % | 100 % | 1.10 | deu |"

@@ -96,6 +96,23 @@ def test_preview_shows_the_page(tmp_path):
         assert sum(gray.getdata()) / (gray.width * gray.height) > 200  # mostly white
 
 
+def test_preview_of_a_receipt_shows_its_top_at_most_1_to_4(tmp_path):
+    # a till receipt: 200 x 2000 pt, text at the top only
+    src = gen.text_pdf(tmp_path / "receipt.pdf", [["TOTAL 42.00 EUR"] * 3], size=(200.0, 2000.0))
+    result = pdf_preview.convert(src, tmp_path / "out", {})
+    assert result.metadata["preview_crop_pt"] == [0.0, 0.0, 200.0, 800.0]
+    for name, want in (("preview-160.jpg", (40, 160)), ("preview-1280.jpg", (320, 1280))):
+        with Image.open(tmp_path / "out" / name) as im:
+            assert im.size == want
+    with Image.open(tmp_path / "out" / "preview-1280.jpg") as im:
+        grey = im.convert("L")
+        # the text 90-150 pt below the top of the page is in the preview; the rest is white
+        assert grey.crop((0, 0, 320, 256)).getextrema()[0] < 100
+        assert grey.crop((0, 400, 320, 1280)).getextrema()[0] > 240
+    ordinary = pdf_preview.convert(gen.text_pdf(tmp_path / "a4.pdf", [["Hello"]]), tmp_path / "out2", {})
+    assert ordinary.metadata["preview_crop_pt"] is None
+
+
 def test_preview_truncated_pdf_is_corrupt(tmp_path):
     good = gen.text_pdf(tmp_path / "good.pdf", [["Some text."]] * 3)
     src = gen.truncated(tmp_path / "input.pdf", good, 0.5)
@@ -169,6 +186,20 @@ def test_ocr_of_committed_scan(tmp_path):
         assert word in text
     assert meta["pages"] == 1 and meta["pages_with_text_layer"] == 0 and meta["pages_ocred"] == 1
     assert meta["ocr_mean_confidence"] > 70
+
+
+def test_scanned_pdf_pages_are_read_in_their_own_language(tmp_path):
+    from tests.samplegen import images
+
+    src = tmp_path / "scan.pdf"
+    first, second = images.scan("de"), images.scan("en")
+    first.save(src, "PDF", resolution=200.0, save_all=True, append_images=[second])
+    text, meta = _text_of(src, tmp_path / "out")
+    german, english = text.split("\f")
+    assert "Prüfungsbericht" in german and "Größe" in german
+    assert "quarterly report" in english
+    assert [(p["page"], p["languages"], p["detected"]) for p in meta["ocr_pages"]] == [(1, "deu", "de"), (2, "eng", "en")]
+    assert meta["ocr_languages"] == "deu+eng"
 
 
 def test_ocr_page_limit_counts_skipped_pages(tmp_path):
@@ -250,6 +281,114 @@ def test_xlsx_to_pdf_keeps_cell_text(office, tmp_path):
     text = _flat(_text_of(tmp_path / "out" / "document.pdf", tmp_path / "text")[0])
     for row in gen.TABLE:
         assert " ".join(str(cell) for cell in row) in text
+
+
+@needs_office
+@pytest.mark.parametrize("fmt", ["xlsx", "xls", "ods"])
+def test_spreadsheet_text_is_read_from_the_cells_whole(office, tmp_path, fmt):
+    from unoserver.client import UnoClient
+
+    src = tmp_path / f"input.{fmt}"
+    if fmt == "xlsx":
+        gen.workbook(src)
+    else:
+        gen.workbook_as(src, fmt, UnoClient(server=office.host, port=str(office.port)))
+    result = _office_convert(office, src, tmp_path / "out")
+    paths = [(r.role, r.path) for r in result.renditions]
+    assert paths == [("pdf", "document.pdf"), ("text", "text.txt")]
+    meta = result.metadata
+    assert meta["source_format"] == fmt
+    # one page per sheet, sized to the sheet: nothing is cut off onto another page
+    assert meta["page_count"] == 2 and meta["pdf_layout"] == "page per sheet"
+    assert meta["sheet_count"] == 2 and meta["text_truncated"] is False
+    assert meta["sheets"] == [
+        {"name": "Umsätze 2025", "rows": 3, "columns": 5, "cells": 15},
+        {"name": "Kennzahlen", "rows": 7, "columns": 4, "cells": 2},
+    ]
+    text = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
+    first, second = text.split("\f")
+    rows = [line.split("\t") for line in first.splitlines()]
+    assert rows[0] == ["Umsätze 2025"]
+    assert rows[1] == ["Name", "Datum", "Umsatz (EUR)", "Kosten (EUR)", "Ergebnis"]
+    # full values, dates and numbers as the sheet shows them, formulas as their results
+    assert rows[2] == [gen.LONG_NAME, "2025-12-31", "1,234,567.50", "234,567.25", "1,000,000.25"]
+    assert rows[3] == ["Anna Schmidt", "2025-01-02", "99.90", "10.00", "89.90"]
+    assert second.splitlines()[0] == "Kennzahlen" and "Marge" in second and "81.3%" in second
+    # the PDF still draws the values; the text step no longer depends on it
+    pdf_lines = _flat(_text_of(tmp_path / "out" / "document.pdf", tmp_path / "text")[0])
+    assert "Name" in pdf_lines and "Datum" in pdf_lines
+
+
+def _glyph_shapes(pdf: Path, sentence: str, scale: float = 4.0) -> tuple[int, int]:
+    """(distinct characters, distinct drawn shapes) of ``sentence`` on page 1 of ``pdf``.
+
+    Each character's box (PDFium) is cut from the rendered page and shrunk to 16x16. Characters
+    drawn without a font that has them all show the same missing-glyph box, so the shapes
+    collapse to one or a few; real glyphs differ from each other. (Checked by hand: the same
+    DOCX converted by a LibreOffice that sees only DejaVu gives 1 shape for 16 Japanese
+    characters, 3 for 18 Devanagari ones.)
+    """
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(str(pdf))
+    try:
+        page = document[0]
+        textpage = page.get_textpage()
+        picture = page.render(scale=scale).to_pil().convert("L")
+        height = page.get_size()[1]
+        text = textpage.get_text_range()
+        start = text.find(sentence[:3])
+        assert start >= 0, f"{sentence[:3]!r} not in the PDF's text"
+        shapes = {}
+        for index in range(start, start + len(sentence)):
+            if text[index].isspace():
+                continue
+            left, bottom, right, top = textpage.get_charbox(index)
+            box = (int(left * scale), int((height - top) * scale), int(right * scale) + 1,
+                   int((height - bottom) * scale) + 1)
+            crop = picture.crop(box).resize((16, 16))
+            assert crop.getextrema()[0] < 128, f"{text[index]!r} left no ink"
+            shapes.setdefault(text[index], crop.tobytes())
+        textpage.close()
+        page.close()
+    finally:
+        document.close()
+    return len(shapes), len(set(shapes.values()))
+
+
+@needs_office
+def test_documents_in_other_scripts_draw_real_glyphs(office, tmp_path):
+    src = gen.scripts_docx(tmp_path / "scripts.docx")
+    _office_convert(office, src, tmp_path / "out", DOCX_MIME)
+    pdf = tmp_path / "out" / "document.pdf"
+    for language, sentence in gen.SCRIPT_SENTENCES.items():
+        characters, shapes = _glyph_shapes(pdf, sentence)
+        assert shapes >= 0.9 * characters, f"{language}: {characters} characters drawn as {shapes} shapes"
+
+
+@needs_office
+def test_big_sheet_is_printed_fit_to_width(office, tmp_path):
+    import pypdfium2 as pdfium
+
+    src = gen.big_workbook(tmp_path / "input.xlsx")
+    result = _office_convert(office, src, tmp_path / "out")
+    meta = result.metadata
+    assert meta["sheets"] == [{"name": "Daten", "rows": 400, "columns": 26, "cells": 400 * 26}]
+    assert meta["pdf_layout"] == "fit to width"
+    document = pdfium.PdfDocument(str(tmp_path / "out" / "document.pdf"))
+    try:
+        assert len(document) == meta["page_count"]
+        sizes = {tuple(round(v) for v in document[i].get_size()) for i in range(len(document))}
+        assert len(sizes) == 1 and max(sizes.pop()) < 1000  # paper pages, not one shrunken sheet
+        for index in range(len(document)):  # every page carries the last column: none is cut off
+            text = document[index].get_textpage().get_text_range()
+            assert "-25" in text, index
+        assert "Spalte Z Ende" in document[0].get_textpage().get_text_range()
+        # printed as is, the 26 columns would need about 3 pages per page-height of rows
+        assert len(document) < 20
+    finally:
+        document.close()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["document.pdf", "text.txt"]
 
 
 @needs_office

@@ -7,6 +7,7 @@ found by OCR, detected languages, decoded text.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def test_specs_are_registered():
                          ("language", language), ("text_extract", text_extract)):
         assert name in converters.BUILTINS
         assert converters.load(name) is module
-        assert module.SPEC.name == name and module.SPEC.version == "1.0.0"
+        assert module.SPEC.name == name and re.fullmatch(r"\d+\.\d+\.\d+", module.SPEC.version)
     assert image_renditions.SPEC.kinds == {"image"} and ocr.SPEC.kinds == {"image"}
     assert language.SPEC.kinds == {"*"} and text_extract.SPEC.kinds == {"text"}
 
@@ -264,6 +265,87 @@ def test_ocr_finds_the_drawn_words(tmp_path, maker, name):
     assert meta["mean_confidence"] > 80
 
 
+@pytest.mark.parametrize("size", [(20000, 1500), (1500, 20000)])
+def test_panorama_previews_are_bounded_on_both_sides(tmp_path, size):
+    src = gen.panorama(tmp_path / "input.jpg", size)
+    result = image_renditions.convert(src, tmp_path / "out", {})
+    paths = renditions_by_path(result)
+    wide = size[0] > size[1]
+    for preview, expected in (("preview-160.jpg", 40), ("preview-480.jpg", 120), ("preview-1280.jpg", 320)):
+        long_side = int(preview.split("-")[1].split(".")[0])
+        want = (long_side, expected) if wide else (expected, long_side)
+        assert (paths[preview].width, paths[preview].height) == want
+        assert opened_size(tmp_path / "out" / preview) == want
+        with Image.open(tmp_path / "out" / preview) as im:
+            rgb = im.convert("RGB")
+            # the middle of the panorama is shown (its black band), not its red start
+            assert close(rgb.getpixel((rgb.width // 2, rgb.height // 2)), (0, 0, 0))
+            assert close(rgb.getpixel((2, 2)), (200, 200, 200))
+    crop = result.metadata["preview_crop"]
+    assert crop == ([7000, 0, 13000, 1500] if wide else [0, 7000, 1500, 13000])
+    # the web rendition shows the whole picture, its short side still usable
+    web = paths["web.jpg"]
+    assert min(web.width, web.height) == 512 and max(web.width, web.height) == round(512 * 20000 / 1500)
+
+
+def test_preview_max_aspect_option_and_ordinary_pictures_uncut(tmp_path):
+    src = gen.panorama(tmp_path / "input.jpg", (6000, 1000))
+    result = image_renditions.convert(src, tmp_path / "out", {"preview_max_aspect": 10})
+    assert result.metadata["preview_crop"] is None
+    assert opened_size(tmp_path / "out" / "preview-480.jpg") == (480, 80)
+    result = image_renditions.convert(src, tmp_path / "out2", {"preview_max_aspect": 2})
+    assert opened_size(tmp_path / "out2" / "preview-480.jpg") == (480, 240)
+    result = image_renditions.convert(gen.jpeg(tmp_path / "ordinary.jpg"), tmp_path / "out3", {})
+    assert result.metadata["preview_crop"] is None
+    assert opened_size(tmp_path / "out3" / "preview-480.jpg") == (480, 320)
+    with pytest.raises(ValueError, match="preview_max_aspect"):
+        image_renditions.convert(src, tmp_path / "out4", {"preview_max_aspect": 0.5})
+
+
+TIFF_FLAVOURS = ("rgb", "grey", "g4", "g4-normal", "lzw", "multipage")
+
+
+@pytest.mark.parametrize("flavour", TIFF_FLAVOURS)
+def test_tiff_flavours_are_previewed_from_the_first_page(tmp_path, flavour):
+    src = gen.tiff_flavour(tmp_path / "input.tif", flavour)
+    result = image_renditions.convert(src, tmp_path / "out", {})
+    meta = result.metadata
+    # a normal-resolution fax stores 350 lines of pixels twice as tall as wide: shown 1000x729
+    want = (1000, round(350 * 204 / 98)) if flavour == "g4-normal" else (1000, 700)
+    assert meta["format"] == "TIFF" and (meta["width"], meta["height"]) == want
+    assert meta["frames"] == (3 if flavour == "multipage" else 1)
+    paths = renditions_by_path(result)
+    assert set(paths) == {"web.jpg", "preview-160.jpg", "preview-480.jpg", "preview-1280.jpg"}
+    with Image.open(tmp_path / "out" / "preview-480.jpg") as preview:
+        assert preview.size == (480, round(480 * want[1] / want[0]))
+        # the words of page 1 are drawn dark on white: the preview is not blank
+        assert preview.convert("L").getextrema()[0] < 60
+
+
+@pytest.mark.parametrize("flavour", TIFF_FLAVOURS)
+def test_ocr_reads_every_tiff_flavour_and_every_page(tmp_path, flavour):
+    src = gen.tiff_flavour(tmp_path / "input.tif", flavour)
+    result = ocr.convert(src, tmp_path / "out", {})
+    text = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
+    pages = text.split("\f")
+    assert {"INVOICE", "2024", "FILEFLOW"} <= set(pages[0].split())
+    meta = result.metadata
+    if flavour == "multipage":
+        assert len(pages) == 3 and meta["pages"] == meta["pages_ocred"] == 3
+        assert "PAGE 2" in pages[1] and "SECTION 2" in pages[1]
+        assert "PAGE 3" in pages[2] and "SECTION 3" in pages[2]
+        assert [p["page"] for p in meta["ocr_pages"]] == [1, 2, 3]
+    else:
+        assert len(pages) == 1 and meta["pages_ocred"] == 1
+
+
+def test_ocr_max_ocr_pages_caps_the_pages_read(tmp_path):
+    src = gen.tiff_flavour(tmp_path / "input.tif", "multipage")
+    result = ocr.convert(src, tmp_path / "out", {"max_ocr_pages": 2})
+    assert result.metadata["pages"] == 3 and result.metadata["pages_ocred"] == 2
+    assert (tmp_path / "out" / "text.txt").read_text().count("\f") == 1
+
+
 def test_ocr_german_with_deu(tmp_path):
     src = tmp_path / "input.png"
     gen.text_image((1400, 500), words=("Größe der Prüfung", "Straße"), font_size=80).save(src)
@@ -271,6 +353,59 @@ def test_ocr_german_with_deu(tmp_path):
     text = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
     assert "Größe der Prüfung" in text and "Straße" in text
     assert result.metadata["ocr_languages"] == "deu"
+
+
+def _scan_of(tmp_path, language: str) -> Path:
+    src = tmp_path / f"scan-{language}.png"
+    gen.scan(language).save(src)
+    return src
+
+
+def test_ocr_default_reads_a_german_scan_in_german(tmp_path):
+    result = ocr.convert(_scan_of(tmp_path, "de"), tmp_path / "out", {})
+    text = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
+    for word in ("Prüfungsbericht", "über", "Straßenbauarbeiten", "Frühjahr", "Größe", "Fläche", "beträgt", "Übergabe"):
+        assert word in text
+    page = result.metadata["ocr_pages"][0]
+    assert (page["script"], page["detected"], page["languages"], page["passes"]) == ("Latin", "de", "deu", 2)
+    assert result.metadata["ocr_languages"] == "deu"
+    assert result.metadata["ocr_allowed_languages"] == "eng+deu+fra+spa+ita+nld+por+pol+rus"
+
+
+@pytest.mark.parametrize("language, code, passes", [("en", "eng", 1), ("ru", "rus", 1), ("pl", "pol", 2)])
+def test_ocr_auto_picks_the_page_language(tmp_path, language, code, passes):
+    result = ocr.convert(_scan_of(tmp_path, language), tmp_path / "out", {"ocr_languages": "auto"})
+    page = result.metadata["ocr_pages"][0]
+    assert (page["detected"], page["languages"], page["passes"]) == (language, code, passes)
+    text = " ".join((tmp_path / "out" / "text.txt").read_text(encoding="utf-8").split())
+    expected = gen.SCAN_TEXTS[language].split()
+    found = set(text.split())
+    assert sum(word in found for word in expected) >= 0.9 * len(expected)
+
+
+def test_ocr_auto_stays_within_the_allowed_languages(tmp_path):
+    src = _scan_of(tmp_path, "de")
+    result = ocr.convert(src, tmp_path / "out", {"ocr_allowed_languages": "eng+fra+xyz"})
+    page = result.metadata["ocr_pages"][0]
+    assert page["detected"] == "de" and page["languages"] == "eng" and page["passes"] == 1
+    assert "Prüfungsbericht" not in (tmp_path / "out" / "text.txt").read_text(encoding="utf-8")
+    assert result.metadata["ocr_allowed_languages"] == "eng+fra"
+    assert result.metadata["ocr_languages_missing"] == "xyz"
+    # a fixed language guesses nothing
+    fixed = ocr.convert(src, tmp_path / "out2", {"ocr_languages": "deu"})
+    assert fixed.metadata["ocr_pages"][0].keys() >= {"languages", "mean_confidence"}
+    assert "detected" not in fixed.metadata["ocr_pages"][0]
+
+
+def test_ocr_auto_per_page_of_a_multipage_tiff(tmp_path):
+    src = tmp_path / "mixed.tif"
+    pages = [gen.scan("de").convert("RGB"), gen.scan("fr").convert("RGB"), gen.scan("ru").convert("RGB")]
+    pages[0].save(src, "TIFF", compression="tiff_lzw", save_all=True, append_images=pages[1:])
+    result = ocr.convert(src, tmp_path / "out", {})
+    assert [p["languages"] for p in result.metadata["ocr_pages"]] == ["deu", "fra", "rus"]
+    assert result.metadata["ocr_languages"] == "deu+fra+rus"
+    german, french, russian = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8").split("\f")
+    assert "Straßenbauarbeiten" in german and "deuxième" in french and "договора" in russian
 
 
 def test_ocr_downscales_huge_images(tmp_path):
@@ -297,6 +432,8 @@ def test_ocr_missing_language_data_names_the_package(tmp_path):
         ocr.convert(src, tmp_path / "out", {"ocr_languages": "eng+jpn"})
     with pytest.raises(ToolError, match="tesseract-ocr-eng"):
         ocr.convert(src, tmp_path / "out", {"tessdata": str(tmp_path / "no-such-tessdata")})
+    with pytest.raises(UnsupportedInput, match="tesseract-ocr-jpn"):  # auto, but nothing allowed is installed
+        ocr.convert(src, tmp_path / "out", {"ocr_allowed_languages": "jpn+kor"})
     with pytest.raises(ValueError):
         ocr.convert(src, tmp_path / "out", {"ocr_languages": "../../etc/passwd"})
 
@@ -332,9 +469,27 @@ def test_language_max_chars_limits_what_is_read(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "text, code",
+    [("INVOICE 2024\nFILEFLOW", "en"), ("Bitte nicht stören", "de"), ("Merci beaucoup", "fr"), ("Notausgang", "de")],
+)
+def test_language_of_a_short_text_when_the_detector_is_sure(tmp_path, text, code):
+    result = language.convert(gen.text_file(tmp_path / "input.txt", text), tmp_path / "out", {})
+    assert result.language == code and result.language_confidence >= 0.8
+
+
+def test_language_of_ocr_text_of_a_few_words(tmp_path):
+    src = gen.jpeg(tmp_path / "input.jpg")  # "INVOICE 2024" / "FILEFLOW"
+    ocr.convert(src, tmp_path / "ocr", {})
+    result = language.convert(tmp_path / "ocr" / "text.txt", tmp_path / "out", {})
+    assert result.language == "en"
+
+
+@pytest.mark.parametrize(
     "text, options",
     [
         ("", {}),
+        ("Total amount due", {}),  # short, and the model's best guess (Italian, 0.55) is not sure enough
+        ("Lager", {}),  # too short
         ("Hallo Welt", {}),  # too short
         ("1234 5678 90 - 2024-03-15 12:00 | 42.0 ; 17 % 99999 / 31337", {}),  # no letters
         (gen.GERMAN, {"min_chars": 10_000}),

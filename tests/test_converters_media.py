@@ -27,7 +27,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 import converters
-from converters import drawing_render, video_poster, video_probe, video_transcode
+from converters import drawing_render, language, video_poster, video_probe, video_transcode
 from fileflow.errors import CorruptInput, LimitExceeded, ToolCrashed, ToolError, UnsupportedInput
 from tests.samplegen import media as gen
 
@@ -50,9 +50,10 @@ def test_specs_are_registered():
                          ("video_transcode", video_transcode), ("video_poster", video_poster)):
         assert name in converters.BUILTINS
         assert converters.load(name) is module
-        assert module.SPEC.name == name and module.SPEC.version == "1.0.0"
+        assert module.SPEC.name == name and re.fullmatch(r"\d+\.\d+\.\d+", module.SPEC.version)
     assert drawing_render.SPEC.kinds == {"drawing"}
-    assert video_probe.SPEC.kinds == video_transcode.SPEC.kinds == video_poster.SPEC.kinds == {"video"}
+    assert video_probe.SPEC.kinds == video_poster.SPEC.kinds == {"video"}
+    assert video_transcode.SPEC.kinds == {"video", "image"}  # images: animated GIFs
     assert video_transcode.SPEC.memory_mb >= 4096
 
 
@@ -153,7 +154,26 @@ def test_plan_preview_sizes_are_exact(plan_result):
         expected = (size, round(size * 128 / 208))
         assert (preview.width, preview.height) == expected
         assert opened_size(out / preview.path) == expected
-    assert sorted(renditions) == ["drawing.svg", "preview-1280.jpg", "preview-160.jpg", "preview-480.jpg"]
+    assert sorted(renditions) == ["drawing.svg", "preview-1280.jpg", "preview-160.jpg", "preview-480.jpg", "text.txt"]
+
+
+def test_plan_text_is_extracted(plan_result):
+    result, out = plan_result
+    assert by_path(result)["text.txt"].role == "text"
+    assert (out / "text.txt").read_text(encoding="utf-8") == gen.PLAN_TEXT + "\n"
+    assert result.metadata["texts"] == 1
+
+
+def test_drawing_texts_mtext_attributes_blocks_and_paper_space(tmp_path):
+    src = gen.titled_plan_dxf(tmp_path / "input.dxf")
+    result = drawing_render.convert(src, tmp_path / "out", {})
+    lines = (tmp_path / "out" / "text.txt").read_text(encoding="utf-8").splitlines()
+    # MTEXT without its formatting codes, the title block's attributes (not their definitions'
+    # defaults), a text inside the block, a paper-space note; repeated texts once
+    assert lines == list(gen.TITLED_PLAN_TEXTS)
+    assert result.metadata["texts"] == len(gen.TITLED_PLAN_TEXTS)
+    language_result = language.convert(tmp_path / "out" / "text.txt", tmp_path / "lang", {})
+    assert language_result.language == "de"
 
 
 def test_custom_preview_sizes(plan, tmp_path):
@@ -498,6 +518,61 @@ def test_transcode_committed_clip(tmp_path):
     result, back = _transcode(CLIP, tmp_path / "out")
     assert back["audio_codecs"] == ["aac"] and back["duration"] == pytest.approx(2.0, abs=0.2)
     assert result.metadata["duration_s"] == pytest.approx(2.0, abs=0.2)
+
+
+def _packets(path: Path, kind: str) -> list[bytes]:
+    with av.open(str(path)) as container:
+        stream = getattr(container.streams, kind)[0]
+        return [bytes(packet) for packet in container.demux(stream) if packet.size]
+
+
+def test_browser_ready_mp4_is_remuxed_not_reencoded(tmp_path):
+    src = gen.browser_ready_mp4(tmp_path / "phone.mp4")
+    assert top_level_boxes(src).index("mdat") < top_level_boxes(src).index("moov")  # not fast-start yet
+    started = time.perf_counter()
+    result, back = _transcode(src, tmp_path / "out")
+    remux_s = time.perf_counter() - started
+    meta = result.metadata
+    assert meta["mode"] == "remux" and meta["transcode_reasons"] == []
+    assert (back["width"], back["height"], back["audio_codecs"]) == (1280, 720, ["aac"])
+    # the very same compressed video and audio packets, only moved behind a front index
+    out = tmp_path / "out" / "video.mp4"
+    assert _packets(out, "video") == _packets(src, "video")
+    assert _packets(out, "audio") == _packets(src, "audio")
+
+    started = time.perf_counter()
+    forced, _ = _transcode(src, tmp_path / "forced", remux=False)
+    transcode_s = time.perf_counter() - started
+    assert forced.metadata["mode"] == "transcode"
+    assert forced.metadata["transcode_reasons"] == ["remux switched off (option remux)"]
+    assert _packets(tmp_path / "forced" / "video.mp4", "video") != _packets(src, "video")
+    assert remux_s < transcode_s / 3, (remux_s, transcode_s)
+
+
+def test_mp4_beyond_the_limits_is_transcoded_and_says_why(videos, tmp_path):
+    src = gen.browser_ready_mp4(tmp_path / "phone.mp4", 640, 360, 2.0)
+    result, _ = _transcode(src, tmp_path / "out", max_remux_bitrate=100_000)
+    assert result.metadata["mode"] == "transcode"
+    assert [r.split()[0] for r in result.metadata["transcode_reasons"]] == ["bitrate"]
+    rotated, _ = _transcode(videos["rotated"], tmp_path / "rotated")
+    assert any("rotated" in r for r in rotated.metadata["transcode_reasons"])
+    avi, _ = _transcode(videos["avi"], tmp_path / "avi")
+    assert any("not MP4" in r for r in avi.metadata["transcode_reasons"])
+
+
+def test_animated_gif_becomes_a_looping_mp4(tmp_path):
+    from tests.samplegen import images
+
+    src = images.gif_animated(tmp_path / "input.gif", frames=6)  # 6 frames of 200 ms
+    result, back = _transcode(src, tmp_path / "out", loop=True, mime="image/gif")
+    assert result.metadata["mode"] == "transcode" and result.metadata["loop"] is True
+    assert (back["width"], back["height"]) == (400, 300)
+    assert back["duration"] == pytest.approx(1.2, abs=0.25)
+    # the frames differ ("FRAME 1" .. "FRAME 6"): a video of the animation, not one still
+    with av.open(str(tmp_path / "out" / "video.mp4")) as container:
+        frames = [f.to_image() for f in container.decode(video=0)]
+    assert len(frames) >= 6
+    assert mean_difference(frames[0], frames[-1]) > 1.0
 
 
 def test_transcode_truncated_is_corrupt(tmp_path):

@@ -252,6 +252,78 @@ def xlsx(path: Path, rows=TABLE) -> Path:
     return path
 
 
+#: a sentence per script that needs fonts beyond DejaVu's (CJK, Devanagari, Thai) or that
+#: DejaVu covers only plainly (Arabic, Hebrew)
+SCRIPT_SENTENCES = {
+    "ja": "日本語の報告書を確認してください",
+    "zh": "请检查季度报告中的数字",
+    "ko": "분기별 보고서를 확인해 주십시오",
+    "ar": "يرجى مراجعة التقرير الفصلي",
+    "he": "נא לבדוק את הדוח הרבעוני",
+    "hi": "कृपया तिमाही रिपोर्ट की जांच करें",
+    "th": "กรุณาตรวจสอบรายงานประจำไตรมาส",
+}
+
+
+def scripts_docx(path: Path) -> Path:
+    """A DOCX with one paragraph per script of :data:`SCRIPT_SENTENCES`."""
+    return docx(path, "Scripts", tuple(SCRIPT_SENTENCES.values()))
+
+
+LONG_NAME = "Jürgen Müller-Lüdenscheidt von Hohenzollern-Sigmaringen"
+
+
+def workbook(path: Path) -> Path:
+    """An XLSX as people make them, with what the printed page cuts: narrow columns holding a
+    long name, a date shown as ``yyyy-mm-dd``, thousands with separators, a formula, a percentage,
+    and a second sheet far from A1."""
+    import datetime
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Umsätze 2025"
+    sheet.append(["Name", "Datum", "Umsatz (EUR)", "Kosten (EUR)", "Ergebnis"])
+    sheet.append([LONG_NAME, datetime.date(2025, 12, 31), 1234567.5, 234567.25, "=C2-D2"])
+    sheet.append(["Anna Schmidt", datetime.date(2025, 1, 2), 99.9, 10, "=C3-D3"])
+    for row in (2, 3):
+        sheet.cell(row, 2).number_format = "yyyy-mm-dd"
+        for column in (3, 4, 5):
+            sheet.cell(row, column).number_format = "#,##0.00"
+    for column in "ABCDE":
+        sheet.column_dimensions[column].width = 6  # every value is wider than its column
+    other = book.create_sheet("Kennzahlen")
+    other["A1"] = "Marge"
+    other["D7"] = 0.8125
+    other["D7"].number_format = "0.0%"
+    book.save(path)
+    return path
+
+
+def big_workbook(path: Path, rows: int = 400, columns: int = 26) -> Path:
+    """A sheet too big for one page: ``rows`` rows of ``columns`` columns, the last column's
+    header ``"Spalte Z Ende"``; printed as is, its columns would spread over many pages."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Daten"
+    sheet.append([f"Spalte {chr(65 + c)}" for c in range(columns - 1)] + ["Spalte Z Ende"])
+    for r in range(1, rows):
+        sheet.append([f"Wert {r}-{c}" for c in range(columns)])
+    book.save(path)
+    return path
+
+
+def workbook_as(path: Path, fmt: str, client) -> Path:
+    """The :func:`workbook` saved by LibreOffice (an unoserver ``client``) as ``xls`` or ``ods``."""
+    seed = workbook(path.with_name(path.stem + "-seed.xlsx"))
+    filters = {"xls": "MS Excel 97", "ods": "calc8"}
+    client.convert(inpath=str(seed), outpath=str(path), convert_to=fmt, filtername=filters[fmt])
+    return path
+
+
 # --------------------------------------------------------------------------- broken office files
 def zip_with_garbage(path: Path) -> Path:
     """A zip that is not an OOXML package at all (no [Content_Types].xml)."""

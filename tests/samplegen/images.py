@@ -160,6 +160,52 @@ def tiff(path: Path, size: tuple[int, int] = (1000, 700)) -> Path:
     return path
 
 
+def tiff_flavour(path: Path, flavour: str, size: tuple[int, int] = (1000, 700)) -> Path:
+    """A TIFF as scanners and fax servers write them: ``rgb`` (uncompressed), ``grey`` (8-bit,
+    Deflate), ``g4`` (1-bit CCITT Group 4 fax), ``g4-normal`` (the same at a normal-resolution
+    fax's 204x98 dpi, half the lines), ``lzw`` (RGB, LZW) or ``multipage`` (three LZW
+    pages, "PAGE 1".."PAGE 3", the first also carrying the usual words)."""
+    if flavour == "multipage":
+        pages = [text_image(size, words=(*WORDS, "PAGE 1"))] + [
+            text_image(size, words=(f"PAGE {n}", f"SECTION {n}")) for n in (2, 3)
+        ]
+        pages[0].save(path, "TIFF", compression="tiff_lzw", save_all=True, append_images=pages[1:])
+        return path
+    picture = text_image(size)
+    if flavour == "rgb":
+        picture.save(path, "TIFF")
+    elif flavour == "grey":
+        picture.convert("L").save(path, "TIFF", compression="tiff_adobe_deflate")
+    elif flavour == "g4":
+        picture.convert("L").point(lambda v: 255 if v > 128 else 0).convert("1").save(
+            path, "TIFF", compression="group4", dpi=(200, 200))
+    elif flavour == "g4-normal":  # a "normal resolution" fax: 204x98 dpi, every other line kept
+        squashed = picture.convert("L").resize((size[0], size[1] // 2), Image.Resampling.LANCZOS)
+        squashed.point(lambda v: 255 if v > 128 else 0).convert("1").save(
+            path, "TIFF", compression="group4", dpi=(204, 98))
+    elif flavour == "lzw":
+        picture.save(path, "TIFF", compression="tiff_lzw")
+    else:
+        raise ValueError(f"unknown TIFF flavour {flavour!r}")
+    return path
+
+
+def panorama(path: Path, size: tuple[int, int] = (20000, 1500)) -> Path:
+    """A panorama: grey, with a black band in the middle third and a red one at the far left,
+    so a test can tell which part a preview shows."""
+    w, h = size
+    picture = Image.new("RGB", size, (200, 200, 200))
+    draw = ImageDraw.Draw(picture)
+    if w >= h:
+        draw.rectangle((w // 2 - w // 20, 0, w // 2 + w // 20, h - 1), fill=(0, 0, 0))
+        draw.rectangle((0, 0, w // 20, h - 1), fill=(220, 0, 0))
+    else:
+        draw.rectangle((0, h // 2 - h // 20, w - 1, h // 2 + h // 20), fill=(0, 0, 0))
+        draw.rectangle((0, 0, w - 1, h // 20), fill=(220, 0, 0))
+    picture.save(path, quality=90)
+    return path
+
+
 def bmp(path: Path, size: tuple[int, int] = (640, 400)) -> Path:
     text_image(size, font_size=64).save(path, "BMP")
     return path
@@ -282,3 +328,49 @@ def write_committed_samples(folder: Path) -> list[Path]:
 if __name__ == "__main__":
     for written in write_committed_samples(Path(__file__).resolve().parent.parent / "samples"):
         print(written, written.stat().st_size)
+
+
+# --------------------------------------------------------------------------- scans per language
+#: a paragraph per language, rich in the letters an English model misreads (umlauts, accents,
+#: ß, ł, ñ, Cyrillic); keys are ISO 639-1, as the language step reports them
+SCAN_TEXTS = {
+    "en": "The quarterly report was sent to the finance team yesterday afternoon. Please review the "
+          "attached figures and let us know if anything looks wrong before the board meeting.",
+    "de": "Der Prüfungsbericht über die Straßenbauarbeiten im Frühjahr wurde gestern übergeben. Die "
+          "Größe der Fläche beträgt 1.250 Quadratmeter; für die Übergabe müssen alle Unterlagen geprüft werden.",
+    "fr": "La réunion de lundi aura lieu dans la grande salle du deuxième étage. Nous vous prions "
+          "d'apporter les documents signés; le déjeuner sera servi après la présentation des résultats.",
+    "es": "La señora Núñez envió el informe del año pasado a la dirección. Según la cláusula sexta, "
+          "el pago se realizará después de la revisión técnica y la aprobación del comité.",
+    "it": "La riunione di lunedì si terrà nella sala grande al secondo piano. Però è necessario che "
+          "ciascuno porti i documenti firmati e la relazione sull'attività dell'ultimo trimestre.",
+    "nl": "De vergadering van maandag vindt plaats in de grote zaal op de tweede verdieping. Wij "
+          "verzoeken u vriendelijk de ondertekende stukken mee te nemen; na afloop is er koffie.",
+    "pt": "A reunião de segunda-feira será na sala grande do segundo andar. Pedimos que tragam os "
+          "contratos assinados; a apresentação dos resultados começará às nove horas em ponto.",
+    "pl": "Spotkanie w poniedziałek odbędzie się w dużej sali na drugim piętrze. Prosimy o "
+          "zabranie podpisanych umów; po prezentacji wyników będzie można zadać pytania zarządowi.",
+    "ru": "Завтра утром мы отправим вам окончательную версию договора на подпись. Пожалуйста, "
+          "проверьте все даты и суммы, указанные в приложении, и сообщите нам о любых ошибках.",
+}
+
+
+def scan(language: str, size: tuple[int, int] = (1700, 900), font_size: int = 30) -> Image.Image:
+    """A page of ``SCAN_TEXTS[language]`` as a 200 dpi scanner gives it: greyscale, body-text
+    size, wrapped to the page, slightly soft."""
+    from PIL import ImageFilter
+
+    font = ImageFont.truetype(FONT, font_size)
+    page = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(page)
+    lines, line = [], ""
+    for word in SCAN_TEXTS[language].split():
+        candidate = f"{line} {word}".strip()
+        if draw.textlength(candidate, font=font) > size[0] - 160:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    lines.append(line)
+    draw.multiline_text((80, 80), "\n".join(lines), font=font, fill=0, spacing=int(font_size * 0.6))
+    return page.filter(ImageFilter.GaussianBlur(0.6))

@@ -70,6 +70,40 @@ def _fixed_meta():
         ezdxf.options.write_fixed_meta_data_for_testing = previous
 
 
+TITLED_PLAN_TEXTS = (
+    "Grundriss EG - Büro",
+    "Besprechungsraum und Küche",
+    "Projekt 2025-117 Neubau Verwaltung",
+    "Gezeichnet: Jürgen Weiß",
+    "Maßstab 1:100",
+    "Alle Maße sind vor Ort zu prüfen",
+)
+
+
+def titled_plan_dxf(path: Path) -> Path:
+    """A plan whose words sit where CAD users put them: an MTEXT title with formatting codes,
+    room labels as TEXT (one repeated), a title block inserted with attributes, a text inside
+    that block, and a note on the paper-space sheet."""
+    import ezdxf
+
+    with _fixed_meta():
+        doc = ezdxf.new("R2010", units=4)
+        msp = doc.modelspace()
+        msp.add_line((0, 0), (200, 0))
+        msp.add_mtext("{\\fArial|b1;Grundriss EG} - \\LBüro\\l", dxfattribs={"char_height": 6}).set_location((10, 90))
+        msp.add_text("Besprechungsraum und Küche", height=4).set_placement((20, 50))
+        msp.add_text("Besprechungsraum und Küche", height=4).set_placement((120, 50))
+        block = doc.blocks.new("TITLE")
+        block.add_attdef("PROJECT", (0, 10), dxfattribs={"height": 3}).dxf.text = "Projektnummer"
+        block.add_attdef("DRAWN", (0, 5), dxfattribs={"height": 3}).dxf.text = "Name"
+        block.add_text("Maßstab 1:100", height=2.5).set_placement((0, 0))
+        insert = msp.add_blockref("TITLE", (150, 5))
+        insert.add_auto_attribs({"PROJECT": "Projekt 2025-117 Neubau Verwaltung", "DRAWN": "Gezeichnet: Jürgen Weiß"})
+        doc.layouts.get("Layout1").add_text("Alle Maße sind vor Ort zu prüfen", height=3).set_placement((10, 10))
+        doc.saveas(path)
+    return path
+
+
 def many_entities_dxf(path: Path, count: int) -> Path:
     """``count`` short lines on layer 0."""
     import ezdxf
@@ -160,6 +194,14 @@ def video(
         args += acodec if acodec is not None else ["-c:a", "aac", "-b:a", "64k", "-ac", "1"]
     args += extra or []
     return _ffmpeg(args, path)
+
+
+def browser_ready_mp4(path: Path, width: int = 1280, height: int = 720, seconds: float = 6.0) -> Path:
+    """An MP4 as phones and cameras write it for the web: H.264 High, yuv420p, AAC stereo, the
+    index (moov) at the end, a few Mbit/s - everything a browser plays except the fast start."""
+    return video(path, width, height, seconds, 30, audio=True,
+                 vcodec=["-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p", "-threads", "1"],
+                 acodec=["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
 
 
 def clip_mp4(path: Path) -> Path:
