@@ -24,6 +24,7 @@ BUILTINS: tuple[str, ...] = (
     "video_transcode",  # video: H.264/AAC MP4, faststart, <= 1080p
     "video_poster",  # video: poster frame and previews
     "archive_expand",  # ZIP: guarded expansion of members
+    "archive_libarchive",  # 7z, RAR, tar(.gz/.bz2/.xz), .gz/.bz2/.xz: guarded expansion (libarchive)
 )
 
 #: the converters the design gives a work pool of their own in production: slow, memory-hungry,

@@ -1,4 +1,6 @@
-"""Archives (ZIP): guarded expansion, then every member processed as a file of its own.
+"""Archives (ZIP, 7z, RAR, tar, tar.gz/.bz2/.xz, .gz): guarded expansion, then every member
+processed as a file of its own. ZIP has its own reader (``archive_expand``); every other format
+goes through libarchive (``archive_libarchive``), with the same guards and limits.
 
 Each member goes through the router (``process-file``) as a subflow of this run, linked to
 this archive as its parent; members that are archives recurse, one level deeper each time,
@@ -23,7 +25,7 @@ async def archive_flow(file: FileRef, inspected: dict):
     from flows.router import process_to_terminal  # the router routes to this flow too
 
     m = Mediation(file, inspected)
-    expanded = await m.step("archive_expand")
+    expanded = await m.step("archive_expand" if file.ext == "zip" else "archive_libarchive")
     members = expanded["members"] if expanded else []
     m.rt.tracker.expect(len(members))
     gate = asyncio.Semaphore(m.rt.pipeline.max_active_members)
