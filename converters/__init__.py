@@ -25,6 +25,7 @@ BUILTINS: tuple[str, ...] = (
     "video_poster",  # video: poster frame and previews
     "archive_expand",  # ZIP: guarded expansion of members
     "archive_libarchive",  # 7z, RAR, tar(.gz/.bz2/.xz), .gz/.bz2/.xz: guarded expansion (libarchive)
+    "email_parse",  # e-mail: headers, body text, sanitised printable HTML, attachments as members
 )
 
 #: the converters the design gives a work pool of their own in production: slow, memory-hungry,

@@ -72,6 +72,7 @@ _OTHERS = {
     "application/x-bzip2": ("archive", "bz2"),
     "application/x-xz": ("archive", "xz"),
     "application/zstd": ("archive", "zst"),
+    "message/rfc822": ("email", "eml"),
     "text/plain": ("text", "txt"),
     "text/csv": ("text", "csv"),
     "text/markdown": ("text", "md"),

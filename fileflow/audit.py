@@ -47,6 +47,7 @@ REQUIRED_ROLES: dict[str, frozenset[str]] = {
     "video": frozenset({"web", "poster", "preview"}),
     "text": frozenset({"text"}),
     "archive": frozenset(),
+    "email": frozenset({"text", "web", "pdf", "preview"}),
 }
 ROUTER = "process-file"
 _ORIGINAL = re.compile(r"originals/([0-9a-f]{2})/([0-9a-f]{64})")

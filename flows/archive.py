@@ -22,11 +22,18 @@ from flows._common import file_tags, outcome
 
 @flow(name="archive", flow_run_name="archive:{file.name}", persist_result=False)
 async def archive_flow(file: FileRef, inspected: dict):
-    from flows.router import process_to_terminal  # the router routes to this flow too
-
     m = Mediation(file, inspected)
     expanded = await m.step("archive_expand" if file.ext == "zip" else "archive_libarchive")
-    members = expanded["members"] if expanded else []
+    await process_members(m, expanded["members"] if expanded else [])
+    return outcome(await m.finish())
+
+
+async def process_members(m: Mediation, members: list[dict]) -> None:
+    """Every member (of an archive, or an e-mail's attachments) through the router, linked to
+    ``m.file`` as its parent, one level deeper."""
+    from flows.router import process_to_terminal  # the router routes to this flow too
+
+    file = m.file
     m.rt.tracker.expect(len(members))
     gate = asyncio.Semaphore(m.rt.pipeline.max_active_members)
     progress = Progress(len(members), file)
@@ -43,7 +50,6 @@ async def archive_flow(file: FileRef, inspected: dict):
 
     await asyncio.gather(*(member(e) for e in members))
     m.children = [e["sha256"] for e in members]
-    return outcome(await m.finish())
 
 
 class Progress:

@@ -19,6 +19,7 @@ from fileflow.settings import LivenessSettings
 from flows._common import file_tags, outcome
 from flows.archive import archive_flow
 from flows.drawing import drawing_flow
+from flows.email import email_flow
 from flows.image import image_flow
 from flows.office import office_flow
 from flows.pdf import pdf_flow
@@ -33,6 +34,7 @@ FLOWS = {
     "video": video_flow,
     "archive": archive_flow,
     "text": text_flow,
+    "email": email_flow,
 }
 
 
