@@ -26,6 +26,9 @@ BUILTINS: tuple[str, ...] = (
     "archive_expand",  # ZIP: guarded expansion of members
     "archive_libarchive",  # 7z, RAR, tar(.gz/.bz2/.xz), .gz/.bz2/.xz: guarded expansion (libarchive)
     "email_parse",  # e-mail: headers, body text, sanitised printable HTML, attachments as members
+    "audio_probe",  # audio: duration, codec, bitrate, sample rate, channels, tags
+    "audio_transcode",  # audio: browser-ready MP3 or AAC/M4A (passed through when it already is)
+    "audio_waveform",  # audio: waveform previews
 )
 
 #: the converters the design gives a work pool of their own in production: slow, memory-hungry,

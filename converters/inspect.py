@@ -58,6 +58,19 @@ _VIDEOS = {
     "video/x-msvideo": "avi",
     "video/webm": "webm",
 }
+_AUDIO = {
+    "audio/mpeg": "mp3",
+    "audio/x-m4a": "m4a",
+    "audio/mp4": "m4a",
+    "audio/x-wav": "wav",
+    "audio/wav": "wav",
+    "audio/ogg": "ogg",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/x-hx-aac-adts": "aac",
+    "audio/aac": "aac",
+    "audio/x-aiff": "aiff",
+}
 _OTHERS = {
     "application/pdf": ("pdf", "pdf"),
     "image/vnd.dxf": ("drawing", "dxf"),
@@ -83,6 +96,7 @@ TYPES: dict[str, tuple[str, str]] = {
     **{mime: ("office", ext) for mime, ext in _OFFICE.items()},
     **{mime: ("image", ext) for mime, ext in _IMAGES.items()},
     **{mime: ("video", ext) for mime, ext in _VIDEOS.items()},
+    **{mime: ("audio", ext) for mime, ext in _AUDIO.items()},
     **_OTHERS,
 }
 

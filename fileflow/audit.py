@@ -48,6 +48,7 @@ REQUIRED_ROLES: dict[str, frozenset[str]] = {
     "text": frozenset({"text"}),
     "archive": frozenset(),
     "email": frozenset({"text", "web", "pdf", "preview"}),
+    "audio": frozenset({"web", "preview"}),
 }
 ROUTER = "process-file"
 _ORIGINAL = re.compile(r"originals/([0-9a-f]{2})/([0-9a-f]{64})")

@@ -18,6 +18,7 @@ from fileflow.mediator import FileRef, Mediation, current, display_name
 from fileflow.settings import LivenessSettings
 from flows._common import file_tags, outcome
 from flows.archive import archive_flow
+from flows.audio import audio_flow
 from flows.drawing import drawing_flow
 from flows.email import email_flow
 from flows.image import image_flow
@@ -35,6 +36,7 @@ FLOWS = {
     "archive": archive_flow,
     "text": text_flow,
     "email": email_flow,
+    "audio": audio_flow,
 }
 
 
