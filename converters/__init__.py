@@ -29,6 +29,8 @@ BUILTINS: tuple[str, ...] = (
     "audio_probe",  # audio: duration, codec, bitrate, sample rate, channels, tags
     "audio_transcode",  # audio: browser-ready MP3 or AAC/M4A (passed through when it already is)
     "audio_waveform",  # audio: waveform previews
+    "markup_text",  # HTML, XML, JSON, EPUB: text, sanitised printable page, EPUB cover previews
+    "svg_render",  # SVG: raster previews through librsvg, external references refused
 )
 
 #: the converters the design gives a work pool of their own in production: slow, memory-hungry,

@@ -22,6 +22,7 @@ from flows.audio import audio_flow
 from flows.drawing import drawing_flow
 from flows.email import email_flow
 from flows.image import image_flow
+from flows.markup import markup_flow
 from flows.office import office_flow
 from flows.pdf import pdf_flow
 from flows.text import text_flow
@@ -37,6 +38,7 @@ FLOWS = {
     "text": text_flow,
     "email": email_flow,
     "audio": audio_flow,
+    "markup": markup_flow,
 }
 
 

@@ -8,7 +8,9 @@ APT_PACKAGES=(
   libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno  # office -> PDF
   tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-rus  # OCR
   libmagic1       # file type by content
-  ffmpeg          # video transcode
+  ffmpeg          # video and audio transcode
+  librsvg2-bin    # SVG previews (rsvg-convert)
+  libarchive13    # 7z, RAR, tar archives (libarchive-c)
   fonts-dejavu-core
   chromium        # headless browser for the Prefect UI test (tests/test_browser.py), driven by Playwright
 )

@@ -14,7 +14,7 @@ from deployments.liveness import CRASH_AUTOMATION, PENDING_AUTOMATION, RESUME_AU
 from deployments.setup import MEDIATOR_POOL, pool_names
 
 ROOT = Path(__file__).resolve().parents[1]
-KIND_FLOWS = ["image", "pdf", "office", "drawing", "video", "archive", "text", "email", "audio"]
+KIND_FLOWS = ["image", "pdf", "office", "drawing", "video", "archive", "text", "email", "audio", "markup"]
 
 
 def test_prefect_yaml_declares_router_kind_flows_and_one_deployment_per_converter():
