@@ -68,7 +68,7 @@ def _zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     return Path(path)
 
 
-def epub(path: Path, cover: bool = True, chapters: tuple[str, ...] = (BODY_EN, FRENCH)) -> Path:
+def epub(path: Path, cover: bool = True, chapters: tuple[str, ...] = (BODY_EN, archives.ENGLISH)) -> Path:
     """An EPUB 3 with a spine of XHTML chapters and (optionally) a PNG cover picture."""
     items = "".join(
         f'<item id="c{i}" href="text/ch{i}.xhtml" media-type="application/xhtml+xml"/>' for i in range(len(chapters))
