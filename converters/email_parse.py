@@ -230,7 +230,11 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
                     f"e-mail has more than {opts['max_entries']} attachments (option max_entries); nothing was kept"
                 )
             name = _member_name(part, number)
-            _check_name(name, opts["max_name_bytes"])
+            try:
+                _check_name(name, opts["max_name_bytes"])
+            except CorruptInput as exc:  # the archive's wording, said of a message
+                raise CorruptInput(str(exc).replace("hostile archive: entry", "hostile e-mail: attachment")
+                                   .replace("the whole archive", "the whole message")) from None
             data = _member_bytes(part)
             if len(data) > opts["max_entry_bytes"]:
                 raise LimitExceeded(
