@@ -1,7 +1,9 @@
-"""E-mail (``.eml``, RFC 5322/MIME): headers as metadata, the body as text, a sanitised printable
-HTML, and every attachment and embedded message as a member of its own.
+"""E-mail (``.eml``, RFC 5322/MIME, and Outlook ``.msg``): headers as metadata, the body as text, a
+sanitised printable HTML, and every attachment and embedded message as a member of its own.
 
-Parsed with the standard library's ``email`` package (``policy.default``). Outputs:
+``.eml`` is parsed with the standard library's ``email`` package (``policy.default``); ``.msg``
+(an OLE2 compound file, told by ``options["mime"]`` ``application/vnd.ms-outlook`` or by its
+magic bytes) with ``extract-msg``, its embedded messages handed on as ``.msg`` members. Outputs:
 
 * ``text.txt`` (role ``text``): the subject and the body as plain text: the ``text/plain``
   alternative when there is one, else the HTML body made plain (:mod:`converters.html_clean`).
@@ -32,11 +34,11 @@ from __future__ import annotations
 import html
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from converters import html_clean
 from converters.archive_expand import DEFAULTS, MEMBERS_DIR, _check_name, _shown
-from converters.base import ConversionResult, ConverterSpec, Member, Rendition
+from converters.base import ConversionResult, ConverterSpec, Member, Rendition, require
 from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded
 
@@ -47,12 +49,13 @@ SPEC = ConverterSpec(
     timeout_s=120,
     memory_mb=2048,
     retries=1,
-    description="E-mail (.eml): headers, body text, sanitised printable HTML, attachments as members",
+    description="E-mail (.eml, .msg): headers, body text, sanitised printable HTML, attachments as members",
 )
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 _HEADERS = ("from", "to", "cc", "reply-to", "date", "subject", "message-id", "in-reply-to")
 _ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
+_OLE_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")
 
 
 def _options(options: Mapping[str, Any]) -> dict[str, int]:
@@ -161,27 +164,11 @@ def _printable(meta: dict[str, Any], body_html: str, attachments: list[dict[str,
     )
 
 
-def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
+def _parse_eml(src: Path) -> tuple[dict[str, Any], str, str, Iterator[tuple[str, str, bytes]]]:
+    """(metadata, body text, sanitised body HTML, attachments as (name, MIME type, bytes))."""
     from email import policy
     from email.parser import BytesParser
 
-    opts = _options(options)
-    src, out_dir = Path(src), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    members_dir = out_dir / MEMBERS_DIR
-    if members_dir.is_symlink() or members_dir.is_file():
-        members_dir.unlink()
-    elif members_dir.exists():
-        shutil.rmtree(members_dir)
-
-    if opts["depth"] >= opts["max_depth"]:
-        raise LimitExceeded(
-            f"e-mail nested deeper than {opts['max_depth']} (this one is at depth {opts['depth']}; "
-            "option max_depth)"
-        )
-    size = src.stat().st_size
-    if size > opts["max_bytes"]:
-        raise LimitExceeded(f"the message is {size} bytes; the limit is {opts['max_bytes']} (option max_bytes)")
     with open(src, "rb") as fh:
         head = fh.read(64 * 1024)
         if b"\0" in head:
@@ -204,38 +191,119 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
         plain_part = msg.get_body(preferencelist=("plain",))
     except (KeyError, ValueError, AttributeError):
         html_part = plain_part = None
-    if html_part is not None:
-        markup = _content(html_part)
-        body_html = html_clean.sanitise(markup)
-        body_text = _content(plain_part) if plain_part is not None else html_clean.plain_text(markup)
+    markup = _content(html_part) if html_part is not None else None
+    plain = _content(plain_part) if plain_part is not None else None
+    body_text, body_html = _body(meta, markup, plain)
+
+    def attachments() -> Iterator[tuple[str, str, bytes]]:
+        number = 0
+        for part in _leaves(msg):
+            if _is_attachment(part, (html_part, plain_part)):
+                number += 1
+                yield _member_name(part, number), part.get_content_type(), _member_bytes(part)
+
+    return meta, body_text, body_html, attachments()
+
+
+def _body(meta: dict[str, Any], markup: str | None, plain: str | None) -> tuple[str, str]:
+    """(text, sanitised HTML) of the body; sets ``body_format``."""
+    if markup is not None:
         meta["body_format"] = "html"
-    elif plain_part is not None:
-        body_text = _content(plain_part)
-        body_html = f"<pre>{html.escape(body_text)}</pre>"
+        return (plain if plain is not None else html_clean.plain_text(markup)), html_clean.sanitise(markup)
+    if plain is not None:
         meta["body_format"] = "plain"
-    else:
-        body_text, body_html = "", ""
-        meta["body_format"] = "none"
+        return plain, f"<pre>{html.escape(plain)}</pre>"
+    meta["body_format"] = "none"
+    return "", ""
+
+
+def _parse_msg(src: Path) -> tuple[dict[str, Any], str, str, Iterator[tuple[str, str, bytes]]]:
+    """Outlook .msg through extract-msg; the same shape as :func:`_parse_eml`."""
+    extract_msg = require("extract_msg", "extract-msg")
+    try:
+        msg = extract_msg.openMsg(str(src), delayAttachments=True)
+    except Exception as exc:  # extract-msg and olefile raise many kinds on damaged files
+        raise CorruptInput(f"the Outlook message cannot be read ({type(exc).__name__}: {exc})") from None
+
+    def field(name: str) -> Any:
+        try:
+            return getattr(msg, name)
+        except Exception:  # a damaged property: reported as missing
+            return None
+
+    def people(value: Any) -> list[str]:
+        return [p.strip() for p in str(value or "").split(";") if p.strip()]
+
+    when = field("date")
+    meta: dict[str, Any] = {
+        "from": people(field("sender")), "to": people(field("to")), "cc": people(field("cc")),
+        "reply_to": people(field("replyTo")), "date": when.isoformat() if hasattr(when, "isoformat") else None,
+        "subject": field("subject") or None, "message_id": field("messageId") or None,
+        "in_reply_to": field("inReplyTo") or None,
+    }
+    markup = field("htmlBody")
+    if isinstance(markup, bytes):
+        markup = markup.decode("utf-8", "replace")
+    plain = field("body")
+    body_text, body_html = _body(meta, markup or None, plain or None)
+
+    def attachments() -> Iterator[tuple[str, str, bytes]]:
+        for number, att in enumerate(msg.attachments, start=1):
+            data = att.data
+            if isinstance(data, bytes):
+                name = att.longFilename or att.shortFilename or f"attachment-{number}"
+                yield name, att.mimetype or "application/octet-stream", data
+            elif hasattr(data, "exportBytes"):  # an embedded message: handed on as a .msg of its own
+                subject = getattr(data, "subject", None) or f"message-{number}"
+                yield f"{str(subject)[:100].replace('/', '_')}.msg", "application/vnd.ms-outlook", data.exportBytes()
+        msg.close()
+
+    return meta, body_text, body_html, attachments()
+
+
+def _is_msg(src: Path, options: Mapping[str, Any]) -> bool:
+    mime = str(options.get("mime") or "").split(";")[0].strip().lower()
+    if mime == "application/vnd.ms-outlook":
+        return True
+    with open(src, "rb") as fh:
+        return fh.read(8) == _OLE_MAGIC
+
+
+def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
+    opts = _options(options)
+    src, out_dir = Path(src), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members_dir = out_dir / MEMBERS_DIR
+    if members_dir.is_symlink() or members_dir.is_file():
+        members_dir.unlink()
+    elif members_dir.exists():
+        shutil.rmtree(members_dir)
+
+    if opts["depth"] >= opts["max_depth"]:
+        raise LimitExceeded(
+            f"e-mail nested deeper than {opts['max_depth']} (this one is at depth {opts['depth']}; "
+            "option max_depth)"
+        )
+    size = src.stat().st_size
+    if size > opts["max_bytes"]:
+        raise LimitExceeded(f"the message is {size} bytes; the limit is {opts['max_bytes']} (option max_bytes)")
+    meta, body_text, body_html, parts = (_parse_msg if _is_msg(src, options) else _parse_eml)(src)
 
     members: list[Member] = []
     attachments: list[dict[str, Any]] = []
     total = 0
     try:
-        for part in _leaves(msg):
-            if not _is_attachment(part, (html_part, plain_part)):
-                continue
+        for name, mime, data in parts:
             number = len(members) + 1
             if number > opts["max_entries"]:
                 raise LimitExceeded(
                     f"e-mail has more than {opts['max_entries']} attachments (option max_entries); nothing was kept"
                 )
-            name = _member_name(part, number)
             try:
                 _check_name(name, opts["max_name_bytes"])
             except CorruptInput as exc:  # the archive's wording, said of a message
                 raise CorruptInput(str(exc).replace("hostile archive: entry", "hostile e-mail: attachment")
                                    .replace("the whole archive", "the whole message")) from None
-            data = _member_bytes(part)
             if len(data) > opts["max_entry_bytes"]:
                 raise LimitExceeded(
                     f"attachment {_shown(name)} is {len(data)} bytes; the limit is {opts['max_entry_bytes']} "
@@ -251,7 +319,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
             rel = f"{MEMBERS_DIR}/{number:06d}"
             (out_dir / rel).write_bytes(data)
             members.append(Member(name=name, path=rel, size=len(data)))
-            attachments.append({"name": name, "mime": part.get_content_type(), "size": len(data)})
+            attachments.append({"name": name, "mime": mime, "size": len(data)})
     except BaseException:
         shutil.rmtree(members_dir, ignore_errors=True)
         raise

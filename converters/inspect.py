@@ -86,6 +86,7 @@ _OTHERS = {
     "application/x-xz": ("archive", "xz"),
     "application/zstd": ("archive", "zst"),
     "message/rfc822": ("email", "eml"),
+    "application/vnd.ms-outlook": ("email", "msg"),
     "text/html": ("markup", "html"),
     "application/xhtml+xml": ("markup", "html"),
     "text/xml": ("markup", "xml"),

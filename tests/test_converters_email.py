@@ -126,3 +126,48 @@ def test_sanitiser_keeps_structure_and_drops_every_attribute() -> None:
         '<table><tr><td colspan="2">a &amp; b</td></tr></table><p>t</p><a>link</a>'
     )
     assert html_clean.plain_text(dirty) == "a & b\n\nt\nlink\n"
+
+
+# --- Outlook .msg (built byte by byte by tests/samplegen/msg.py: no free tool writes them) ----------
+
+
+def test_outlook_msg_headers_body_and_attachment(tmp_path: Path) -> None:
+    src = gen.outlook(tmp_path / "in.msg", tmp_path)
+    out = tmp_path / "out"
+    result = parse(src, out, mime="application/vnd.ms-outlook")
+    meta = result.metadata
+    assert meta["subject"] == "Signed supply contract" and meta["message_id"] == "<contract-43@example.com>"
+    assert meta["from"] == ["Anna Weber <anna.weber@example.com>"]
+    assert meta["to"] == ["Board <board@example.com>", "Ben Ode <ben@example.org>"]
+    assert meta["cc"] == ["Legal <legal@example.com>"]
+    assert meta["date"].startswith("2024-05-17T08:30:00")
+    assert meta["body_format"] == "html"  # extract-msg makes an HTML body of a plain one
+    assert [(m.name, m.path) for m in result.members] == [("contract.pdf", "members/000001")]
+    assert (out / "members/000001").read_bytes() == gen.pdf_bytes(tmp_path)
+    assert "north site" in (out / "text.txt").read_text() and "north site" in (out / "message.html").read_text()
+
+
+def test_outlook_msg_is_recognised_by_its_bytes_too(tmp_path: Path) -> None:
+    result = parse(gen.outlook(tmp_path / "in.bin", tmp_path), tmp_path / "out")
+    assert result.metadata["subject"] == "Signed supply contract"
+
+
+def test_outlook_msg_limits_and_hostile_names(tmp_path: Path) -> None:
+    src = gen.outlook(tmp_path / "in.msg", tmp_path)
+    with pytest.raises(LimitExceeded, match="nested deeper than 3"):
+        parse(src, tmp_path / "out", depth=3)
+    with pytest.raises(LimitExceeded, match="max_entry_bytes"):
+        parse(src, tmp_path / "out", max_entry_bytes=100)
+    bad = gen.outlook(tmp_path / "bad.msg", tmp_path, attachment_name="../../evil.pdf")
+    with pytest.raises(CorruptInput, match="hostile e-mail: attachment"):
+        parse(bad, tmp_path / "out")
+    assert not (tmp_path / "out" / "members").exists()
+
+
+@pytest.mark.parametrize("keep", [8, 600, 1500])
+def test_damaged_outlook_msg_is_corrupt_input(tmp_path: Path, keep: int) -> None:
+    whole = gen.outlook(tmp_path / "whole.msg", tmp_path).read_bytes()
+    src = tmp_path / "cut.msg"
+    src.write_bytes(whole[:keep] + bytes(range(256)) * 4)
+    with pytest.raises(CorruptInput):
+        parse(src, tmp_path / "out", mime="application/vnd.ms-outlook")

@@ -34,6 +34,7 @@ def make_batch(folder: Path, scratch: Path) -> list[Path]:
     folder.mkdir()
     scratch.mkdir()
     emails.html_with_pdf(folder / "contract.eml", scratch)
+    emails.outlook(folder / "contract.msg", scratch)
     emails.nested(folder / "forwarded.eml", 4)  # levels 4..0: the one at depth 3 is past the limit
     emails.attachment_bomb(folder / "figures.eml", scratch, 64)
     libarchives.seven_zip(folder / "bundle.7z")
@@ -130,6 +131,17 @@ def test_email_gets_headers_text_language_printable_pdf_previews_and_its_attachm
     assert attachment["parent"] == mail["file_id"] and mail["children"] == [attachment["file_id"]]
     assert attachment["kind"] == "pdf" and attachment["status"] == "completed"
     assert "Supply contract" in (out / attachment["text"]).read_text()
+
+
+def test_outlook_msg_is_an_email_with_its_attachment(batch):
+    _, _, out, manifests = batch
+    m = by_name(manifests)
+    mail = m["contract.msg"]
+    assert mail["kind"] == "email" and mail["mime"] == "application/vnd.ms-outlook" and mail["status"] == "completed"
+    assert mail["metadata"]["email_parse"]["message_id"] == "<contract-43@example.com>"
+    assert roles(mail) == {"text", "web", "pdf", "preview"} and mail["language"] == "en"
+    attachment = m["contract.msg/contract.pdf"]
+    assert attachment["parent"] == mail["file_id"] and attachment["status"] == "completed"
 
 
 def test_nested_emails_are_members_down_to_the_depth_limit(batch):

@@ -115,3 +115,18 @@ def _write(path: Path, msg: EmailMessage) -> Path:
     buf.write(msg.as_bytes(policy=SMTP))
     Path(path).write_bytes(buf.getvalue())
     return Path(path)
+
+
+def outlook(path: Path, scratch: Path, attachment_name: str = "contract.pdf") -> Path:
+    """The HTML-with-PDF message's content as an Outlook .msg (plain body), built byte by byte."""
+    try:
+        from tests.samplegen import msg
+    except ImportError:
+        from samplegen import msg
+    return msg.message(
+        path, subject="Signed supply contract", sender_name="Anna Weber", sender_email="anna.weber@example.com",
+        to=[("Board", "board@example.com"), ("Ben Ode", "ben@example.org")], cc=[("Legal", "legal@example.com")],
+        body=BODY_EN, message_id="<contract-43@example.com>",
+        filetime=(1_715_934_600 + 11_644_473_600) * 10_000_000,  # 2024-05-17 08:30:00 UTC as a FILETIME
+        attachments=[(attachment_name, "application/pdf", pdf_bytes(scratch))],
+    )
