@@ -24,6 +24,13 @@ BUILTINS: tuple[str, ...] = (
     "video_transcode",  # video: H.264/AAC MP4, faststart, <= 1080p
     "video_poster",  # video: poster frame and previews
     "archive_expand",  # ZIP: guarded expansion of members
+    "archive_libarchive",  # 7z, RAR, tar(.gz/.bz2/.xz), .gz/.bz2/.xz: guarded expansion (libarchive)
+    "email_parse",  # e-mail: headers, body text, sanitised printable HTML, attachments as members
+    "audio_probe",  # audio: duration, codec, bitrate, sample rate, channels, tags
+    "audio_transcode",  # audio: browser-ready MP3 or AAC/M4A (passed through when it already is)
+    "audio_waveform",  # audio: waveform previews
+    "markup_text",  # HTML, XML, JSON, EPUB: text, sanitised printable page, EPUB cover previews
+    "svg_render",  # SVG: raster previews through librsvg, external references refused
 )
 
 #: the converters the design gives a work pool of their own in production: slow, memory-hungry,

@@ -1,6 +1,7 @@
 """Office documents -> PDF through a warm LibreOffice, run by unoserver.
 
-Reads DOCX/DOCM, DOC, ODT, RTF, XLSX/XLSM, XLS, ODS, PPTX/PPTM, PPT and ODP. This module is
+Reads DOCX/DOCM, DOC, ODT, RTF, XLSX/XLSM, XLS, ODS, PPTX/PPTM, PPT and ODP, and the sanitised
+HTML that the e-mail and markup steps write (their printable rendition). This module is
 only unoserver's *client* (``unoserver.client.UnoClient``, pure Python, XML-RPC): the server,
 with LibreOffice behind it, is started and kept alive by :class:`fileflow.engine.office.UnoServer`.
 The client sends the input's path (the server runs on this machine and reads it; for a remote
@@ -57,12 +58,12 @@ from fileflow.errors import CorruptInput, ToolCrashed, ToolError, ToolTimeout, U
 
 SPEC = ConverterSpec(
     name="office_pdf",
-    version="1.1.0",
-    kinds=frozenset({"office"}),
+    version="1.2.0",
+    kinds=frozenset({"office", "email", "markup"}),
     timeout_s=300,
     memory_mb=1024,  # the client only; LibreOffice's memory is the server's
     retries=1,
-    description="DOC(X), XLS(X), PPT(X), ODT/ODS/ODP, RTF -> PDF through a warm LibreOffice (unoserver)",
+    description="DOC(X), XLS(X), PPT(X), ODT/ODS/ODP, RTF, sanitised HTML -> PDF through a warm LibreOffice (unoserver)",
     services=("office",),
 )
 
@@ -84,6 +85,9 @@ FORMATS: dict[str, tuple[str, str]] = {
     "xls": ("ole", "application/vnd.ms-excel"),
     "ppt": ("ole", "application/vnd.ms-powerpoint"),
     "rtf": ("rtf", "application/rtf"),
+    # sanitised HTML made by email_parse / markup_text (converters/html_clean.py): the printable
+    # rendition of e-mails and web pages; it holds no reference LibreOffice could fetch
+    "html": ("html", "text/html"),
 }
 _BY_MIME = {mime: ext for ext, (_, mime) in FORMATS.items()} | {"text/rtf": "rtf"}
 
@@ -153,6 +157,11 @@ def _check_container(src: Path, fmt: str) -> None:
     elif family == "ole":
         if not head.startswith(_OLE_MAGIC):
             raise CorruptInput(f"the file is not a {fmt.upper()} document (no OLE2 compound-file header)")
+    elif family == "html":
+        with open(src, "rb") as fh:
+            sample = fh.read(4096)
+        if b"\0" in sample or b"<" not in sample:
+            raise CorruptInput("the file is not an HTML document")
     elif family == "rtf":
         if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{\\rtf"):
             raise CorruptInput("the file is not an RTF document (it does not start with {\\rtf)")

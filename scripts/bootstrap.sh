@@ -10,7 +10,9 @@ APT_PACKAGES=(
   tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-spa tesseract-ocr-ita  # the default
   tesseract-ocr-nld tesseract-ocr-por tesseract-ocr-pol tesseract-ocr-rus                    # FILEFLOW_OCR_ALLOWED_LANGUAGES
   libmagic1       # file type by content
-  ffmpeg          # video transcode
+  ffmpeg          # video and audio transcode
+  librsvg2-bin    # SVG previews (rsvg-convert)
+  libarchive13    # 7z, RAR, tar archives (libarchive-c)
   fonts-dejavu-core  # Latin, Greek, Cyrillic, Hebrew
   fonts-noto-cjk fonts-hosny-amiri fonts-lohit-deva fonts-tlwg-garuda  # CJK, Arabic, Devanagari, Thai for office -> PDF
   chromium        # headless browser for the Prefect UI test (tests/test_browser.py), driven by Playwright

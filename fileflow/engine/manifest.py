@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
-Kind = Literal["image", "pdf", "office", "drawing", "video", "archive", "text", "unknown"]
+Kind = Literal["image", "pdf", "office", "drawing", "video", "archive", "text", "email", "audio", "markup", "unknown"]
 
 
 class StepError(BaseModel):

@@ -48,6 +48,8 @@ REQUIRED_ROLES: dict[str, frozenset[str]] = {
     "video": frozenset({"web", "poster", "preview"}),
     "text": frozenset({"text"}),
     "archive": frozenset(),
+    "email": frozenset({"text", "web", "pdf", "preview"}),
+    "audio": frozenset({"web", "preview"}),
 }
 _ORIGINAL = re.compile(r"originals/([0-9a-f]{2})/([0-9a-f]{64})")
 _DERIVED = re.compile(r"(?:^|/)derived/([0-9a-f]{64})/")

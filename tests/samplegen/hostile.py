@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tests.samplegen import archives, documents, images, media
+from tests.samplegen import archives, audio, documents, emails, images, libarchives, markup, media
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 GOOD_TEXT = (
@@ -186,6 +186,51 @@ CASES: tuple[Case, ...] = (
          "failed", "LimitExceeded", "archive_expand"),
     Case("encrypted.zip", "password-protected (ZipCrypto) archive", _encrypted_zip, "failed",
          "UnsupportedInput", "archive_expand"),
+    # archives other than ZIP (libarchive)
+    Case("bomb.7z", "7z bomb: 64 MiB of zeros in a 7z of a few KiB",
+         _one(lambda p: libarchives.seven_zip_bomb(p, 64)), "failed", "LimitExceeded", "archive_libarchive"),
+    Case("traversal.rar", "RAR (built byte by byte) whose second entry is ../../escaped.txt",
+         _one(lambda p: libarchives.rar(p, [("ok.txt", b"fine\n"), ("../../escaped.txt", b"owned\n")])),
+         "failed", "CorruptInput", "archive_libarchive"),
+    Case("absolute.tar.gz", "tar.gz entry named /tmp/fileflow-absolute.txt",
+         _one(lambda p: libarchives.tar_named(p, "/tmp/fileflow-absolute.txt")), "failed", "CorruptInput",
+         "archive_libarchive"),
+    Case("links.tar", "tar with a symlink to /etc/passwd, a hardlink, a device and a fifo",
+         _one(libarchives.tar_with_special_files), "completed"),
+    Case("declared-huge.tar", "tar entry declaring 5 GiB (limit 1 GiB)",
+         _one(lambda p: libarchives.tar_declaring(p, 5 * 1024 * MiB)), "failed", "LimitExceeded",
+         "archive_libarchive"),
+    Case("encrypted-by-libarchive.zip", "ZipCrypto ZIP written by libarchive",
+         _one(libarchives.zip_encrypted), "failed", "UnsupportedInput", "archive_expand"),
+    # e-mail
+    Case("attachment-bomb.eml", "e-mail carrying a 64 MiB zip bomb as an attachment: the mail completes",
+         lambda p, s: emails.attachment_bomb(p, s, 64), "completed"),
+    Case("attachment-bomb.eml", "... and its attachment is refused as the bomb it is",
+         lambda p, s: emails.attachment_bomb(p, s, 64), "failed", "LimitExceeded", "archive_expand",
+         member="/figures.zip"),
+    Case("nested-too-deep.eml", "e-mails forwarded 4 deep (limit 3): the one at depth 3 is refused",
+         _one(lambda p: emails.nested(p, 4)), "failed", "LimitExceeded", "email_parse",
+         member="/level 1.eml"),
+    Case("traversal-attachment.eml", "e-mail whose attachment is named ../../escaped.txt",
+         _one(lambda p: emails.named_attachment(p, "../../escaped.txt")), "failed", "CorruptInput", "email_parse"),
+    Case("not-a-mail.eml", "random bytes named .eml", _one(lambda p: images.garbage(p, seed=12)), "failed",
+         "UnsupportedInput", "route"),
+    # audio
+    Case("truncated.flac", "FLAC cut after 200 bytes",
+         lambda p, s: p.write_bytes(audio.rising_tone(s / "whole.flac").read_bytes()[:200]), "failed",
+         "CorruptInput", "audio_probe"),
+    # markup
+    Case("billion-laughs.xml", "XML billion laughs (10 levels of 10 entity references)",
+         _one(markup.billion_laughs), "failed", "CorruptInput", "markup_text"),
+    Case("external-entity.xml", "XML external entity reading file:///etc/passwd",
+         _one(markup.external_entity), "failed", "CorruptInput", "markup_text"),
+    Case("passwd.svg", "SVG with <image href=\"file:///etc/passwd\">", _one(markup.svg_local_file), "failed",
+         "CorruptInput", "svg_render"),
+    Case("xlink-local.svg", "SVG with xlink:href to a local picture",
+         _one(lambda p: markup.svg_xlink_local(p, Path("/usr/share/pixmaps/debian-logo.png"))), "failed",
+         "CorruptInput", "svg_render"),
+    Case("entity.svg", "SVG declaring an external entity", _one(markup.svg_external_entity), "failed",
+         "CorruptInput", "svg_render"),
     # images
     Case("bomb.png", "decompression-bomb PNG: 12,000 x 12,000 white pixels in a small file",
          _one(png_bomb), "failed", "LimitExceeded", "image_renditions"),
