@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from blocks.storage import StorageConfig
-from fileflow.batch import run_batch
+from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
 
 try:
