@@ -58,6 +58,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFil
 from prefect.flow_engine import run_flow
 from prefect.workers.base import BaseJobConfiguration, BaseWorker, BaseWorkerResult
 
+from fileflow import retry
 from fileflow.engine.isolation import ChildPool
 from fileflow.names import MEDIATOR_POOL, STEP_FLOW
 
@@ -137,23 +138,20 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
         from prefect.states import Crashed
 
         message = f"its worker could not run it: {type(exc).__name__}: {exc}"
-        loop = asyncio.get_running_loop()
-        deadline, delay = loop.time() + give_up_s, 1.0
-        while True:
-            try:
-                async with get_client() as client:
-                    current = await client.read_flow_run(flow_run.id)
-                    if current.state is None or not current.state.is_final():
-                        await client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
-                        logger.warning("run %s crashed: %s", flow_run.name, message)
-                return
-            except Exception as again:
-                if loop.time() > deadline:
-                    logger.error("could not record run %s as crashed for %g s (%s); the liveness automation "
-                                 "or `fileflow audit` will find it", flow_run.name, give_up_s, again)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+
+        async def record() -> None:
+            async with get_client() as client:
+                current = await client.read_flow_run(flow_run.id)
+                if current.state is None or not current.state.is_final():
+                    await client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
+                    logger.warning("run %s crashed: %s", flow_run.name, message)
+
+        try:
+            await retry.acall(record, retry=retry.retry_if_exception(lambda e: isinstance(e, Exception)),
+                              wait=retry.doubling(1.0, 30.0), stop=retry.stop_after_delay(give_up_s))
+        except Exception as again:
+            logger.error("could not record run %s as crashed for %g s (%s); the liveness automation "
+                         "or `fileflow audit` will find it", flow_run.name, give_up_s, again)
 
     async def kill_infrastructure(self, infrastructure_pid: str, configuration, grace_seconds: int = 30) -> None:
         from prefect.exceptions import InfrastructureNotFound
