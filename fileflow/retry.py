@@ -22,6 +22,7 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
+    retry_if_exception_type,
     retry_if_result,
     stop_after_attempt,
     stop_after_delay,
@@ -30,8 +31,8 @@ from tenacity import (
 )
 
 __all__ = [
-    "acall", "call", "doubling", "in_turn", "retry_if_exception", "retry_if_result", "stop_after_attempt",
-    "stop_after_delay", "stop_before_delay",
+    "acall", "call", "doubling", "in_turn", "retry_if_exception", "retry_if_exception_type", "retry_if_result",
+    "stop_after_attempt", "stop_after_delay", "stop_before_delay",
 ]
 
 T = TypeVar("T")

@@ -147,7 +147,7 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
                     logger.warning("run %s crashed: %s", flow_run.name, message)
 
         try:
-            await retry.acall(record, retry=retry.retry_if_exception(lambda e: isinstance(e, Exception)),
+            await retry.acall(record, retry=retry.retry_if_exception_type(Exception),
                               wait=retry.doubling(1.0, 30.0), stop=retry.stop_after_delay(give_up_s))
         except Exception as again:
             logger.error("could not record run %s as crashed for %g s (%s); the liveness automation "
