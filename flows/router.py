@@ -107,16 +107,28 @@ async def _route_through_api_failures(m: Mediation, file: FileRef):
     task's own retries. Failures of the file itself (a converter's typed error, a storage
     error) are not retried here.
     """
+    tracker = m.rt.tracker
+
+    async def route(attempt: int):
+        return await _admit_and_route(m if attempt == 1 else Mediation(file), file)
+
+    return await route_again_on_api_failures(route, lambda: tracker.has_finished(file.token), file.name)
+
+
+async def route_again_on_api_failures(route: Callable[[int], Awaitable], finished: Callable[[], bool], name: str,
+                                      waits_s: tuple[float, ...] = API_RETRY_DELAYS_S):
+    """``route(attempt)`` (attempt 1, 2 ...), again after each of ``waits_s`` while the Prefect API
+    broke it (an exception, or a failed state, while ``finished()`` says the file has no manifest
+    yet); when the waits are spent, the last try's outcome: its state, or its exception raised."""
     from fileflow.engine.mediator import _exception_of
 
-    tracker = m.rt.tracker
-    tries = 0
+    attempts = 0
 
-    async def route() -> object:
-        nonlocal tries
-        tries += 1
-        state = await _admit_and_route(m if tries == 1 else Mediation(file), file)
-        if not tracker.has_finished(file.token) and state.is_failed():
+    async def attempt():
+        nonlocal attempts
+        attempts += 1
+        state = await route(attempts)
+        if not finished() and state.is_failed():
             reason = await _exception_of(state)
             if _api_failure(reason):
                 raise _BrokenByTheApi(state) from reason
@@ -125,13 +137,12 @@ async def _route_through_api_failures(m: Mediation, file: FileRef):
     def waiting(exc: BaseException | None, _result: object, seconds: float) -> None:
         reason = exc.__cause__ if isinstance(exc, _BrokenByTheApi) else exc
         _logger().warning("the Prefect API failed under %r (%s: %s); routing it again in %g s",
-                          file.name, type(reason).__name__, reason, seconds)
+                          name, type(reason).__name__, reason, seconds)
 
     try:
         return await retry.acall(
-            route, retry=retry.retry_if_exception(lambda e: isinstance(e, _BrokenByTheApi) or _api_failure(e)),
-            wait=retry.in_turn(API_RETRY_DELAYS_S), stop=retry.stop_after_attempt(len(API_RETRY_DELAYS_S) + 1),
-            on_wait=waiting,
+            attempt, retry=retry.retry_if_exception(lambda e: isinstance(e, _BrokenByTheApi) or _api_failure(e)),
+            wait=retry.in_turn(waits_s), stop=retry.stop_after_attempt(len(waits_s) + 1), on_wait=waiting,
         )
     except _BrokenByTheApi as broken:  # the last try ended so too: its state is the outcome
         return broken.state
