@@ -3,7 +3,6 @@ preparation on moto's S3 server."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import boto3
