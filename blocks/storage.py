@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from fileflow import retry
 from fileflow.errors import StorageUnavailable
 
 
@@ -168,22 +168,24 @@ class Store:
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
-        deadline = time.monotonic() + self.config.retry_s
-        delay = 0.5
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except ClientError:
-                raise
-            except Exception as exc:
-                if not isinstance(exc, BotoCoreError) and not _unreachable(exc):
-                    raise
-                if not _unreachable(exc) or time.monotonic() + delay > deadline:
-                    raise StorageUnavailable(f"S3 at {self.config.endpoint_url or 'AWS'}: {exc}") from exc
-                log.warning("S3 at %s unreachable (%s); retrying in %.1f s", self.config.endpoint_url or "AWS",
-                            exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        where = self.config.endpoint_url or "AWS"
+
+        def waiting(exc: BaseException | None, _result: object, seconds: float) -> None:
+            log.warning("S3 at %s unreachable (%s); retrying in %.1f s", where, exc, seconds)
+
+        try:
+            return retry.call(
+                fn, *args,
+                retry=retry.retry_if_exception(lambda e: not isinstance(e, ClientError) and _unreachable(e)),
+                wait=retry.doubling(0.5, 5.0), stop=retry.stop_before_delay(self.config.retry_s), on_wait=waiting,
+                **kwargs,
+            )
+        except ClientError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, BotoCoreError) or _unreachable(exc):
+                raise StorageUnavailable(f"S3 at {where}: {exc}") from exc
+            raise
 
     # -- operations ---------------------------------------------------------------------
     def put_file(self, path: Path, key: str) -> int:

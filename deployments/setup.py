@@ -1,6 +1,5 @@
 """Create what the distributed mode needs on a Prefect server, idempotently.
 
-0. the storage blocks (``fileflow-storage``, from ``FILEFLOW_STORAGE_*``: see storage.py);
 1. the work pools: ``fileflow-mediator`` and ``converter-<name>`` for every registered
    converter (process pools), and the Kubernetes pools of ``K8S_POOLS`` (type ``kubernetes``,
    base job template from this folder; creating one needs no prefect-kubernetes here, only the
@@ -93,10 +92,6 @@ async def ensure_steering() -> tuple[list[str], list[str]]:
 
 
 def apply(env: dict[str, str] | None = None) -> tuple[list[str], list[str], list[str]]:
-    from deployments.storage import save_storage_blocks
-    from fileflow.settings import StorageSettings
-
-    save_storage_blocks(StorageSettings().config())
     from deployments import liveness, notify
 
     created = asyncio.run(ensure_pools())

@@ -1,22 +1,12 @@
-"""Storage as Prefect blocks, and the S3 bucket prepared for fileflow.
+"""The S3 bucket prepared for fileflow: ``fileflow storage prepare-bucket``.
 
-Two idempotent operations, both plain synchronous functions for the CLI
-(``fileflow storage blocks`` and ``fileflow storage prepare-bucket``):
+:func:`prepare_bucket` (synchronous, idempotent) creates the bucket if missing and sets what
+fileflow relies on: public access blocked, default encryption, and a lifecycle rule that
+expires ``tmp/``.
 
-* :func:`save_storage_blocks` saves the Prefect block(s) that describe the configured storage,
-  so a worker on another machine finds it by block name (:func:`load_storage_config`);
-* :func:`prepare_bucket` creates the S3 bucket if missing and sets what fileflow relies on:
-  public access blocked, default encryption, and a lifecycle rule that expires ``tmp/``.
-
-Sync and async callers
-----------------------
-Prefect's ``Block.save`` / ``Block.load`` are *async-dispatched*: called from inside a running
-event loop (an async flow, a notebook cell, an ``async def``) they silently return a coroutine
-instead of doing the work. Every Prefect call here passes ``_sync=True``, which forces Prefect's
-synchronous implementation (a synchronous HTTP client), so these functions do their work and
-return their result whether they are called from sync code or from inside an event loop. From
-async code they block the loop for the few requests they make; to avoid that, run them in a
-thread: ``await asyncio.to_thread(save_storage_blocks, config)``.
+The storage itself is not saved as a Prefect block: fileflow reads it from ``FILEFLOW_STORAGE_*``
+only (:class:`fileflow.settings.StorageSettings`, the one source of truth), so there is no block
+in the Prefect UI whose edits would change nothing (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -24,18 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from blocks.storage import StorageConfig, make_block
+from blocks.storage import StorageConfig
 from fileflow.errors import StorageUnavailable
-from fileflow.names import STORAGE_BLOCK
 
 log = logging.getLogger(__name__)
 
 LIFECYCLE_RULE_ID = "fileflow-expire-tmp"
 ABORT_MULTIPART_DAYS = 1
-
-# Block type slugs of the two storage kinds.
-S3_SLUG = "s3-bucket"
-LOCAL_SLUG = "local-file-system"
 
 # S3 error codes that mean "these credentials are not accepted here", not "no such thing".
 _CREDENTIAL_CODES = {
@@ -49,148 +34,6 @@ _CREDENTIAL_CODES = {
     "403",
 }
 _NOT_IMPLEMENTED_CODES = {"NotImplemented", "501", "XNotImplemented"}
-
-
-# -- Prefect blocks ---------------------------------------------------------------------------
-
-
-def credentials_block_name(name: str) -> str:
-    """The name of the ``AwsCredentials`` block that goes with the storage block ``name``."""
-    return f"{name}-credentials"
-
-
-def _fingerprint(block) -> dict[str, Any]:
-    """What a block document would hold: field values with secrets revealed, nested blocks
-    by document id (two blocks with equal fingerprints save to identical documents)."""
-    from prefect.blocks.core import Block
-
-    fields = set(type(block).model_fields)
-    nested = {k for k in fields if isinstance(getattr(block, k), Block)}
-    data = block.model_dump(mode="json", context={"include_secrets": True}, include=fields - nested)
-    for key in nested:
-        data[key] = str(getattr(block, key)._block_document_id)
-    return data
-
-
-def _save_block(block, name: str) -> tuple[str, bool]:
-    """Save ``block`` as ``name`` unless an identical document is already saved under that name.
-
-    Returns (block document id, whether anything was written). Either way ``block`` ends up
-    bound to the saved document, so a parent block saved next references it by id.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    cls = type(block)
-    with get_client(sync_client=True) as client:
-        try:
-            doc = client.read_block_document_by_name(
-                name=name, block_type_slug=cls.get_block_type_slug(), include_secrets=True
-            )
-        except ObjectNotFound:
-            doc = None
-    if doc is not None and doc.block_schema is not None:
-        same_schema = doc.block_schema.checksum == cls._calculate_schema_checksum()
-        existing = cls.load(name, _sync=True) if same_schema else None
-        if existing is not None and _fingerprint(existing) == _fingerprint(block):
-            block._block_document_id = existing._block_document_id
-            block._block_document_name = name
-            return str(existing._block_document_id), False
-    # Creates the document, or updates it in place (same id) when the name is taken.
-    document_id = block.save(name, overwrite=True, _sync=True)
-    return str(document_id), True
-
-
-def save_storage_blocks(config: StorageConfig, name: str = STORAGE_BLOCK) -> str:
-    """Save the Prefect block(s) for ``config`` and return the storage block's slug.
-
-    * kind "s3": an ``AwsCredentials`` block ``<name>-credentials`` (access key, secret - kept
-      as a secret by Prefect -, region, endpoint) and an ``S3Bucket`` block ``name``
-      (bucket, ``bucket_folder`` = prefix) that references it; returns ``"s3-bucket/<name>"``.
-    * kind "local": a ``LocalFileSystem`` block ``name`` (absolute folder); returns
-      ``"local-file-system/<name>"``.
-
-    Idempotent: a block whose saved document already holds these values is not written again;
-    one that differs is updated in place, keeping its id (so references to it stay valid).
-    Synchronous; safe to call from inside an event loop too (see the module docstring).
-    Needs the Prefect API (``PREFECT_API_URL``).
-    """
-    block = make_block(config)  # validates kind and, for S3, the bucket name
-    if config.kind == "s3":
-        creds_id, creds_written = _save_block(block.credentials, credentials_block_name(name))
-        log.info(
-            "AwsCredentials block %s %s (%s)",
-            credentials_block_name(name), "saved" if creds_written else "unchanged", creds_id,
-        )
-    document_id, written = _save_block(block, name)
-    slug = f"{type(block).get_block_type_slug()}/{name}"
-    log.info("storage block %s %s (%s)", slug, "saved" if written else "unchanged", document_id)
-    return slug
-
-
-def load_storage_config(name: str = STORAGE_BLOCK) -> StorageConfig:
-    """Rebuild the :class:`StorageConfig` from a block saved by :func:`save_storage_blocks`.
-
-    ``name`` is a block name (``fileflow-storage``) or a slug (``s3-bucket/fileflow-storage``,
-    ``local-file-system/fileflow-storage``). A bare name that exists as both an S3 and a local
-    block is ambiguous and refused: pass the slug. The S3 bucket's credentials may be
-    ``AwsCredentials`` or ``MinIOCredentials``.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    if "/" in name:
-        slug, _, block_name = name.partition("/")
-        if slug not in (S3_SLUG, LOCAL_SLUG):
-            raise ValueError(f"{name!r}: fileflow storage is a {S3_SLUG} or {LOCAL_SLUG} block")
-        candidates = [slug]
-    else:
-        block_name = name
-        candidates = [S3_SLUG, LOCAL_SLUG]
-
-    found = []
-    with get_client(sync_client=True) as client:
-        for slug in candidates:
-            try:
-                client.read_block_document_by_name(name=block_name, block_type_slug=slug)
-            except ObjectNotFound:
-                continue
-            found.append(slug)
-    if not found:
-        raise ValueError(
-            f"no storage block named {name!r} ({' or '.join(candidates)}); "
-            "save one with `fileflow storage blocks`"
-        )
-    if len(found) > 1:
-        raise ValueError(
-            f"both {S3_SLUG}/{block_name} and {LOCAL_SLUG}/{block_name} exist; pass the slug"
-        )
-
-    if found[0] == LOCAL_SLUG:
-        from prefect.filesystems import LocalFileSystem
-
-        local = LocalFileSystem.load(block_name, _sync=True)
-        return StorageConfig(kind="local", basepath=local.basepath or StorageConfig.basepath)
-
-    from prefect_aws import AwsCredentials, MinIOCredentials, S3Bucket
-
-    bucket = S3Bucket.load(block_name, _sync=True)
-    creds = bucket.credentials
-    if isinstance(creds, AwsCredentials):
-        key_id, secret = creds.aws_access_key_id, creds.aws_secret_access_key
-    elif isinstance(creds, MinIOCredentials):
-        key_id, secret = creds.minio_root_user, creds.minio_root_password
-    else:  # pragma: no cover - S3Bucket accepts only the two
-        raise ValueError(f"{name!r}: unsupported credentials block {type(creds).__name__}")
-    return StorageConfig(
-        kind="s3",
-        bucket=bucket.bucket_name,
-        prefix=bucket.bucket_folder,
-        endpoint_url=creds.aws_client_parameters.endpoint_url,
-        region=creds.region_name,
-        access_key_id=key_id,
-        secret_access_key=secret.get_secret_value() if secret is not None else None,
-    )
 
 
 # -- the S3 bucket ------------------------------------------------------------------------------

@@ -60,7 +60,6 @@ RESUME_AUTOMATION = "fileflow-resume-crashed-router"
 NOTIFY_AUTOMATION = "fileflow-notify-webhook"
 
 # -- blocks ---------------------------------------------------------------------------------
-STORAGE_BLOCK = "fileflow-storage"
 NOTIFY_BLOCK = "fileflow-notify"
 RESULTS_BLOCK_PREFIX = "fileflow-results-"
 """Followed by a digest of the storage location the results are kept in."""

@@ -20,6 +20,7 @@ from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifa
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.context import FlowRunContext
 
+from fileflow import retry
 from fileflow.errors import ToolCrashed, UnsupportedInput
 from fileflow.engine.mediator import FileRef, Mediation, current, display_name
 from fileflow.names import ROUTER_FLOW
@@ -109,26 +110,54 @@ async def _route_through_api_failures(m: Mediation, file: FileRef):
     task's own retries. Failures of the file itself (a converter's typed error, a storage
     error) are not retried here.
     """
+    tracker = m.rt.tracker
+
+    async def route(attempt: int):
+        return await _admit_and_route(m if attempt == 1 else Mediation(file), file)
+
+    return await route_again_on_api_failures(route, lambda: tracker.has_finished(file.token), file.name)
+
+
+async def route_again_on_api_failures(route: Callable[[int], Awaitable], finished: Callable[[], bool], name: str,
+                                      waits_s: tuple[float, ...] = API_RETRY_DELAYS_S):
+    """``route(attempt)`` (attempt 1, 2 ...), again after each of ``waits_s`` while the Prefect API
+    broke it (an exception, or a failed state, while ``finished()`` says the file has no manifest
+    yet); when the waits are spent, the last try's outcome: its state, or its exception raised."""
     from fileflow.engine.mediator import _exception_of
 
-    tracker = m.rt.tracker
-    for delay in (*API_RETRY_DELAYS_S, None):
-        try:
-            state = await _admit_and_route(m, file)
-        except Exception as exc:
-            if delay is None or not _api_failure(exc):
-                raise
-            reason: BaseException = exc
-        else:
-            if tracker.has_finished(file.token) or not state.is_failed() or delay is None:
-                return state
+    attempts = 0
+
+    async def attempt():
+        nonlocal attempts
+        attempts += 1
+        state = await route(attempts)
+        if not finished() and state.is_failed():
             reason = await _exception_of(state)
-            if not _api_failure(reason):
-                return state
+            if _api_failure(reason):
+                raise _BrokenByTheApi(state) from reason
+        return state
+
+    def waiting(exc: BaseException | None, _result: object, seconds: float) -> None:
+        reason = exc.__cause__ if isinstance(exc, _BrokenByTheApi) else exc
         _logger().warning("the Prefect API failed under %r (%s: %s); routing it again in %g s",
-                          file.name, type(reason).__name__, reason, delay)
-        await asyncio.sleep(delay)
-        m = Mediation(file)
+                          name, type(reason).__name__, reason, seconds)
+
+    try:
+        return await retry.acall(
+            attempt, retry=retry.retry_if_exception(lambda e: isinstance(e, _BrokenByTheApi) or _api_failure(e)),
+            wait=retry.in_turn(waits_s), stop=retry.stop_after_attempt(len(waits_s) + 1), on_wait=waiting,
+        )
+    except _BrokenByTheApi as broken:  # the last try ended so too: its state is the outcome
+        return broken.state
+
+
+class _BrokenByTheApi(Exception):
+    """A router run that ended failed because the Prefect API failed under it (the reason is
+    its ``__cause__``), without the file's manifest: worth routing again."""
+
+    def __init__(self, state) -> None:
+        super().__init__(state.message or state.name)
+        self.state = state
 
 
 def _logger():
@@ -233,20 +262,24 @@ async def process_to_terminal(file: FileRef, name: str, *, attempts: int = 3, de
     failed manifest that says why, so no file is ever left without one.
     """
     tracker = current().tracker
-    reason = "no attempt"
-    for attempt in range(attempts):
-        if attempt:
-            await asyncio.sleep(delay_s * 2 ** (attempt - 1))
+
+    async def run() -> str:
+        """One run of the router on the file: why it ended as it did."""
         try:
             state = await process_file(
                 key=file.key, file_id=file.file_id, name=name, size=file.size, parent=file.parent,
                 depth=file.depth, return_state=True,
             )
-            reason = state.message or state.name
+            return state.message or state.name
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        if tracker.has_finished(file.token):
-            return
+            return f"{type(exc).__name__}: {exc}"
+
+    reason = await retry.acall(
+        run, retry=retry.retry_if_result(lambda _: not tracker.has_finished(file.token)),
+        wait=retry.doubling(delay_s), stop=retry.stop_after_attempt(attempts),
+    )
+    if tracker.has_finished(file.token):
+        return
     m = Mediation(file)
     m.fail("router", RuntimeError(f"the file's run ended without a manifest ({attempts} attempts): {reason}"))
     await m.finish()

@@ -2,7 +2,7 @@
 
 Layers, lowest first; a module may import its own layer and those below, never one above:
 
-    errors < {converters, blocks} < {settings, names, home} < engine < flows < ops
+    errors (and retry) < {converters, blocks} < {settings, names, home} < engine < flows < ops
            < deployments < server < cli
 
 Converters depend on nothing above their own contract: ``converters.*`` and the error tree.
@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
-    ("fileflow.errors",),
+    ("fileflow.errors", "fileflow.retry"),
     ("converters", "blocks"),
     ("fileflow.settings", "fileflow.names", "fileflow.home"),
     ("fileflow.engine",),

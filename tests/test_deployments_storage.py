@@ -1,23 +1,15 @@
-"""Storage blocks on a real Prefect test server, and bucket preparation on moto's S3 server."""
+"""Storage from the environment only (no saved block on a real Prefect test server), and bucket
+preparation on moto's S3 server."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import boto3
 import pytest
 
 from blocks.storage import StorageConfig, Store
-from deployments.storage import (
-    LIFECYCLE_RULE_ID,
-    credentials_block_name,
-    lifecycle_rule,
-    load_storage_config,
-    prepare_bucket,
-    save_storage_blocks,
-    tmp_prefix,
-)
+from deployments.storage import LIFECYCLE_RULE_ID, lifecycle_rule, prepare_bucket, tmp_prefix
 from fileflow.errors import StorageUnavailable, is_transient
 
 SECRET = "s3cr3t-value-never-printed"
@@ -44,138 +36,47 @@ def s3(endpoint: str, region: str = "us-east-1"):
     )
 
 
-def documents(name: str) -> dict:
-    """The saved block documents (as the API stores them, secrets hidden) by block type."""
+# -- one source of truth: the environment ---------------------------------------------------------
+
+
+def test_no_storage_block_is_saved_and_the_old_command_says_why(prefect_server, tmp_path):
+    """fileflow reads its storage from FILEFLOW_STORAGE_* only, so it saves no block whose edit in
+    the Prefect UI would change nothing: `fileflow storage blocks` explains, fails and saves
+    nothing, and neither the setup nor anything else leaves a storage block on the server."""
+    import os
+    import subprocess
+    import sys
+
     from prefect.client.orchestration import get_client
 
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "FILEFLOW_STORAGE_KIND": "local",
+           "FILEFLOW_STORAGE_PATH": str(tmp_path), "COLUMNS": "200"}
+    fileflow = os.path.join(os.path.dirname(sys.executable), "fileflow")
+    result = subprocess.run([fileflow, "storage", "blocks"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "FILEFLOW_STORAGE_" in result.stderr and "docs/storage.md" in result.stderr, result.stderr
     with get_client(sync_client=True) as client:
-        return {
-            "bucket": client.read_block_document_by_name(name, "s3-bucket", include_secrets=False),
-            "credentials": client.read_block_document_by_name(
-                credentials_block_name(name), "aws-credentials", include_secrets=False
-            ),
-        }
+        saved = client.read_block_documents(include_secrets=False, limit=200)
+    assert len(saved) < 200  # one page held them all
+    storage_types = {"s3-bucket", "local-file-system", "aws-credentials"}
+    # fileflow's only saved storage blocks are its results blocks, named after a digest of the
+    # storage they point at (fileflow.names.RESULTS_BLOCK_PREFIX): copies of the settings
+    # (the command saved local-file-system/fileflow-storage before; its absence is the point)
+    assert [(d.block_type.slug, d.name) for d in saved if d.block_type and d.block_type.slug in storage_types
+            and d.name.startswith("fileflow-") and not d.name.startswith("fileflow-results-")] == []
 
 
-# -- Prefect blocks ----------------------------------------------------------------------------
+def test_storage_follows_the_environment_of_each_process(tmp_path, monkeypatch):
+    """An edit of FILEFLOW_STORAGE_* takes effect in every process started after it."""
+    from fileflow.settings import StorageSettings
 
-
-def test_s3_blocks_are_saved_once_and_resaving_changes_nothing(prefect_server, s3_endpoint):
-    from prefect_aws import AwsCredentials, S3Bucket
-    from pydantic import SecretStr
-
-    name = unique("ff-s3")
-    config = s3_config(s3_endpoint, "fileflow-blocks", prefix="tenant")
-    assert save_storage_blocks(config, name) == f"s3-bucket/{name}"
-    first = documents(name)
-    assert save_storage_blocks(config, name) == f"s3-bucket/{name}"
-    second = documents(name)
-    for kind in ("bucket", "credentials"):
-        assert second[kind].id == first[kind].id
-        assert second[kind].updated == first[kind].updated, f"{kind} block was written again"
-
-    creds = AwsCredentials.load(credentials_block_name(name))
-    assert creds.aws_access_key_id == "testing"
-    assert isinstance(creds.aws_secret_access_key, SecretStr)
-    assert creds.aws_secret_access_key.get_secret_value() == SECRET
-    assert creds.region_name == "us-east-1"
-    assert creds.aws_client_parameters.endpoint_url == s3_endpoint
-    assert SECRET not in repr(creds) and SECRET not in str(creds)
-    # the API hands the secret out only on request
-    assert SECRET not in str(first["credentials"].data)
-
-    bucket = S3Bucket.load(name)
-    assert bucket.bucket_name == "fileflow-blocks" and bucket.bucket_folder == "tenant"
-    # the bucket references the named credentials block, it does not embed an anonymous copy
-    assert bucket.credentials._block_document_id == first["credentials"].id
-    assert bucket.credentials.aws_secret_access_key.get_secret_value() == SECRET
-    assert SECRET not in repr(bucket)
-
-
-def test_changed_settings_update_the_blocks_in_place(prefect_server, s3_endpoint):
-    from prefect_aws import AwsCredentials, S3Bucket
-
-    name = unique("ff-s3")
-    save_storage_blocks(s3_config(s3_endpoint, "fileflow-one"), name)
-    before = documents(name)
-    save_storage_blocks(s3_config(s3_endpoint, "fileflow-two", prefix="p", secret_access_key="rotated"), name)
-    after = documents(name)
-    assert {k: v.id for k, v in after.items()} == {k: v.id for k, v in before.items()}
-    assert S3Bucket.load(name).bucket_name == "fileflow-two"
-    assert AwsCredentials.load(credentials_block_name(name)).aws_secret_access_key.get_secret_value() == "rotated"
-
-
-def test_saved_s3_block_reaches_the_bucket(prefect_server, s3_endpoint, s3_bucket):
-    from prefect_aws import S3Bucket
-
-    name = unique("ff-s3")
-    save_storage_blocks(s3_config(s3_endpoint, s3_bucket, prefix="tenant"), name)
-    S3Bucket.load(name).write_path("probe.txt", b"via the block")
-    body = s3(s3_endpoint).get_object(Bucket=s3_bucket, Key="tenant/probe.txt")["Body"].read()
-    assert body == b"via the block"
-
-
-def test_s3_storage_config_round_trips_through_the_block(prefect_server, s3_endpoint):
-    name = unique("ff-s3")
-    config = s3_config(s3_endpoint, "fileflow-roundtrip", prefix="tenant-a", region="eu-west-1")
-    slug = save_storage_blocks(config, name)
-    # basepath only means something for kind "local": the rebuilt config keeps the default
-    assert load_storage_config(name) == config
-    assert load_storage_config(slug) == config
-
-
-def test_s3_config_without_keys_round_trips(prefect_server, s3_endpoint):
-    """No keys in the settings: the block leaves them empty and boto3's default chain applies."""
-    name = unique("ff-s3")
-    config = s3_config(s3_endpoint, "fileflow-chain", access_key_id=None, secret_access_key=None, region=None)
-    save_storage_blocks(config, name)
-    save_storage_blocks(config, name)
-    assert load_storage_config(name) == config
-
-
-def test_local_block_and_round_trip(prefect_server, tmp_path):
-    from prefect.filesystems import LocalFileSystem
-
-    name = unique("ff-local")
-    config = StorageConfig(kind="local", basepath=str(tmp_path.resolve()))
-    assert save_storage_blocks(config, name) == f"local-file-system/{name}"
-    assert save_storage_blocks(config, name) == f"local-file-system/{name}"
-    assert LocalFileSystem.load(name).basepath == str(tmp_path.resolve())
-    assert load_storage_config(name) == config
-
-
-def test_unknown_or_ambiguous_block_names_are_refused(prefect_server, s3_endpoint, tmp_path):
-    with pytest.raises(ValueError, match="no storage block named"):
-        load_storage_config(unique("missing"))
-    with pytest.raises(ValueError, match="s3-bucket or local-file-system"):
-        load_storage_config("secret/whatever")
-    name = unique("ff-both")
-    save_storage_blocks(StorageConfig(kind="local", basepath=str(tmp_path)), name)
-    save_storage_blocks(s3_config(s3_endpoint, "fileflow-both"), name)
-    with pytest.raises(ValueError, match="pass the slug"):
-        load_storage_config(name)
-    assert load_storage_config(f"s3-bucket/{name}").bucket == "fileflow-both"
-
-
-def test_saving_works_from_inside_an_event_loop(prefect_server, s3_endpoint):
-    """Block.save is async-dispatched; inside a loop it would return an un-awaited coroutine."""
-    from prefect_aws import S3Bucket
-
-    name = unique("ff-async")
-
-    async def from_async_code():
-        slug = save_storage_blocks(s3_config(s3_endpoint, "fileflow-async"), name)
-        return slug, load_storage_config(name)
-
-    slug, config = asyncio.run(from_async_code())
-    assert slug == f"s3-bucket/{name}"
-    assert config.bucket == "fileflow-async"
-    assert S3Bucket.load(name).bucket_name == "fileflow-async"
-
-
-def test_blocks_need_a_bucket_name():
-    with pytest.raises(ValueError, match="FILEFLOW_STORAGE_BUCKET"):
-        save_storage_blocks(StorageConfig(kind="s3"), "never-saved")
+    monkeypatch.setenv("FILEFLOW_STORAGE_KIND", "s3")
+    monkeypatch.setenv("FILEFLOW_STORAGE_BUCKET", "first")
+    assert StorageSettings().config().bucket == "first"
+    monkeypatch.setenv("FILEFLOW_STORAGE_BUCKET", "edited")
+    monkeypatch.setenv("FILEFLOW_STORAGE_PREFIX", "tenant-b")
+    config = StorageSettings().config()
+    assert (config.kind, config.bucket, config.prefix) == ("s3", "edited", "tenant-b")
 
 
 # -- prepare_bucket ------------------------------------------------------------------------------

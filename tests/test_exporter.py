@@ -216,3 +216,72 @@ def test_unreachable_api_is_an_error_not_zero():
         assert _get(f"{server.url}/metrics")[0] == 503
     finally:
         _stop(server, thread)
+
+
+def test_exposition_names_types_labels_and_values_as_documented():
+    """The collectors' text, read back by prometheus_client's parser: every family docs/exporter.md
+    and the Grafana dashboard name, with its type, HELP, labels and the snapshot's figures; label
+    values that need escaping come back intact."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fileflow.engine.events import COMPLETED, FAILED
+    from fileflow.server.exporter import PoolFigures, Snapshot, metrics_registry, render_metrics
+    from fileflow.server.file_metrics import FileEventCounters
+
+    odd = 'converter-"odd"\\name\nx'
+    counters = FileEventCounters()
+    now = datetime.now(timezone.utc)
+    steps = [{"name": "ocr", "status": "completed", "duration_s": 0.7}, {"name": "language", "status": "completed", "duration_s": 12.0, "cached": True}]
+    counters.count("e1", COMPLETED, now, {"kind": "image", "steps": steps})
+    counters.count("e2", FAILED, now, {"kind": "pdf", "error": {"type": "ToolTimeout"}, "steps": []})
+    snap = Snapshot(
+        pools={"converter-ocr": PoolFigures("converter-ocr", 3, 1, False), odd: PoolFigures(odd, 0, 2, True)},
+        mediator_pool="converter-ocr",
+        scrape_seconds=0.1234567,
+        taken_at=0.0,
+        files=counters.figures(),
+    )
+    body = render_metrics(metrics_registry(lambda: snap))
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    types = {name: f.type for name, f in families.items()}
+    assert types == {
+        "fileflow_pool_waiting_runs": "gauge",
+        "fileflow_pool_running_runs": "gauge",
+        "fileflow_pool_pending_work": "gauge",
+        "fileflow_pool_paused": "gauge",
+        "fileflow_active_mediator_runs": "gauge",
+        "fileflow_exporter_scrape_seconds": "gauge",
+        "fileflow_files": "counter",  # the parser names a counter family without its _total
+        "fileflow_file_failures": "counter",
+        "fileflow_step_duration_seconds": "histogram",
+    }
+    for name, family in families.items():
+        assert family.documentation, name
+        exposed = f"{name}_total" if family.type == "counter" else name
+        assert f"# HELP {exposed} {family.documentation}\n" in body
+        assert f"# TYPE {exposed} {family.type}\n" in body
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+
+    def pool(p: str) -> tuple:
+        return (("pool", p),)
+
+    assert samples[("fileflow_pool_waiting_runs", pool("converter-ocr"))] == 3
+    assert samples[("fileflow_pool_running_runs", pool("converter-ocr"))] == 1
+    assert samples[("fileflow_pool_pending_work", pool("converter-ocr"))] == 4
+    assert samples[("fileflow_pool_paused", pool("converter-ocr"))] == 0
+    assert samples[("fileflow_pool_pending_work", pool(odd))] == 2
+    assert samples[("fileflow_pool_paused", pool(odd))] == 1
+    assert samples[("fileflow_active_mediator_runs", ())] == 4
+    assert samples[("fileflow_exporter_scrape_seconds", ())] == 0.123457
+    assert samples[("fileflow_files_total", (("kind", "image"), ("status", "completed")))] == 1
+    assert samples[("fileflow_files_total", (("kind", "pdf"), ("status", "failed")))] == 1
+    assert samples[("fileflow_file_failures_total", (("error", "ToolTimeout"), ("kind", "pdf")))] == 1
+    ocr = (("converter", "ocr"),)
+    assert samples[("fileflow_step_duration_seconds_count", ocr)] == 1
+    assert samples[("fileflow_step_duration_seconds_sum", ocr)] == 0.7
+    # le as the dashboard and existing series know it ("1", not "1.0"), cumulative, +Inf last
+    assert samples[("fileflow_step_duration_seconds_bucket", (*ocr, ("le", "0.5")))] == 0
+    assert samples[("fileflow_step_duration_seconds_bucket", (*ocr, ("le", "1")))] == 1
+    assert samples[("fileflow_step_duration_seconds_bucket", (*ocr, ("le", "+Inf")))] == 1
+    assert not any(dict(labels).get("converter") == "language" for _, labels in samples)  # cached: not a run
+    assert "process_" not in body and "python_" not in body  # the exporter's own registry only

@@ -103,6 +103,48 @@ def test_only_failures_of_the_prefect_api_route_a_file_again():
     assert not _api_failure(OSError("manifests is a file"))
 
 
+def test_a_file_is_routed_again_after_each_wait_while_the_api_breaks_it(caplog):
+    """flows/router.py's re-routing: API failures (raised, or a failed state) are routed again
+    after each wait and logged; the last try's outcome stands once the waits are spent; the
+    file's own failures, and files that have their manifest, are never routed again."""
+    import httpx
+    from prefect.states import Completed, Failed
+
+    from fileflow.errors import ToolCrashed
+    from flows.router import route_again_on_api_failures
+
+    def routed(*outcomes, finished=False):
+        calls: list[int] = []
+
+        async def route(attempt: int):
+            calls.append(attempt)
+            outcome = outcomes[min(attempt, len(outcomes)) - 1]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        result = asyncio.run(route_again_on_api_failures(route, lambda: finished, "f.txt", waits_s=(0.01, 0.02, 0.03)))
+        return result, calls
+
+    refused, broken = httpx.ConnectError("refused"), Failed(data=httpx.RemoteProtocolError("dropped"))
+    with caplog.at_level("WARNING", logger="flows.router"):
+        state, calls = routed(refused, broken, Completed())
+    assert state.is_completed() and calls == [1, 2, 3]
+    waits = [r.getMessage() for r in caplog.records if "routing it again" in r.getMessage()]
+    assert waits == ["the Prefect API failed under 'f.txt' (ConnectError: refused); routing it again in 0.01 s",
+                     "the Prefect API failed under 'f.txt' (RemoteProtocolError: dropped); routing it again in 0.02 s"]
+
+    state, calls = routed(broken)
+    assert state is broken and calls == [1, 2, 3, 4]  # three waits, four tries, then the failed state
+    with pytest.raises(httpx.ConnectError):
+        routed(refused)
+    with pytest.raises(ToolCrashed):
+        routed(ToolCrashed("SIGSEGV"))
+    own = Failed(data=ToolCrashed("SIGSEGV"))
+    assert routed(own) == (own, [1])
+    assert routed(broken, finished=True) == (broken, [1])  # it has its manifest: nothing to route again
+
+
 def test_each_run_context_sees_its_own_runtime(tmp_path):
     """The warm mediator holds uploads and a reprocessing job in one process: a runtime installed
     by one run (its lane, the converters it redoes) is never seen by another running alongside."""

@@ -122,13 +122,16 @@ storage_app = typer.Typer(help="Storage: Prefect blocks and the S3 bucket (FILEF
 app.add_typer(storage_app, name="storage")
 
 
-@storage_app.command("blocks")
+@storage_app.command("blocks", hidden=True)
 def storage_blocks(name: Annotated[str, typer.Option(help="block name")] = "fileflow-storage") -> None:
-    """Save the storage as Prefect blocks (S3Bucket + AwsCredentials, or LocalFileSystem); idempotent."""
-    from deployments.storage import save_storage_blocks
-
-    slug = save_storage_blocks(StorageSettings().config(), name)
-    console.print(f"saved {slug}")
+    """Saves nothing: fileflow's storage comes from FILEFLOW_STORAGE_* only (docs/storage.md)."""
+    console.print(
+        "fileflow no longer saves its storage as Prefect blocks: it reads it from FILEFLOW_STORAGE_* "
+        "only, so a block edited in the Prefect UI would change nothing (docs/storage.md). A block "
+        f"saved by an older version is not read; delete it with `prefect block delete s3-bucket/{name}` "
+        f"(or local-file-system/{name})."
+    )
+    raise typer.Exit(2)
 
 
 @storage_app.command("prepare-bucket")

@@ -4,7 +4,7 @@ KEDA's metrics-api scaler only sends GET, and Prefect's count endpoint is a POST
 HTTP service reads Prefect's API (never its database tables) through ONE reused client and
 serves, per work pool, the flow runs that are due and waiting plus the ones running:
 
-- ``GET /metrics``       Prometheus text exposition (every pool, the mediator, scrape time,
+- ``GET /metrics``       Prometheus text exposition through ``prometheus_client`` (every pool, the mediator, scrape time,
   and files completed/failed, failures by type, step durations: :mod:`fileflow.server.file_metrics`);
 - ``GET /pools``         JSON list of every pool's figures;
 - ``GET /pools/<name>``  JSON ``{"pool", "waiting", "running", "pending", "paused"}``, the form
@@ -37,14 +37,16 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fileflow.server.file_metrics import FileEventCounters, FileFigures
-from fileflow.server.file_metrics import render as render_file_metrics
+from fileflow.server.file_metrics import families as file_metric_families
 from fileflow.names import MEDIATOR_POOL
 from fileflow.ops.backlog import pool_count_filters
 
@@ -344,42 +346,57 @@ class PendingWork:
         return int(due) + int(claimed), int(running)
 
 
-# -- Prometheus text --------------------------------------------------------------------------
+# -- Prometheus text ----------------------------------------------------------------------------
 
-_METRICS: tuple[tuple[str, str], ...] = (
-    ("fileflow_pool_waiting_runs", "Flow runs in the work pool that are due and not started: Scheduled (incl. Late) with expected start <= now, or Pending."),
-    ("fileflow_pool_running_runs", "Flow runs in the work pool that are Running."),
-    ("fileflow_pool_pending_work", "Waiting plus running flow runs of the work pool: the figure to scale its workers on."),
-    ("fileflow_pool_paused", "1 when the work pool is paused (workers get no runs from it), else 0."),
-    ("fileflow_active_mediator_runs", "Running, Pending and due Scheduled flow runs of the mediator work pool."),
-    ("fileflow_exporter_scrape_seconds", "Seconds the last refresh of these figures from the Prefect API took."),
+_POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolFigures], float]], ...] = (
+    ("fileflow_pool_waiting_runs", "Flow runs in the work pool that are due and not started: Scheduled (incl. Late) with expected start <= now, or Pending.", lambda f: f.waiting),
+    ("fileflow_pool_running_runs", "Flow runs in the work pool that are Running.", lambda f: f.running),
+    ("fileflow_pool_pending_work", "Waiting plus running flow runs of the work pool: the figure to scale its workers on.", lambda f: f.pending),
+    ("fileflow_pool_paused", "1 when the work pool is paused (workers get no runs from it), else 0.", lambda f: int(f.paused)),
 )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class SnapshotCollector:
+    """A ``prometheus_client`` collector of one exporter: every scrape reads ``snapshot()``
+    (cached figures, or a refresh that raises :class:`PrefectUnavailable`) and yields its
+    families; nothing is kept in ``prometheus_client``'s own state."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        pools = sorted(snap.pools.values(), key=lambda f: f.pool)
+        for name, help_text, value in _POOL_GAUGES:
+            gauge = GaugeMetricFamily(name, help_text, labels=["pool"])
+            for figures in pools:
+                gauge.add_metric([figures.pool], value(figures))
+            yield gauge
+        yield GaugeMetricFamily(
+            "fileflow_active_mediator_runs",
+            "Running, Pending and due Scheduled flow runs of the mediator work pool.",
+            value=snap.active_mediator_runs,
+        )
+        yield GaugeMetricFamily(
+            "fileflow_exporter_scrape_seconds",
+            "Seconds the last refresh of these figures from the Prefect API took.",
+            value=round(snap.scrape_seconds, 6),
+        )
+        if snap.files is not None:
+            yield from file_metric_families(snap.files)
 
 
-def render_metrics(snap: Snapshot) -> str:
-    """The snapshot in the Prometheus text exposition format (version 0.0.4)."""
-    pools = sorted(snap.pools.values(), key=lambda f: f.pool)
-    values: dict[str, list[tuple[str, float]]] = {
-        "fileflow_pool_waiting_runs": [(f'pool="{_label(f.pool)}"', f.waiting) for f in pools],
-        "fileflow_pool_running_runs": [(f'pool="{_label(f.pool)}"', f.running) for f in pools],
-        "fileflow_pool_pending_work": [(f'pool="{_label(f.pool)}"', f.pending) for f in pools],
-        "fileflow_pool_paused": [(f'pool="{_label(f.pool)}"', int(f.paused)) for f in pools],
-        "fileflow_active_mediator_runs": [("", snap.active_mediator_runs)],
-        "fileflow_exporter_scrape_seconds": [("", round(snap.scrape_seconds, 6))],
-    }
-    lines: list[str] = []
-    for name, help_text in _METRICS:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} gauge")
-        for labels, value in values[name]:
-            lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
-    if snap.files is not None:
-        lines += render_file_metrics(snap.files)
-    return "\n".join(lines) + "\n"
+def metrics_registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
+    """A registry of the exporter's own (not ``prometheus_client``'s global one, which would
+    add the process's own metrics) holding one :class:`SnapshotCollector`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry) -> str:
+    """The registry's figures in the Prometheus text exposition format (version 0.0.4)."""
+    return generate_latest(registry).decode()
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -394,6 +411,7 @@ class ExporterServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], work: PendingWork) -> None:
         self.work = work
+        self.registry = metrics_registry(work.snapshot)
         super().__init__(address, _Handler)
 
     @property
@@ -411,7 +429,7 @@ class _Handler(BaseHTTPRequestHandler):
         work = self.server.work
         try:
             if path == "/metrics":
-                self._send(200, render_metrics(work.snapshot()), "text/plain; version=0.0.4; charset=utf-8")
+                self._send(200, render_metrics(self.server.registry), "text/plain; version=0.0.4; charset=utf-8")
             elif path in ("/pools", "/pools/"):
                 snap = work.snapshot()
                 body = [snap.pools[name].as_json() for name in sorted(snap.pools)]

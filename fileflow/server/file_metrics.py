@@ -26,7 +26,9 @@ import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from fileflow.engine.events import COMPLETED, FAILED, TERMINAL
 
@@ -46,6 +48,7 @@ class Histogram:
         self.count += 1
 
     def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound as written in ``le``, observations at or below it), +Inf last."""
         out, running = [], 0
         for bound, n in zip([*(f"{b:g}" for b in BUCKETS), "+Inf"], self.buckets):
             running += n
@@ -55,7 +58,7 @@ class Histogram:
 
 @dataclass(frozen=True)
 class FileFigures:
-    """A copy of the counters at one moment, for rendering."""
+    """A copy of the counters at one moment, for :func:`families`."""
 
     files: dict[tuple[str, str], int]
     failures: dict[tuple[str, str], int]
@@ -119,32 +122,29 @@ class FileEventCounters:
         )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def render(figures: FileFigures) -> list[str]:
-    """The three metric families in the Prometheus text format (0.0.4)."""
-    lines = [
-        "# HELP fileflow_files_total Files that reached a terminal state (completed or failed), from fileflow's terminal events.",
-        "# TYPE fileflow_files_total counter",
-    ]
+def families(figures: FileFigures) -> Iterator[Metric]:
+    """The three metric families, for a ``prometheus_client`` collector's ``collect()``."""
+    files = CounterMetricFamily(
+        "fileflow_files_total",
+        "Files that reached a terminal state (completed or failed), from fileflow's terminal events.",
+        labels=["kind", "status"],
+    )
     for (kind, status), n in sorted(figures.files.items()):
-        lines.append(f'fileflow_files_total{{kind="{_label(kind)}",status="{_label(status)}"}} {n}')
-    lines += [
-        "# HELP fileflow_file_failures_total Failed files by the error type of their first failed step.",
-        "# TYPE fileflow_file_failures_total counter",
-    ]
+        files.add_metric([kind, status], n)
+    yield files
+    failures = CounterMetricFamily(
+        "fileflow_file_failures_total",
+        "Failed files by the error type of their first failed step.",
+        labels=["kind", "error"],
+    )
     for (kind, error), n in sorted(figures.failures.items()):
-        lines.append(f'fileflow_file_failures_total{{kind="{_label(kind)}",error="{_label(error)}"}} {n}')
-    lines += [
-        "# HELP fileflow_step_duration_seconds Seconds a step took in its child process (steps that ran, not cached ones).",
-        "# TYPE fileflow_step_duration_seconds histogram",
-    ]
+        failures.add_metric([kind, error], n)
+    yield failures
+    steps = HistogramMetricFamily(
+        "fileflow_step_duration_seconds",
+        "Seconds a step took in its child process (steps that ran, not cached ones).",
+        labels=["converter"],
+    )
     for converter, h in sorted(figures.steps.items()):
-        c = _label(converter)
-        for bound, n in h.cumulative():
-            lines.append(f'fileflow_step_duration_seconds_bucket{{converter="{c}",le="{bound}"}} {n}')
-        lines.append(f'fileflow_step_duration_seconds_sum{{converter="{c}"}} {round(h.total, 6)}')
-        lines.append(f'fileflow_step_duration_seconds_count{{converter="{c}"}} {h.count}')
-    return lines
+        steps.add_metric([converter], h.cumulative(), round(h.total, 6))
+    yield steps

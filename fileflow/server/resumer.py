@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from fileflow.settings import LivenessSettings
 from fileflow.names import ROUTER_DEPLOYMENT
@@ -40,14 +40,13 @@ async def sweep(client, *, settle_s: float, max_crashes: int) -> list[str]:
     )
     from prefect.client.schemas.objects import StateType
     from prefect.states import Scheduled
-    from prefect.types._datetime import now
 
     runs = await client.read_flow_runs(
         deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[ROUTER_DEPLOYMENT.split("/")[1]])),
         flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED]))),
         limit=200,
     )
-    settled_before = now("UTC") - timedelta(seconds=settle_s)
+    settled_before = datetime.now(timezone.utc) - timedelta(seconds=settle_s)
     resumed = []
     for run in runs:
         if run.state is None or run.state.timestamp > settled_before:

@@ -56,10 +56,12 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.flow_engine import run_flow
-from prefect.workers.base import BaseJobConfiguration, BaseWorker, BaseWorkerResult
+from prefect.workers.base import BaseJobConfiguration, BaseWorkerResult
 
+from fileflow import retry
 from fileflow.engine.isolation import ChildPool
 from fileflow.names import MEDIATOR_POOL, STEP_FLOW
+from fileflow.server.prefect_private import HookedWorker, described
 
 logger = logging.getLogger("fileflow.server.worker")
 
@@ -75,11 +77,10 @@ CLAIM_BATCH = 8
 CLAIM_WAIT_S = 60.0
 
 
-class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
+@described("Runs fileflow converter steps in warm child processes; woken by events.")
+class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
     type = "fileflow-warm"
     job_configuration = BaseJobConfiguration
-    _description = "Runs fileflow converter steps in warm child processes; woken by events."
-    _display_name = "fileflow warm worker"
 
     def __init__(self, work_pool_name: str, *, limit: int = 2, fallback_poll_s: float = DEFAULT_FALLBACK_POLL_S,
                  wake_on_events: bool = True, **kwargs: Any) -> None:
@@ -92,11 +93,11 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
         self._flows: dict[str, Any] = {}
 
     # -- the pools are `process` pools: this worker serves them alongside Prefect's own workers
-    def _record_work_pool_snapshot(self, work_pool) -> None:  # noqa: D401 (Prefect's hook)
+    def on_work_pool(self, work_pool) -> None:
         if work_pool.type != "process":
             logger.warning("pool %s is of type %r; the warm worker serves process pools", work_pool.name,
                            work_pool.type)
-        self._work_pool = work_pool
+        self.keep_work_pool(work_pool)
 
     async def _flow_of(self, flow_run: FlowRun):
         """The flow of the run's deployment, imported once per deployment by its module name (so
@@ -137,23 +138,20 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
         from prefect.states import Crashed
 
         message = f"its worker could not run it: {type(exc).__name__}: {exc}"
-        loop = asyncio.get_running_loop()
-        deadline, delay = loop.time() + give_up_s, 1.0
-        while True:
-            try:
-                async with get_client() as client:
-                    current = await client.read_flow_run(flow_run.id)
-                    if current.state is None or not current.state.is_final():
-                        await client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
-                        logger.warning("run %s crashed: %s", flow_run.name, message)
-                return
-            except Exception as again:
-                if loop.time() > deadline:
-                    logger.error("could not record run %s as crashed for %g s (%s); the liveness automation "
-                                 "or `fileflow audit` will find it", flow_run.name, give_up_s, again)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+
+        async def record() -> None:
+            async with get_client() as client:
+                current = await client.read_flow_run(flow_run.id)
+                if current.state is None or not current.state.is_final():
+                    await client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
+                    logger.warning("run %s crashed: %s", flow_run.name, message)
+
+        try:
+            await retry.acall(record, retry=retry.retry_if_exception_type(Exception),
+                              wait=retry.doubling(1.0, 30.0), stop=retry.stop_after_delay(give_up_s))
+        except Exception as again:
+            logger.error("could not record run %s as crashed for %g s (%s); the liveness automation "
+                         "or `fileflow audit` will find it", flow_run.name, give_up_s, again)
 
     async def kill_infrastructure(self, infrastructure_pid: str, configuration, grace_seconds: int = 30) -> None:
         from prefect.exceptions import InfrastructureNotFound
@@ -169,21 +167,21 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
             return []
         return await super().get_and_submit_flow_runs()
 
-    async def _get_scheduled_flow_runs(self):
+    async def scheduled_flow_runs(self):
         """Prefect's query of the pool's scheduled runs, asking for one batch (plus one, to know
         whether more wait) instead of the server's default 200: on a backlog, each poll of a
         batch would otherwise have the server read and serialise 200 runs to use 8."""
         from httpx import HTTPStatusError
         from prefect.client.schemas.responses import WorkerFlowRunResponse
 
-        free = int(self.limiter.available_tokens) if self._limiter else CLAIM_BATCH
+        free = int(self.capacity.available_tokens) if self.capacity else CLAIM_BATCH
         body: dict[str, Any] = {"limit": min(CLAIM_BATCH, max(free, 1)) + 1,
                                 "scheduled_before": str(datetime.now(timezone.utc))}
-        if self._work_queues:
-            body["work_queue_names"] = list(self._work_queues)
+        if self.queue_names:
+            body["work_queue_names"] = list(self.queue_names)
         try:
             response = await self.client.request("POST", "/work_pools/{name}/get_scheduled_flow_runs",
-                                                 path_params={"name": self._work_pool_name}, json=body)
+                                                 path_params={"name": self.pool_name}, json=body)
         except HTTPStatusError as exc:
             if exc.response.status_code == 404:
                 return []  # the pool does not exist (yet): the next heartbeat says so
@@ -195,9 +193,9 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
 
     async def _claimed_started(self) -> None:
         """Until every run claimed by the last poll has been handed to ``run`` (Prefect drops it
-        from ``_submitting_flow_run_ids`` then), at most ``CLAIM_WAIT_S``."""
+        from ``submitting`` then), at most ``CLAIM_WAIT_S``."""
         deadline = asyncio.get_running_loop().time() + CLAIM_WAIT_S
-        while self._submitting_flow_run_ids and asyncio.get_running_loop().time() < deadline:
+        while self.submitting and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
 
     # -- the loops --------------------------------------------------------------------------
@@ -208,7 +206,7 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
                 await self.get_and_submit_flow_runs()
                 await self._claimed_started()
             except Exception as exc:  # the API is down or restarting: keep trying
-                logger.warning("polling %s failed: %s", self._work_pool_name, exc)
+                logger.warning("polling %s failed: %s", self.pool_name, exc)
                 await asyncio.sleep(1)
             try:
                 await asyncio.wait_for(self._wake.wait(), self.fallback_poll_s)
@@ -218,9 +216,9 @@ class WarmWorker(BaseWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
     async def _sync_loop(self) -> None:
         while True:
             try:
-                await self._sync_and_initialize()
+                await self.sync()
             except Exception as exc:
-                logger.warning("heartbeat of %s failed: %s", self._work_pool_name, exc)
+                logger.warning("heartbeat of %s failed: %s", self.pool_name, exc)
             await asyncio.sleep(self.heartbeat_interval_seconds)
 
     async def drain(self, grace_s: float) -> None:
@@ -302,9 +300,9 @@ async def wake_on_scheduled(workers: list[WarmWorker], retry_s: float) -> None:
     """Wake a pool's poll loop whenever a run of that pool is scheduled: one event stream for all
     the pools of this process (the server matches every event against every subscriber's
     filter, so one subscription per pool would cost it once per pool)."""
-    while not all(w._work_pool is not None for w in workers):
+    while not all(w.synced_work_pool is not None for w in workers):
         await asyncio.sleep(0.2)
-    by_resource = {f"prefect.work-pool.{w._work_pool.id}": w for w in workers}
+    by_resource = {f"prefect.work-pool.{w.work_pool.id}": w for w in workers}
     events = EventFilter(
         event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
         related=EventRelatedFilter(resources_in_roles=[(r, "work-pool") for r in by_resource]),
@@ -328,7 +326,7 @@ def healthy(workers: list[WarmWorker]) -> bool:
     """Every pool's poll loop polled within 3 of its fallback poll intervals, or it is draining
     (a pod that is stopping must not be restarted by its liveness probe halfway through)."""
     # Prefect's own check (Prefect's window is 30 query intervals, hence the tenth; it also
-    # allows for a server in maintenance); its `_last_polled_time` is set by every successful
+    # allows for a server in maintenance); its last poll time is set by every successful
     # get_and_submit_flow_runs(), which the poll loop calls
     return all(w.draining or w.is_worker_still_polling(query_interval_seconds=w.fallback_poll_s / 10)
                for w in workers)
