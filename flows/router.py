@@ -25,7 +25,7 @@ from fileflow.errors import ToolCrashed, UnsupportedInput
 from fileflow.engine.mediator import FileRef, Mediation, current, display_name
 from fileflow.names import ROUTER_FLOW
 from fileflow.settings import LivenessSettings
-from flows import archive, audio, drawing, email, image, markup, office, pdf, text, video
+from flows import archive, audio, drawing, image, mail, markup, office, pdf, text, video
 from flows._common import file_tags, outcome
 
 #: the steps of each kind, by the kind ``inspect`` gives
@@ -37,7 +37,7 @@ KINDS: dict[str, Callable[[Mediation], Awaitable[None]]] = {
     "video": video.steps,
     "archive": archive.steps,
     "text": text.steps,
-    "email": email.steps,
+    "email": mail.steps,  # flows/mail.py: a module named email would shadow Python's email package
     "audio": audio.steps,
     "markup": markup.steps,
 }

@@ -105,3 +105,18 @@ def test_converters_depend_only_on_their_contract():
 def test_the_rule_itself(module, imported, ok):
     """The checker tells an upward import from a downward one (so the tests above can fail)."""
     assert (layer_of(imported) <= layer_of(module)) is ok
+
+
+def test_no_module_beside_an_entrypoint_shadows_the_standard_library():
+    """Prefect puts a deployment entrypoint's folder on sys.path in the process that runs it: a
+    flows/email.py there made httpx's ``import email`` load the e-mail steps, and every step of a
+    process worker's run crashed at start."""
+    import sys
+
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    folders = {(ROOT / d["entrypoint"].split(":")[0]).parent for d in spec["deployments"]}
+    shadowing = [str(p.relative_to(ROOT)) for folder in folders for p in folder.glob("*.py")
+                 if p.stem in sys.stdlib_module_names]
+    assert shadowing == []

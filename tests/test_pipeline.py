@@ -268,3 +268,15 @@ def test_runs_are_named_tagged_and_carry_the_manifest_artifact(batch):
     assert set(names) == {"file:photo.jpg"}  # one run per file: the steps of its kind run inside it
     assert "kind:image" in names["file:photo.jpg"].tags
     assert artifacts and "image_renditions" in artifacts[0].data and "photo.jpg" in artifacts[0].data
+
+
+def test_every_input_a_step_records_is_in_reprocessing_graph(batch):
+    """Each step records the step whose output it read (``input``); reprocessing redoes a
+    producer's consumers by that graph, so every edge the kinds' step lists make is in it (for
+    the manifests written before steps recorded their input)."""
+    from fileflow.ops.reprocess import CONSUMERS
+
+    _, _, manifests = batch
+    edges = {(s["input"], s["name"]) for m in manifests for s in m["steps"] if s.get("input")}
+    assert ("text_extract", "language") in edges and ("office_pdf", "pdf_text") in edges  # seen, not vacuous
+    assert {e for e in edges if e[1] not in CONSUMERS.get(e[0], ())} == set()

@@ -204,3 +204,13 @@ def test_markup_gives_text_language_and_printable_previews(batch):
     plan = m["plan.svg"]
     assert plan["status"] == "completed" and "North building" in (out / plan["text"]).read_text()
     assert sorted(r["width"] for r in plan["renditions"] if r["role"] == "preview") == [160, 480, 1280]
+
+
+def test_every_input_a_step_records_is_in_reprocessing_graph(batch):
+    """As in tests/test_pipeline.py, for the e-mail, markup and audio kinds."""
+    from fileflow.ops.reprocess import CONSUMERS
+
+    manifests = batch[3]
+    edges = {(s["input"], s["name"]) for m in manifests for s in m["steps"] if s.get("input")}
+    assert ("email_parse", "office_pdf") in edges  # seen, not vacuous
+    assert {e for e in edges if e[1] not in CONSUMERS.get(e[0], ())} == set()

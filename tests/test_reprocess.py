@@ -247,6 +247,7 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
     from converters.inspect import sha256_of
     from fileflow.ops.limits import REPROCESS_QUEUE, ensure_pool, ensure_reprocess_queues
     from fileflow.engine.pools import run_on_pool
+    from fileflow.engine.step import StepRequest
     from fileflow.server.stack import WORKER_ENV
 
     converter, pool = "text_extract", "converter-text_extract"
@@ -271,9 +272,8 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
         sample.write_text(f"{name} ({run_id}): a line of text to normalise. " * 4)  # new runs every time
         digest = sha256_of(sample)
         store.put_file(sample, original_key(digest))
-        payload = {"converter": converter, "storage": storage.to_dict(), "input_key": original_key(digest),
-                   "input_ext": "txt", "output_prefix": derived_prefix(digest, converter), "options": {},
-                   "scratch_dir": None}
+        payload = StepRequest(converter=converter, storage=storage, input_key=original_key(digest), input_ext="txt",
+                              output_prefix=derived_prefix(digest, converter))
         return run_on_pool(converter, name, payload, store=store, cache_key=f"{converter}-prio-{digest[:16]}",
                            file_id=digest, attempt=1, timeout_s=600, poll_s=0.5, work_queue_name=lane)
 
@@ -308,7 +308,7 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
     try:
         waiting, upload, bulk = asyncio.run(scenario())
         found = asyncio.run(runs())
-        assert upload["renditions"], upload
+        assert upload.renditions, upload
         assert len(waiting) >= 3, waiting
         started = found["prio-upload.txt"].start_time
         later = [n for n in waiting if found[n].start_time is None or found[n].start_time > started]

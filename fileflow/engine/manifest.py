@@ -29,6 +29,7 @@ class StepRecord(BaseModel):
     duration_s: float | None = None
     cached: bool = Field(False, description="result reused from an earlier run of the same version")
     error: StepError | None = None
+    input: str | None = Field(None, description="the step whose output this step read; null: the original file")
 
 
 class RenditionRecord(BaseModel):

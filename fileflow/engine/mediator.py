@@ -322,6 +322,7 @@ class Mediation:
         """Files found inside this one by its steps (archive members): each is processed as a
         file of its own, linked to this one as its parent."""
         self.children: list[str] = []
+        self._made_by: dict[str, str] = {}  # a step's cache key -> its converter, for the inputs of later steps
 
     @property
     def original(self) -> Source:
@@ -351,7 +352,8 @@ class Mediation:
         (failed), this step is recorded as skipped.
         """
         index = len(self.steps)
-        self.steps.append(StepRecord(name=converter, converter_version=None, status="skipped"))
+        made_by = self._made_by.get(source.digest) if source is not None else None
+        self.steps.append(StepRecord(name=converter, converter_version=None, status="skipped", input=made_by))
         if any(n is None for n in needs):
             return None
         source = source or self.original
@@ -383,7 +385,10 @@ class Mediation:
             status="completed",
             duration_s=result["duration_s"],
             cached=cached,
+            input=self.steps[index].input,
         )
+        if result.get("cache_key"):
+            self._made_by[result["cache_key"]] = converter
         if result["metadata"]:
             self.metadata[converter] = result["metadata"]
         self._renditions[index] = [RenditionRecord(**r) for r in result["renditions"]]
@@ -410,6 +415,7 @@ class Mediation:
             converter_version=version,
             status="failed",
             error=StepError(type=etype, message=str(exc) or etype),
+            input=self.steps[index].input if index is not None else None,
         )
         if index is None:
             self.steps.append(record)

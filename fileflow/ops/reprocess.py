@@ -43,12 +43,18 @@ from fileflow.settings import PipelineSettings
 log = logging.getLogger("fileflow.ops.reprocess")
 
 CONSUMERS: dict[str, tuple[str, ...]] = {
-    "office_pdf": ("pdf_preview", "pdf_text"),  # they read its PDF
+    "office_pdf": ("pdf_preview", "pdf_text", "language"),  # its PDF; a spreadsheet's cells' text
     "ocr": ("language",),  # language reads the text a step made
     "pdf_text": ("language",),
     "text_extract": ("language",),
+    "drawing_render": ("language",),
+    "email_parse": ("office_pdf", "language"),  # the sanitised message printed; its body text
+    "markup_text": ("office_pdf", "language"),
+    "svg_render": ("language",),
 }
-"""Steps whose input is another step's output (see flows/): redoing the producer redoes them."""
+"""Steps whose input is another step's output (see flows/): redoing the producer redoes them.
+Manifests record each step's ``input`` since one run per file; this table serves the manifests
+written before, and tests/test_pipeline.py holds it to every input the flows record."""
 
 
 class Selection(BaseModel):
@@ -150,12 +156,17 @@ def _older(recorded: str | None, than: str) -> bool:
         return True  # a version we cannot read is not known to be recent enough
 
 
-def with_consumers(names: set[str] | list[str]) -> set[str]:
-    """``names`` and every step that reads their output, directly or not."""
+def with_consumers(names: set[str] | list[str], manifest: dict[str, Any] | None = None) -> set[str]:
+    """``names`` and every step that reads their output, directly or not: by the inputs the
+    manifest records, and by :data:`CONSUMERS`."""
+    graph = {k: set(v) for k, v in CONSUMERS.items()}
+    for step in (manifest or {}).get("steps", ()):
+        if step.get("input"):
+            graph.setdefault(step["input"], set()).add(step["name"])
     found = set(names)
     todo = list(found)
     while todo:
-        for consumer in CONSUMERS.get(todo.pop(), ()):
+        for consumer in graph.get(todo.pop(), ()):
             if consumer not in found:
                 found.add(consumer)
                 todo.append(consumer)
@@ -174,7 +185,7 @@ def steps_to_redo(manifest: dict[str, Any], redo: set[str], current: dict[str, s
             chosen.add(name)
     if any(s["status"] == "failed" and s["name"] in chosen for s in steps):
         chosen |= {s["name"] for s in steps if s["status"] == "skipped"}  # they wait for the failed one
-    chosen = with_consumers(chosen)
+    chosen = with_consumers(chosen, manifest)
     return [s["name"] for s in steps if s["name"] in chosen]
 
 
