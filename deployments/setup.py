@@ -9,7 +9,10 @@
 2. on every pool a ``reprocess`` work queue served after the pool's others (priority 100,
    one run at a time), and fileflow's global concurrency limits (``fileflow-active-files``,
    ``fileflow-reprocess``, ``fileflow-reprocess-rate``, ``fileflow-converter-<name>``); existing
-   ones are left as they are (see fileflow/limits.py);
+   ones are left as they are (see fileflow/limits.py). ``FILEFLOW_SETUP_LIMITS`` (JSON, set by
+   the Helm chart's setup hook) replaces the defaults by name: ``{"fileflow-active-files":
+   null, "fileflow-converter-ocr": 200}`` creates no active-files limit (no cap) and an ocr cap
+   of 200 (the pool's maxReplicaCount), so that a limit never stops KEDA from scaling;
 3. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place);
 4. the webhook automation for terminal file events, when ``FILEFLOW_NOTIFY_WEBHOOK_URL`` is
    set (disabled otherwise; see notify.py and docs/events.md);
@@ -83,14 +86,40 @@ def deploy(env: dict[str, str] | None = None) -> None:
         raise RuntimeError(f"prefect deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
+def limit_specs(env: dict[str, str] | None = None) -> list:
+    """The limits to create when missing: fileflow's defaults, replaced by name by
+    ``FILEFLOW_SETUP_LIMITS`` (a JSON object name -> integer, or null for no limit at all)."""
+    from fileflow.limits import LimitSpec, default_limits
+
+    raw = (os.environ if env is None else env).get("FILEFLOW_SETUP_LIMITS", "").strip()
+    specs = default_limits()
+    if not raw:
+        return specs
+    overrides = json.loads(raw)
+    known = {spec.name for spec in specs}
+    if not isinstance(overrides, dict) or set(overrides) - known:
+        raise ValueError(f"FILEFLOW_SETUP_LIMITS: a JSON object with names among {sorted(known)}, got {raw!r}")
+    for name, value in overrides.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"FILEFLOW_SETUP_LIMITS: {name} must be an integer >= 0 or null, got {value!r}")
+    return [
+        LimitSpec(spec.name, overrides[spec.name], spec.description, spec.slot_decay_per_second)
+        if spec.name in overrides else spec
+        for spec in specs
+        if not (spec.name in overrides and overrides[spec.name] is None)
+    ]
+
+
 async def ensure_steering() -> tuple[list[str], list[str]]:
     """The reprocess queues and the limits; (pools given a queue, limits created)."""
     from prefect.client.orchestration import get_client
 
     from fileflow.limits import ensure_limits, ensure_reprocess_queues
 
+    specs = limit_specs()
     async with get_client() as client:
-        return await ensure_reprocess_queues(client, [*pool_names(), *K8S_POOLS]), await ensure_limits(client)
+        queues = await ensure_reprocess_queues(client, [*pool_names(), *K8S_POOLS])
+        return queues, await ensure_limits(client, specs) if specs else []
 
 
 def apply(env: dict[str, str] | None = None) -> tuple[list[str], list[str], list[str]]:

@@ -637,3 +637,44 @@ def test_every_pod_heartbeats_as_often_as_the_crash_automation_expects(default_o
         assert env["FILEFLOW_LIVENESS_PENDING_AFTER_S"]["value"] == "300", name
     with pytest.raises(Exception, match="at least twice"):
         render({**MINIMAL, "prefect": {"heartbeatSeconds": 60, "crashedAfterSeconds": 90}})
+
+
+# -- limits that follow the cluster (issue 21) ------------------------------------------------------
+
+
+def _setup_limits(objects: list[dict]) -> dict:
+    job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"].endswith("-setup"))
+    return json.loads(env_of(job["spec"]["template"]["spec"]["containers"][0])["FILEFLOW_SETUP_LIMITS"]["value"])
+
+
+def test_setup_limits_never_cap_below_what_keda_can_scale_to(default_objects, full_objects, full_values):
+    from deployments.setup import limit_specs
+
+    values = _load_values()
+    for objects, vals in ((default_objects, values), (full_objects, full_values)):
+        limits = _setup_limits(objects)
+        assert limits["fileflow-active-files"] is None  # no cap by default
+        scaled_jobs = {sj["spec"]["triggers"][0]["metadata"]["url"].rsplit("/", 1)[1]: sj
+                       for sj in of_kind(objects, "ScaledJob").values()}
+        for name, conf in vals["converters"].items():
+            cap = limits[f"fileflow-converter-{name}"]
+            if conf["enabled"]:
+                sj = scaled_jobs[f"converter-{name}"]
+                # exactly what KEDA may run at once: the mediator's slots never hold pods back
+                assert cap == sj["spec"]["maxReplicaCount"] * conf["targetPendingPerPod"], name
+            else:
+                assert cap is None, name
+        specs = {s.name: s.limit for s in limit_specs({"FILEFLOW_SETUP_LIMITS": json.dumps(limits)})}
+        assert "fileflow-active-files" not in specs
+        assert specs["fileflow-converter-ocr"] == vals["converters"]["ocr"]["maxReplicaCount"]
+        assert specs["fileflow-reprocess"] == 1  # the reprocessing limits keep fileflow's defaults
+
+
+def test_setup_limits_can_be_set_to_fixed_caps_or_none():
+    limits = _setup_limits(render({**MINIMAL, "limits": {"activeFiles": 500, "converters": 8}}))
+    assert limits["fileflow-active-files"] == 500
+    assert {v for k, v in limits.items() if k.startswith("fileflow-converter-")} == {8}
+    limits = _setup_limits(render({**MINIMAL, "limits": {"converters": None}}))
+    assert {v for k, v in limits.items() if k.startswith("fileflow-converter-")} == {None}
+    with pytest.raises(Exception, match="converters"):
+        render({**MINIMAL, "limits": {"converters": "sixteen"}})

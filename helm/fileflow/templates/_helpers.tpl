@@ -286,3 +286,23 @@ tolerations:
       port: {{ . }}
     {{- end }}
 {{- end }}
+
+{{/* FILEFLOW_SETUP_LIMITS of the setup hook: the limits it creates when missing, by name (null:
+none). Converter caps follow the pools' maxReplicaCount so that no limit stops KEDA (issue 21). */}}
+{{- define "fileflow.setupLimits" -}}
+{{- $limits := dict "fileflow-active-files" .Values.limits.activeFiles -}}
+{{- $mode := .Values.limits.converters -}}
+{{- range $name, $c := .Values.converters -}}
+{{- $key := printf "fileflow-converter-%s" $name -}}
+{{- if eq (toString $mode) "maxReplicaCount" -}}
+{{- if $c.enabled -}}
+{{- $_ := set $limits $key (mul $c.maxReplicaCount $c.targetPendingPerPod) -}}
+{{- else -}}
+{{- $_ := set $limits $key nil -}}
+{{- end -}}
+{{- else -}}
+{{- $_ := set $limits $key $mode -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $limits -}}
+{{- end -}}
