@@ -491,8 +491,9 @@ def test_scaled_job_pod_lets_its_step_finish_on_sigterm(default_objects, tmp_pat
     The worker here is a stand-in command that records any SIGTERM it receives."""
     sj = next(iter(of_kind(default_objects, "ScaledJob").values()))
     container = sj["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]
-    assert container["command"][:2] == ["/bin/sh", "-c"]
-    script, arg0 = container["command"][2], container["command"][3]
+    # tini is PID 1 (forwards the SIGTERM to the shell, reaps zombies); the shell is run here
+    assert container["command"][:4] == ["/usr/bin/tini", "--", "/bin/sh", "-c"]
+    script, arg0 = container["command"][4], container["command"][5]
     ready, go, hit = tmp_path / "ready", tmp_path / "go", tmp_path / "sigterm"
     worker = (
         "import pathlib, signal, sys, time\n"
