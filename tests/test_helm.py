@@ -679,3 +679,62 @@ def test_setup_limits_can_be_set_to_fixed_caps_or_none():
     assert {v for k, v in limits.items() if k.startswith("fileflow-converter-")} == {None}
     with pytest.raises(Exception, match="converters"):
         render({**MINIMAL, "limits": {"converters": "sixteen"}})
+
+
+# -- rollouts and nodes (issue 21) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["default_objects", "full_objects"])
+def test_mediator_upgrade_never_lowers_capacity_and_drains_for_the_longest_step(which, request):
+    (dep,) = [d for n, d in of_kind(request.getfixturevalue(which), "Deployment").items() if n.endswith("-mediator")]
+    spec = dep["spec"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert spec["minReadySeconds"] >= 30
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    probe = container["readinessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/ready", "health")
+    grace = pod["terminationGracePeriodSeconds"]
+    args = container["command"]
+    assert int(args[args.index("--grace") + 1]) == grace - 10
+    if which == "default_objects":  # the full values set their own, shorter grace on purpose
+        longest = max(converters.spec(c).timeout_s for c in converters.BUILTINS)
+        assert grace >= longest + 10, (grace, longest)
+
+
+def test_node_autoscalers_leave_running_steps_alone_and_pods_ask_for_scratch(default_objects):
+    for sj in of_kind(default_objects, "ScaledJob").values():
+        template = sj["spec"]["jobTargetRef"]["template"]
+        assert template["metadata"]["annotations"] == {
+            "cluster-autoscaler.kubernetes.io/safe-to-evict": "false", "karpenter.sh/do-not-disrupt": "true"}
+    for name, pod in pod_specs(default_objects):
+        for container in pod["containers"]:
+            assert "ephemeral-storage" in container["resources"]["requests"], name
+
+
+def test_scheduling_values_reach_each_component(full_objects, full_values):
+    (mediator,) = [d for n, d in of_kind(full_objects, "Deployment").items() if n.endswith("-mediator")]
+    pod = mediator["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"workload": "fileflow-mediator"}  # the component's wins
+    assert pod["tolerations"] == full_values["tolerations"] + full_values["mediator"]["pod"]["tolerations"]
+    assert pod["affinity"] == full_values["mediator"]["pod"]["affinity"]
+    assert pod["priorityClassName"] == "fileflow-mediator"
+    assert mediator["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == "25%"
+    assert mediator["spec"]["template"]["metadata"]["annotations"] == {"example.com/team": "documents"}
+    for sj in of_kind(full_objects, "ScaledJob").values():
+        template = sj["spec"]["jobTargetRef"]["template"]
+        # Helm merges maps: the default safe-to-evict stays unless set to null
+        assert template["metadata"]["annotations"] == {
+            "cluster-autoscaler.kubernetes.io/safe-to-evict": "false", "karpenter.sh/do-not-disrupt": "true"}
+        assert template["spec"]["nodeSelector"] == {"workload": "fileflow-steps"}
+        assert template["spec"]["priorityClassName"] == "fileflow-steps"
+        assert template["spec"]["affinity"] == full_values["converterPods"]["affinity"]
+    (exporter,) = [d for n, d in of_kind(full_objects, "Deployment").items() if n.endswith("-exporter")]
+    assert exporter["spec"]["template"]["spec"]["nodeSelector"] == full_values["nodeSelector"]
+    assert "priorityClassName" not in exporter["spec"]["template"]["spec"]
+
+
+def test_schema_refuses_unknown_pod_keys():
+    with pytest.raises(Exception, match="podAffinity|additional"):
+        render({**MINIMAL, "mediator": {"pod": {"podAffinity": {}}}})

@@ -235,13 +235,27 @@ imagePullSecrets:
   - name: {{ . }}
   {{- end }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- end -}}
+
+{{/* Where a component's pods go: "fileflow.podPlacement" (dict "root" $ "pod" .Values.<component>.pod).
+nodeSelector: the chart-wide one merged with the component's (the component's wins); tolerations:
+both lists; affinity and priorityClassName: the component's. */}}
+{{- define "fileflow.podPlacement" -}}
+{{- $nodeSelector := merge (deepCopy (.pod.nodeSelector | default dict)) (.root.Values.nodeSelector | default dict) -}}
+{{- with $nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with concat (.root.Values.tolerations | default list) (.pod.tolerations | default list) }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.priorityClassName }}
+priorityClassName: {{ . }}
 {{- end }}
 {{- end -}}
 
