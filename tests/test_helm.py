@@ -194,13 +194,22 @@ def _keda_validator(name: str):
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
+def _monitoring_validator(name: str):
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "monitoring" / name).read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
 @pytest.mark.parametrize("which", ["default_objects", "full_objects"])
 def test_every_manifest_is_valid(which, request):
     import kubernetes_validate
 
     objects = request.getfixturevalue(which)
     validators = {"ScaledJob": _keda_validator("scaledjob.schema.json"),
-                  "ScaledObject": _keda_validator("scaledobject.schema.json")}
+                  "ScaledObject": _keda_validator("scaledobject.schema.json"),
+                  "ServiceMonitor": _monitoring_validator("servicemonitor.schema.json"),
+                  "PrometheusRule": _monitoring_validator("prometheusrule.schema.json")}
     kinds = set()
     for obj in objects:
         kinds.add(obj["kind"])
@@ -738,3 +747,55 @@ def test_scheduling_values_reach_each_component(full_objects, full_values):
 def test_schema_refuses_unknown_pod_keys():
     with pytest.raises(Exception, match="podAffinity|additional"):
         render({**MINIMAL, "mediator": {"pod": {"podAffinity": {}}}})
+
+
+
+# -- monitoring the chart ships (issue 21) ----------------------------------------------------------
+
+
+def test_monitoring_is_optional_and_the_helm_test_is_on_by_default(default_objects):
+    assert not of_kind(default_objects, "ServiceMonitor") and not of_kind(default_objects, "PrometheusRule")
+    (pod,) = of_kind(default_objects, "Pod").values()
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["command"][-1].endswith(":9464")  # the exporter's Service URL
+    assert not of_kind(render({**MINIMAL, "monitoring": {"helmTest": {"enabled": False}}}), "Pod")
+
+
+def test_service_monitor_and_rules_watch_the_exporter_and_its_real_metrics(full_objects):
+    from fileflow.exporter import _METRICS
+
+    (sm,) = of_kind(full_objects, "ServiceMonitor").values()
+    (service,) = [o for o in of_kind(full_objects, "Service").values() if o["metadata"]["name"].endswith("-exporter")]
+    selector = sm["spec"]["selector"]["matchLabels"]
+    assert all(service["metadata"]["labels"].get(k) == v for k, v in selector.items())
+    assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+    (rule,) = of_kind(full_objects, "PrometheusRule").values()
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(rules) >= {"FileflowExporterDown", "FileflowBacklogOld", "FileflowFailureRate",
+                          "FileflowRunsWithoutHeartbeat"}
+    assert f'job="{service["metadata"]["name"]}"' in rules["FileflowExporterDown"]["expr"]
+    assert "[20m]" in rules["FileflowBacklogOld"]["expr"]  # the full values' backlogAge
+    served = {name for name, _ in _METRICS} | {"fileflow_files_total", "fileflow_file_failures_total"}
+    for name, r in rules.items():
+        used = set(re.findall(r"fileflow_[a-z_]+", r["expr"]))
+        assert used <= served, (name, used - served)
+
+
+def test_monitoring_schemas_catch_a_misspelt_field(full_objects):
+    (sm,) = of_kind(full_objects, "ServiceMonitor").values()
+    broken = {**sm, "spec": {**sm["spec"], "endpoints": [{**sm["spec"]["endpoints"][0], "scrapeInterval": "30s"}]}}
+    assert list(_monitoring_validator("servicemonitor.schema.json").iter_errors(broken))
+    (rule,) = of_kind(full_objects, "PrometheusRule").values()
+    group = rule["spec"]["groups"][0]
+    broken = {**rule, "spec": {"groups": [{**group, "rules": [{**group["rules"][0], "for": "five minutes"}]}]}}
+    assert list(_monitoring_validator("prometheusrule.schema.json").iter_errors(broken))
+
+
+def test_the_helm_test_pod_reaches_the_exporter_through_its_network_policy(default_objects):
+    (pod,) = of_kind(default_objects, "Pod").values()
+    (policy,) = [p for n, p in of_kind(default_objects, "NetworkPolicy").items() if n.endswith("-exporter")]
+    selectors = [f["podSelector"]["matchLabels"] for f in policy["spec"]["ingress"][0]["from"] if "podSelector" in f]
+    assert any(all(pod["metadata"]["labels"].get(k) == v for k, v in sel.items()) for sel in selectors)
