@@ -451,6 +451,8 @@ class Simulation:
             for p in self.pools.values():
                 if p.waiting:
                     oldest = max(oldest, t - p.waiting[0][2])
+            if self.server_cpus:  # work queued at the server (file runs, pool runs to create)
+                oldest = max(oldest, self.server_free_at - t)
             if oldest > self.overload_s:
                 self.overloaded.append(t)
             self.oldest_wait = max(self.oldest_wait, oldest)
@@ -700,7 +702,7 @@ def print_report(r: dict, values: dict) -> None:
     print(f"last arrival {r['last_arrival']}, last file done {r['last_file_done']} "
           f"({r['drained_after_last_arrival_s']} s after the last arrival)")
     b = r["backlog"]
-    print(f"waiting (files for a mediator slot + runs for a pod): peak {b['peak_waiting']} at {b['peak_at']}, "
+    print(f"waiting (files for a mediator slot + runs for a pod; the server's queue counts in the backlog): peak {b['peak_waiting']} at {b['peak_at']}, "
           f"mediator queue peak {b['mediator_queue_peak']}; oldest wait {b['oldest_wait_s']} s")
     if b["seconds_with_waits_over"]:
         print(f"backlog (something waited over 60 s): from {b['waits_over_60s_from']} until {b['waits_over_60s_until']} "

@@ -7,6 +7,7 @@ prefect.yaml."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import subprocess
@@ -622,7 +623,8 @@ def test_scaling_simulation_uses_the_chart_values_and_respects_them(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "bench"))
     values = _load_values()
-    report = scaling.main(["--files", "3000", "--set", "ocr.maxReplicaCount=3", "--json", str(tmp_path / "r.json")])
+    report = scaling.main(["--load", "peaked-250k", "--files", "3000", "--set", "ocr.maxReplicaCount=3",
+                           "--json", str(tmp_path / "r.json")])
     enabled = {f"converter-{n}": c for n, c in values["converters"].items() if c["enabled"]}
     assert set(report["pools"]) == set(enabled)
     for pool, figures in report["pools"].items():
@@ -799,3 +801,28 @@ def test_the_helm_test_pod_reaches_the_exporter_through_its_network_policy(defau
     (policy,) = [p for n, p in of_kind(default_objects, "NetworkPolicy").items() if n.endswith("-exporter")]
     selectors = [f["podSelector"]["matchLabels"] for f in policy["spec"]["ingress"][0]["from"] if "podSelector" in f]
     assert any(all(pod["metadata"]["labels"].get(k) == v for k, v in sel.items()) for sel in selectors)
+
+
+def test_scaling_model_has_the_server_and_the_charts_limits_in_it(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import scaling
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    run = lambda *extra: scaling.main(["--load", "seed-day", "--files", "20000", *extra])
+    # 2,000 files/h at 0.81 + 0.51 per pool step CPU-s: about 0.8 server CPUs asked for
+    free = run()
+    asked = free["server"]["busiest_5min_cpus"]
+    assert 0.6 < asked < 1.2, asked
+    assert free["server"]["max_queue_delay_s"] == 0 and free["drained_after_last_arrival_s"] < 600
+    small = run("--server-cpus", "0.5")  # half of what the load asks for: a backlog that outlives the day
+    assert small["server"]["max_queue_delay_s"] > 600
+    assert small["drained_after_last_arrival_s"] > 3 * 3600
+    enough = run("--server-cpus", str(math.ceil(asked * 1.2 * 10) / 10))
+    assert enough["server"]["max_queue_delay_s"] < 60 and enough["backlog"]["seconds_with_waits_over"] == 0
+    # the chart's default limits never hold a step back; the old fixed caps do
+    assert free["limits"]["active_files"] is None and free["limits"]["peak_held_in_mediator"] == {}
+    assert free["limits"]["converters"]["converter-ocr"] == _load_values()["converters"]["ocr"]["maxReplicaCount"]
+    capped = run("--set", "limits.converters=2")
+    assert capped["limits"]["peak_held_in_mediator"], capped["limits"]
+    assert capped["drained_after_last_arrival_s"] > free["drained_after_last_arrival_s"]
