@@ -586,6 +586,10 @@ def test_dockerfile_images_are_pinned_non_root_and_carry_their_packages():
     assert "tesseract-ocr" not in packages("office") | packages("video") | packages("mediator")
     build = " ".join(stages["build"])
     assert "uv sync --frozen --no-dev" in build.replace("/opt/uv/bin/", "")
+    # tini (Debian's) is PID 1 of every image, and the images share one runtime stage
+    assert "tini" in packages("runtime")
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in stages["runtime"]
+    assert all(parents[f] == "runtime" for f in flavours)
 
     values = _load_values()
     used = {c["image"] for c in values["converters"].values()} | {values["mediator"]["image"], values["exporter"]["image"]}
