@@ -1,6 +1,7 @@
-"""Simulate KEDA scaling fileflow's pools with the Helm chart's default values on a burst day.
+"""Simulate KEDA scaling fileflow's pools, and the Prefect server, with the Helm chart's values.
 
-    .venv/bin/python bench/scaling.py [--files 250000] [--pod-start-s 8] [--cost-scale 1]
+    .venv/bin/python bench/scaling.py [--load seed-day|seed-peak] [--server-cpus N] [--files N]
+                                      [--pod-start-s 8] [--pull-mb-s 50] [--pull-share 0.05] [--cost-scale 1]
                                       [--values helm/fileflow/values.yaml] [--set ocr.maxReplicaCount=60]
                                       [--json out.json]
 
@@ -37,8 +38,19 @@ The model, per second:
   files are restarted on another pod (Prefect's worker stops its runs on SIGTERM), their
   finished steps are not run again (persisted results).
 
-Not modelled: the Prefect server's own ceiling (design.md: ~4 flows/s measured on 2 cores),
-node autoscaling, CPU contention beyond the child processes, retries, failures.
+- the Prefect server: one FIFO queue of CPU work over --server-cpus: each file costs
+  SERVER_CPU_PER_FILE when its mediator run starts, each pool step SERVER_CPU_PER_POOL_STEP
+  before its run can be claimed (measured figures, see the constants); the report says how
+  many CPUs the busiest 5 minutes asked for;
+- the chart's limits as the setup hook creates them (values `limits`): fileflow-active-files
+  bounds files in flight, fileflow-converter-<name> the pool runs the mediators hold (a step
+  over the cap waits in the mediator, invisible to KEDA);
+- pod start = --pod-start-s, plus for a share (--pull-share) of pods an image pull of the
+  image's measured size at --pull-mb-s;
+- step costs drawn per step from a lognormal with the measured median and max.
+
+Not modelled: node autoscaling, CPU contention beyond the child processes, retries, failures,
+the server's cost of the warm mediator's polling and of idle pods.
 """
 
 from __future__ import annotations
@@ -82,9 +94,10 @@ DEFAULT_MIX = {"image": 0.40, "pdf": 0.25, "office": 0.20, "text": 0.05, "video"
 # with two API processes, 14 % more than one: the model's figures are for one process).
 SERVER_CPU_PER_FILE = 0.81
 SERVER_CPU_PER_POOL_STEP = 0.51
-# The images' sizes, measured by `make test-images` on this machine (docs/kubernetes.md):
-# compressed pull size is not measured here (no registry); the pull moves at most these bytes.
-IMAGE_MB = {"mediator": 0.0, "base": 0.0, "ocr": 0.0, "office": 0.0, "video": 0.0}
+# The images' sizes (uncompressed, as buildah reports them), measured by `make test-images` on
+# this machine on 2026-12-05 (docs/kubernetes.md): the compressed pull size is not measured here
+# (no registry), so a pull is modelled as moving these bytes, an upper bound.
+IMAGE_MB = {"mediator": 838.0, "base": 838.0, "ocr": 962.0, "office": 1390.0, "video": 1420.0}
 MAX_ACTIVE_MEMBERS = 2  # FILEFLOW_MAX_ACTIVE_MEMBERS default: members of one archive at once
 MEDIATOR = "fileflow-mediator"
 
