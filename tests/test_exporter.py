@@ -320,3 +320,26 @@ def test_pending_run_of_a_dead_worker_is_stale_not_pending(prefect_server, clien
         assert _metrics(server)[("fileflow_pool_stale_pending_runs", POOL_A)] == 1
     finally:
         _stop(server, thread)
+
+
+def test_the_charts_helm_test_pod_passes_against_a_real_exporter(client, exporter):
+    """The `helm test` pod's own command (from the rendered chart), pointed at this exporter."""
+    import subprocess
+    import sys
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from tests.test_helm import MINIMAL, of_kind, render
+
+    (pod,) = of_kind(render(MINIMAL), "Pod").values()
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    client.create_work_pool(WorkPoolCreate(name="fileflow-mediator", type="process"), overwrite=True)
+    try:
+        ok = subprocess.run([sys.executable, "-c", command[2], exporter.url], capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stderr
+        assert "exporter answers" in ok.stdout
+    finally:
+        client.delete_work_pool("fileflow-mediator")
+    gone = subprocess.run([sys.executable, "-c", command[2], exporter.url], capture_output=True, text=True, timeout=60)
+    assert gone.returncode != 0  # no mediator pool: the test fails, as it should
