@@ -33,7 +33,8 @@ def tool(cmd: list[str], expect: str) -> None:
     if path is None:
         check(f"tool {cmd[0]}", False, "not on PATH")
         return
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # a wide terminal, so that rich's tables (fileflow converters) do not cut names short
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     text = (proc.stdout + proc.stderr).strip()
     line = next((l for l in text.splitlines() if expect in l), text.splitlines()[0] if text else "")
     check(f"tool {' '.join(cmd)}", proc.returncode == 0 and expect in text, line.strip()[:100] or proc.returncode)
