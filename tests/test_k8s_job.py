@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 
-from deployments.setup import K8S_POOLS, ROOT
+from deployments.setup import K8S_POOLS
 from tests.test_helm import K8S_VERSION, MINIMAL, of_kind, render
 
 POOL = "converter-video-k8s"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _job_variables() -> dict:
