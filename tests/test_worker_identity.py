@@ -45,7 +45,26 @@ async def _run_once_workers(pool: str, count: int, name: str | None) -> int:
         return len(await client.read_workers_for_work_pool(pool, limit=200))
 
 
-def test_fifty_run_once_pods_leave_one_worker_row(prefect_server):
+@pytest.fixture
+def cleanup(prefect_server):
+    """The pools these tests make are removed afterwards (other tests count the session's pools)."""
+    yield
+
+    async def remove() -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        async with get_client() as client:
+            for pool in (POOL, ROWS_POOL):
+                try:
+                    await client.delete_work_pool(pool)
+                except ObjectNotFound:
+                    pass
+
+    asyncio.run(remove())
+
+
+def test_fifty_run_once_pods_leave_one_worker_row(prefect_server, cleanup):
     args = _chart_worker_args()
     assert args[:3] == ["prefect", "worker", "start"] and "--run-once" in args
     name = args[args.index("--name") + 1]
@@ -60,6 +79,6 @@ def test_fifty_run_once_pods_leave_one_worker_row(prefect_server):
     assert asyncio.run(_run_once_workers(POOL, 0, None)) == 1
 
 
-def test_without_a_stable_name_every_run_once_worker_leaves_a_row(prefect_server):
+def test_without_a_stable_name_every_run_once_worker_leaves_a_row(prefect_server, cleanup):
     """What the chart's --name prevents (and what makes the test above able to fail)."""
     assert asyncio.run(_run_once_workers(ROWS_POOL, 50, None)) == 50
