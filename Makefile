@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set everything up first.
-.PHONY: setup demo test test-fast schema bench clean
+.PHONY: setup demo test test-fast schema bench clean images test-images
 
 OUT ?= fileflow-out
 
@@ -30,5 +30,16 @@ BENCH_ARGS ?=
 bench: setup
 	nice -n 5 .venv/bin/python bench/run_all.py $(BENCH_ARGS)
 
+# The images of docker/Dockerfile, built here without a registry (buildah, chroot isolation, vfs
+# storage under .images/, a Debian bookworm base made by debootstrap and cached in
+# .images/cache/): see docker/README.md. test-images builds them, runs a real step in each as its
+# non-root user, prints their sizes and removes them (CI runs it after `make test`).
+images:
+	docker/images.sh build
+
+test-images:
+	docker/images.sh test
+
 clean:
 	rm -rf $(OUT) .pytest_cache
+	docker/images.sh clean

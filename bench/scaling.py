@@ -1,6 +1,7 @@
-"""Simulate KEDA scaling fileflow's pools with the Helm chart's default values on a burst day.
+"""Simulate KEDA scaling fileflow's pools, and the Prefect server, with the Helm chart's values.
 
-    .venv/bin/python bench/scaling.py [--files 250000] [--pod-start-s 8] [--cost-scale 1]
+    .venv/bin/python bench/scaling.py [--load seed-day|seed-peak] [--server-cpus N] [--files N]
+                                      [--pod-start-s 8] [--pull-mb-s 50] [--pull-share 0.05] [--cost-scale 1]
                                       [--values helm/fileflow/values.yaml] [--set ocr.maxReplicaCount=60]
                                       [--json out.json]
 
@@ -37,8 +38,19 @@ The model, per second:
   files are restarted on another pod (Prefect's worker stops its runs on SIGTERM), their
   finished steps are not run again (persisted results).
 
-Not modelled: the Prefect server's own ceiling (design.md: ~4 flows/s measured on 2 cores),
-node autoscaling, CPU contention beyond the child processes, retries, failures.
+- the Prefect server: one FIFO queue of CPU work over --server-cpus: each file costs
+  SERVER_CPU_PER_FILE when its mediator run starts, each pool step SERVER_CPU_PER_POOL_STEP
+  before its run can be claimed (measured figures, see the constants); the report says how
+  many CPUs the busiest 5 minutes asked for;
+- the chart's limits as the setup hook creates them (values `limits`): fileflow-active-files
+  bounds files in flight, fileflow-converter-<name> the pool runs the mediators hold (a step
+  over the cap waits in the mediator, invisible to KEDA);
+- pod start = --pod-start-s, plus for a share (--pull-share) of pods an image pull of the
+  image's measured size at --pull-mb-s;
+- step costs drawn per step from a lognormal with the measured median and max.
+
+Not modelled: node autoscaling, CPU contention beyond the child processes, retries, failures,
+the server's cost of the warm mediator's polling and of idle pods.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ import argparse
 import heapq
 import json
 import math
+import random
 import statistics
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -68,6 +81,23 @@ STAGES: dict[str, list[list[str]]] = {
 }
 # Assumed mix of uploads (shares of files); change with --mix kind=share,...
 DEFAULT_MIX = {"image": 0.40, "pdf": 0.25, "office": 0.20, "text": 0.05, "video": 0.04, "drawing": 0.03, "archive": 0.03}
+# The Prefect server's CPU per file, measured on this project's machines (bench/analysis.md):
+# - 0.81 CPU-s per file with the light steps local (router run + kind subflow + a task run per
+#   step): `bench/throughput.py --files 300 --placements light-local`, 2026-11-27 04:19 UTC, one
+#   server process on PostgreSQL (the table "server CPU s/file": 0.813); the 100-file run of the
+#   same day measured 0.73, the 2026-12-05 `make bench` 0.81;
+# - each step on a pool adds a flow run of converter-step: 2.26 CPU-s per text file with its 3
+#   steps on pools against 0.73 local, side by side in the same run (bench/analysis.md, the
+#   "placement" table): (2.26 - 0.73) / 3 = 0.51 CPU-s per pool step.
+# One server process uses at most one CPU (Python); "server CPUs" below means API processes
+# (replicas) x 1 CPU each, with PostgreSQL and Redis as their backends (0.928 CPU-s a file
+# with two API processes, 14 % more than one: the model's figures are for one process).
+SERVER_CPU_PER_FILE = 0.81
+SERVER_CPU_PER_POOL_STEP = 0.51
+# The images' sizes (uncompressed, as buildah reports them), measured by `make test-images` on
+# this machine on 2026-12-05 (docs/kubernetes.md): the compressed pull size is not measured here
+# (no registry), so a pull is modelled as moving these bytes, an upper bound.
+IMAGE_MB = {"mediator": 838.0, "base": 838.0, "ocr": 962.0, "office": 1390.0, "video": 1420.0}
 MAX_ACTIVE_MEMBERS = 2  # FILEFLOW_MAX_ACTIVE_MEMBERS default: members of one archive at once
 MEDIATOR = "fileflow-mediator"
 
@@ -111,6 +141,11 @@ class Pool:
     wasted_jobs: int = 0
     steps: int = 0
     waits: list = field(default_factory=list)
+    image: str = "base"
+    cap: int | None = None  # fileflow-converter-<name>: pool runs the mediators may hold at once
+    slots: int = 0
+    held: deque = field(default_factory=deque)  # steps waiting in the mediator for a slot
+    peak_held: int = 0
 
 
 @dataclass
@@ -132,21 +167,62 @@ class FileRun:
         return self if self.parent is None else self.parent.root()
 
 
+def chart_limits(values: dict) -> tuple[int | None, dict[str, int | None]]:
+    """What the chart's setup hook creates (templates/_helpers.tpl fileflow.setupLimits):
+    (fileflow-active-files, {converter: fileflow-converter-<name>}); None = no limit."""
+    limits = values.get("limits") or {}
+    active = limits.get("activeFiles")
+    mode = limits.get("converters", "maxReplicaCount")
+    caps: dict[str, int | None] = {}
+    for name, c in values["converters"].items():
+        if mode == "maxReplicaCount":
+            caps[name] = c["maxReplicaCount"] * c["targetPendingPerPod"] if c["enabled"] else None
+        else:
+            caps[name] = None if mode is None else int(mode)
+    return (None if active is None else int(active)), caps
+
+
 class Simulation:
     def __init__(self, values: dict, costs: dict, mix: dict[str, float], files: int,
-                 pod_start_s: float, cost_scale: float, members_per_archive: int):
+                 pod_start_s: float, cost_scale: float, members_per_archive: int,
+                 arrivals_per_s: list[int] | None = None, server_cpus: float | None = None,
+                 server_cpu_per_file: float = SERVER_CPU_PER_FILE,
+                 server_cpu_per_pool_step: float = SERVER_CPU_PER_POOL_STEP,
+                 pull_mb_s: float = 0.0, pull_share: float = 0.0, seed: int = 21):
         self.values, self.mix = values, mix
+        self.rng = random.Random(seed)
         self.cold = costs["cold_start_s"]["median"]
+        # Step costs as distributions: a lognormal per converter with the measured median, its
+        # spread set so that the measured max is the n/(n+1) quantile of n measured runs
+        z = lambda n: statistics.NormalDist().inv_cdf(n / (n + 1))
+        self.cost_dist = {
+            name: (c["median"] * cost_scale,
+                   math.log(c["max"] / c["median"]) / z(c.get("n", 5)) if c["max"] > c["median"] > 0 else 0.0)
+            for name, c in costs["step_seconds"].items()
+        }
         self.cost = {name: c["median"] * cost_scale for name, c in costs["step_seconds"].items()}
+        self.server_cpus = server_cpus
+        self.server_cpu_file, self.server_cpu_step = server_cpu_per_file, server_cpu_per_pool_step
+        self.server_free_at = 0.0
+        self.server_delay_max, self.server_delay_max_at = 0.0, 0
+        self.server_work = 0.0
+        self.server_demand: dict[int, float] = defaultdict(float)  # CPU-s asked for per minute
+        self.pull_mb_s, self.pull_share = pull_mb_s, pull_share
+        self.pulls = 0
+        self.active_cap, caps = chart_limits(values)
+        self.active_files = 0
+        self.local_caps = {name: caps[name] for name, c in values["converters"].items() if not c["enabled"]}
+        self.local_used: dict[str, int] = defaultdict(int)
+        self.local_held: dict[str, deque] = defaultdict(deque)
         # a pool pod of office_pdf starts its own LibreOffice (the mediator's stays warm)
         self.pool_extra = {"office_pdf": costs["office_cold_start_s"]["median"]}
         self.pod_start = pod_start_s
         self.members_per_archive = members_per_archive
-        self.arrivals = arrivals(files)
+        self.arrivals = arrivals_per_s if arrivals_per_s is not None else arrivals(files)
         self.files = files
         self.pools = {
             name: Pool(f"converter-{name}", c["targetPendingPerPod"], c["minReplicaCount"],
-                       c["maxReplicaCount"], c["pollingInterval"])
+                       c["maxReplicaCount"], c["pollingInterval"], image=c["image"], cap=caps[name])
             for name, c in values["converters"].items() if c["enabled"]
         }
         m = values["mediator"]
@@ -194,11 +270,35 @@ class Simulation:
         self.seq += 1
         heapq.heappush(self.events, (t, self.seq, kind, data))
 
+    def _step_cost(self, step: str) -> float:
+        median, sigma = self.cost_dist[step]
+        return median * math.exp(self.rng.gauss(0.0, sigma)) if sigma else median
+
+    def _pod_start(self, image: str) -> float:
+        """Scheduling + container start, plus pulling the image on a node that lacks it."""
+        if self.pull_mb_s and self.pull_share and self.rng.random() < self.pull_share:
+            self.pulls += 1
+            return self.pod_start + IMAGE_MB.get(image, 0.0) / self.pull_mb_s
+        return self.pod_start
+
+    def _server(self, now: float, cpu_s: float) -> float:
+        """The Prefect server as one FIFO queue of CPU work over server_cpus: when the work
+        asked for at `now` is done (no server limit: at once)."""
+        self.server_work += cpu_s
+        self.server_demand[int(now) // 60] += cpu_s
+        if not self.server_cpus:
+            return now
+        start = max(now, self.server_free_at)
+        self.server_free_at = start + cpu_s / self.server_cpus
+        if self.server_free_at - now > self.server_delay_max:
+            self.server_delay_max, self.server_delay_max_at = self.server_free_at - now, int(now)
+        return self.server_free_at
+
     def _add_med_pod(self, now: int, ready_at: float | None = None) -> None:
         pod = self.med_next_id
         self.med_next_id += 1
         self.med_pods[pod] = {"ready": False, "files": set(), "busy": 0, "queue": deque()}
-        self._push(now + self.pod_start + self.cold if ready_at is None else ready_at, "med_ready", pod)
+        self._push(now + self._pod_start("mediator") + self.cold if ready_at is None else ready_at, "med_ready", pod)
 
     # -- a file's progress -------------------------------------------------------------------------
 
@@ -213,10 +313,8 @@ class Simulation:
                     if step in f.inflight:  # a restarted mediator re-attaches (idempotency key)
                         continue
                     if step in self.pools:
-                        pool = self.pools[step]
                         f.inflight.add(step)
-                        pool.waiting.append((f, step, now))
-                        pool.peak_waiting = max(pool.peak_waiting, len(pool.waiting))
+                        self._pool_request(self.pools[step], f, step, now)
                     else:
                         self._local(f, step, now, epoch)
                 return
@@ -235,12 +333,28 @@ class Simulation:
             return
         self._finish(f, now)
 
+    def _pool_request(self, pool: Pool, f: FileRun, step: str, now: float) -> None:
+        """The mediator takes a slot of fileflow-converter-<name> (or waits for one, invisible to
+        KEDA), then asks the server for the pool's flow run, which is claimable once created."""
+        if pool.cap is not None and pool.slots >= pool.cap:
+            pool.held.append((f, step))
+            pool.peak_held = max(pool.peak_held, len(pool.held))
+            return
+        pool.slots += 1
+        self._push(self._server(now, self.server_cpu_step), "pool_enqueue", pool, f, step)
+
     def _local(self, f: FileRun, step: str, now: float, epoch: int) -> None:
-        """A local step runs on one of the mediator pod's warm child processes, or waits for one."""
+        """A local step runs on one of the mediator pod's warm child processes, or waits for one
+        (and, under a converter limit, first for a slot of it)."""
+        cap = self.local_caps.get(step)
+        if cap is not None and self.local_used[step] >= cap:
+            self.local_held[step].append((f, step, epoch))
+            return
+        self.local_used[step] += 1
         pod = self.med_pods[f.root().pod]
         if pod["busy"] < self.med["children"]:
             pod["busy"] += 1
-            self._push(now + self.cost[step], "local_done", f, step, epoch, f.root().pod)
+            self._push(now + self._step_cost(step), "local_done", f, step, epoch, f.root().pod)
         else:
             pod["queue"].append((f, step, epoch))
 
@@ -271,6 +385,7 @@ class Simulation:
         pod = self.med_pods.get(f.pod)
         if pod is not None:
             pod["files"].discard(id(f))
+        self.active_files -= 1
         self.latencies.append((f.arrived, now - f.arrived))
         self.done += 1
 
@@ -291,6 +406,11 @@ class Simulation:
                         self.med_pods[data[0]]["ready"] = True
                 elif kind == "local_done":
                     f, step, epoch, pod_id = data
+                    self.local_used[step] -= 1
+                    while self.local_held[step] and self.local_used[step] < (self.local_caps.get(step) or 1 << 30):
+                        hf, hstep, hepoch = self.local_held[step].popleft()
+                        if hf.root().active and hf.root().epoch == hepoch and hf.root().pod in self.med_pods:
+                            self._local(hf, hstep, when, hepoch)
                     pod = self.med_pods.get(pod_id)
                     if pod is None:
                         continue  # the pod was removed, and the step with it
@@ -301,28 +421,39 @@ class Simulation:
                         nf, nstep, nepoch = pod["queue"].popleft()
                         if nf.root().active and nf.root().epoch == nepoch:
                             pod["busy"] += 1
-                            self._push(when + self.cost[nstep], "local_done", nf, nstep, nepoch, pod_id)
+                            self._push(when + self._step_cost(nstep), "local_done", nf, nstep, nepoch, pod_id)
                 elif kind == "med_start":
                     f = data[0]
                     if f.pod is not None and f.pod in self.med_pods and data[1] == f.epoch:
                         f.active = True
                         self._start_stage(f, when)
                 elif kind == "job_ready":
-                    self._job_ready(data[0], when)
+                    self._job_ready(data[0], when, data[1])
+                elif kind == "pool_enqueue":
+                    pool, f, step = data
+                    pool.waiting.append((f, step, when))
+                    pool.peak_waiting = max(pool.peak_waiting, len(pool.waiting))
                 elif kind == "job_done":
                     pool, f, step, started = data
                     pool.running -= 1
                     pool.unfinished -= 1
                     pool.pod_seconds += when - started
+                    pool.slots -= 1
+                    if pool.held:
+                        hf, hstep = pool.held.popleft()
+                        self._pool_request(pool, hf, hstep, when)
                     self._step_done(f, step, when)
             # free mediator slots take queued files (each flow run pays an engine cold start)
             for pod_id, pod in self.med_pods.items():
-                while pod["ready"] and self.med_queue and len(pod["files"]) < self.med["per_pod"]:
+                while (pod["ready"] and self.med_queue and len(pod["files"]) < self.med["per_pod"]
+                       and (self.active_cap is None or self.active_files < self.active_cap)):
                     f = self.med_queue.popleft()
                     f.pod = pod_id
                     pod["files"].add(id(f))
                     files_by_id[id(f)] = f
-                    self._push(t + self.cold, "med_start", f, f.epoch)
+                    self.active_files += 1
+                    # the file's flow runs and task runs cost the server; they go as fast as it serves
+                    self._push(self._server(t, self.server_cpu_file) + self.cold, "med_start", f, f.epoch)
             for name, pool in self.pools.items():
                 if t % pool.polling == 0:
                     self._keda_scaled_job(pool, t)
@@ -333,6 +464,8 @@ class Simulation:
             for p in self.pools.values():
                 if p.waiting:
                     oldest = max(oldest, t - p.waiting[0][2])
+            if self.server_cpus:  # work queued at the server (file runs, pool runs to create)
+                oldest = max(oldest, self.server_free_at - t)
             if oldest > self.overload_s:
                 self.overloaded.append(t)
             self.oldest_wait = max(self.oldest_wait, oldest)
@@ -345,8 +478,7 @@ class Simulation:
                 return
         self.end = limit_s
 
-    def _job_ready(self, pool: Pool, now: float) -> None:
-        started = now - self.pod_start - self.cold
+    def _job_ready(self, pool: Pool, now: float, started: float) -> None:
         if not pool.waiting:
             pool.unfinished -= 1
             pool.wasted_jobs += 1
@@ -356,7 +488,7 @@ class Simulation:
         pool.running += 1
         pool.steps += 1
         pool.waits.append(now - enqueued)
-        self._push(now + self.cold + self.pool_extra.get(step, 0.0) + self.cost[step], "job_done", pool, f, step, started)
+        self._push(now + self.cold + self.pool_extra.get(step, 0.0) + self._step_cost(step), "job_done", pool, f, step, started)
 
     def _keda_scaled_job(self, pool: Pool, t: int) -> None:
         pending = len(pool.waiting) + pool.running
@@ -366,7 +498,7 @@ class Simulation:
         for _ in range(max(new, 0)):
             pool.unfinished += 1
             pool.jobs_started += 1
-            self._push(t + self.pod_start + self.cold, "job_ready", pool)
+            self._push(t + self._pod_start(pool.image) + self.cold, "job_ready", pool, t)
         if pool.unfinished > pool.peak_jobs:
             pool.peak_jobs, pool.peak_jobs_at = pool.unfinished, t
 
@@ -392,6 +524,7 @@ class Simulation:
                 pod = self.med_pods.pop(victim)
                 for fid in pod["files"]:  # its runs stop; they start again on another pod
                     f = files_by_id[fid]
+                    self.active_files -= 1
                     self._restart(f)
                     self.med_queue.appendleft(f)
                     self.restarted_by_scale_in += 1
@@ -416,8 +549,21 @@ class Simulation:
         peak = max(self.backlog)
         peak_at = self.backlog.index(peak)
         over = self.overloaded
+        minutes = sorted(self.server_demand)
+        window = [sum(self.server_demand.get(m + i, 0.0) for i in range(5)) / 300 for m in minutes] or [0.0]
+        busiest = max(range(len(window)), key=window.__getitem__) if minutes else 0
         return {
             "files": self.files,
+            "server": {"cpus": self.server_cpus, "cpu_s_total": round(self.server_work),
+                       "cpu_s_per_file": round(self.server_work / max(1, self.files), 3),
+                       "busiest_5min_cpus": round(window[busiest], 2),
+                       "busiest_5min_at": hms(minutes[busiest] * 60) if minutes else None,
+                       "max_queue_delay_s": round(self.server_delay_max, 1),
+                       "max_queue_delay_at": hms(self.server_delay_max_at)},
+            "limits": {"active_files": self.active_cap,
+                       "converters": {p.name: p.cap for p in self.pools.values()},
+                       "peak_held_in_mediator": {p.name: p.peak_held for p in self.pools.values() if p.peak_held}},
+            "image_pulls": self.pulls,
             "backlog": {"peak_waiting": peak, "peak_at": hms(peak_at), "mediator_queue_peak": self.med_queue_peak,
                         "oldest_wait_s": round(self.oldest_wait, 1),
                         f"waits_over_{self.overload_s}s_from": hms(over[0]) if over else None,
@@ -451,6 +597,31 @@ def hms(t: float) -> str:
     return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}" + (f" (+{t // 86400}d)" if t >= 86400 else "")
 
 
+def seed_peak(files: int | None) -> tuple[list[int], str]:
+    """A working day (08:00-18:00, 40 % of it in a peak at 09:30) whose busiest hour has 5,000
+    files (or `files` in the day with that shape)."""
+    if files is None:
+        shape = arrivals(100_000)
+        busiest = max(sum(shape[h * 3600:(h + 1) * 3600]) for h in range(24))
+        files = round(100_000 * 5_000 / busiest)
+    return arrivals(files), f"{files} files 08:00-18:00, 40 % in a Gaussian peak at 09:30 (sigma 45 min)"
+
+
+def seed_day(files: int | None) -> tuple[list[int], str]:
+    """`files` (250,000) in a day, evenly over 08:00-18:00."""
+    files = 250_000 if files is None else files
+    return arrivals(files, peak_share=0.0), f"{files} files evenly over 08:00-18:00"
+
+
+def legacy_burst(files: int | None) -> tuple[list[int], str]:
+    """The earlier model's day: 250,000 files with 40 % in the 09:30 peak (about 68,000 files/h)."""
+    files = 250_000 if files is None else files
+    return arrivals(files), f"{files} files 08:00-18:00, 40 % in a Gaussian peak at 09:30 (sigma 45 min)"
+
+
+LOADS = {"seed-peak": seed_peak, "seed-day": seed_day, "peaked-250k": legacy_burst}
+
+
 def apply_sets(values: dict, sets: list[str]) -> None:
     """--set ocr.maxReplicaCount=60 or mediator.runsPerPod=16 (converters by bare name)."""
     for item in sets:
@@ -466,7 +637,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Simulate KEDA scaling fileflow with the chart's values.")
     parser.add_argument("--values", type=Path, default=ROOT / "helm" / "fileflow" / "values.yaml")
     parser.add_argument("--costs", type=Path, default=ROOT / "bench" / "converter_costs.json")
-    parser.add_argument("--files", type=int, default=250_000)
+    parser.add_argument("--files", type=int, default=None, help="files in the day (default: the --load's)")
+    parser.add_argument("--load", choices=sorted(LOADS), default="seed-day",
+                        help="seed-peak: a working day peaking at 5,000 files/h; seed-day: 250,000 files in a day "
+                             "(08:00-18:00, evenly: 25,000 files/h)")
+    parser.add_argument("--server-cpus", type=float, default=None,
+                        help="Prefect server CPUs (API processes x 1 CPU); default: unbounded, and the report says "
+                             "how many the load asked for")
+    parser.add_argument("--server-cpu-per-file", type=float, default=SERVER_CPU_PER_FILE)
+    parser.add_argument("--server-cpu-per-pool-step", type=float, default=SERVER_CPU_PER_POOL_STEP)
+    parser.add_argument("--pull-mb-s", type=float, default=50.0,
+                        help="assumed image pull rate on a node that lacks the image, MB/s (0: images always cached)")
+    parser.add_argument("--pull-share", type=float, default=0.05,
+                        help="assumed share of pod starts that land on a node without the image")
+    parser.add_argument("--seed", type=int, default=21, help="seed of the step-cost draws and pulls")
     parser.add_argument("--pod-start-s", type=float, default=8.0,
                         help="assumed seconds from job creation to the container running (image cached)")
     parser.add_argument("--cost-scale", type=float, default=1.0, help="multiply every measured step cost")
@@ -491,11 +675,18 @@ def main(argv: list[str] | None = None) -> dict:
     if missing:
         raise SystemExit(f"no measured cost for {sorted(missing)}: run bench/converter_costs.py")
 
-    sim = Simulation(values, costs, mix, args.files, args.pod_start_s, args.cost_scale, args.members_per_archive)
+    per_s, described = LOADS[args.load](args.files)
+    files = sum(per_s)
+    sim = Simulation(values, costs, mix, files, args.pod_start_s, args.cost_scale, args.members_per_archive,
+                     arrivals_per_s=per_s, server_cpus=args.server_cpus,
+                     server_cpu_per_file=args.server_cpu_per_file, server_cpu_per_pool_step=args.server_cpu_per_pool_step,
+                     pull_mb_s=args.pull_mb_s, pull_share=args.pull_share, seed=args.seed)
     sim.run()
     report = sim.report()
     report["assumptions"] = {
-        "arrivals": f"{args.files} files 08:00-18:00, 40 % in a Gaussian peak at 09:30 (sigma 45 min)",
+        "load": args.load, "arrivals": described, "peak_files_per_hour": max(sum(per_s[h * 3600:(h + 1) * 3600]) for h in range(24)),
+        "server_cpu_per_file": args.server_cpu_per_file, "server_cpu_per_pool_step": args.server_cpu_per_pool_step,
+        "pull_mb_s": args.pull_mb_s, "pull_share": args.pull_share, "image_mb": IMAGE_MB,
         "mix": {k: round(v, 3) for k, v in mix.items()}, "members_per_archive": args.members_per_archive,
         "pod_start_s": args.pod_start_s, "cost_scale": args.cost_scale,
         "cold_start_s": sim.cold, "costs_measured_on": costs.get("measured_on"), "overrides": args.set,
@@ -508,15 +699,23 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_report(r: dict, values: dict) -> None:
     a = r["assumptions"]
-    print(f"fileflow scaling simulation: {r['files']} files; pod start {a['pod_start_s']} s, "
-          f"cold start {a['cold_start_s']} s (measured), cost x{a['cost_scale']}")
+    print(f"fileflow scaling simulation: {r['files']} files ({a['load']}: {a['arrivals']}, busiest hour "
+          f"{a['peak_files_per_hour']} files); pod start {a['pod_start_s']} s + pull of {a['pull_share']:.0%} "
+          f"at {a['pull_mb_s']} MB/s, cold start {a['cold_start_s']} s (measured), cost x{a['cost_scale']}")
+    sv = r["server"]
+    print(f"Prefect server: {sv['cpus'] or 'unbounded'} CPUs; {sv['cpu_s_total']} CPU-s "
+          f"({sv['cpu_s_per_file']} a file); busiest 5 min asked for {sv['busiest_5min_cpus']} CPUs at "
+          f"{sv['busiest_5min_at']}; longest wait for it {sv['max_queue_delay_s']} s at {sv['max_queue_delay_at']}")
+    lim = r["limits"]
+    print(f"limits: active files {lim['active_files']}, converters {lim['converters']}; "
+          f"held in the mediator at peak {lim['peak_held_in_mediator'] or 'none'}; image pulls {r['image_pulls']}")
     print(f"mix {a['mix']}, {a['members_per_archive']} members per archive"
           + (f"; overrides {a['overrides']}" if a["overrides"] else ""))
     m = r["mediator"]
     print(f"last arrival {r['last_arrival']}, last file done {r['last_file_done']} "
           f"({r['drained_after_last_arrival_s']} s after the last arrival)")
     b = r["backlog"]
-    print(f"waiting (files for a mediator slot + runs for a pod): peak {b['peak_waiting']} at {b['peak_at']}, "
+    print(f"waiting (files for a mediator slot + runs for a pod; the server's queue counts in the backlog): peak {b['peak_waiting']} at {b['peak_at']}, "
           f"mediator queue peak {b['mediator_queue_peak']}; oldest wait {b['oldest_wait_s']} s")
     if b["seconds_with_waits_over"]:
         print(f"backlog (something waited over 60 s): from {b['waits_over_60s_from']} until {b['waits_over_60s_until']} "

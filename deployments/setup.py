@@ -8,7 +8,10 @@
 2. on every pool a ``reprocess`` work queue served after the pool's others (priority 100,
    one run at a time), and fileflow's global concurrency limits (``fileflow-active-files``,
    ``fileflow-reprocess``, ``fileflow-reprocess-rate``, ``fileflow-converter-<name>``); existing
-   ones are left as they are (see fileflow/ops/limits.py);
+   ones are left as they are (see fileflow/ops/limits.py). ``FILEFLOW_SETUP_LIMITS`` (JSON, set by
+   the Helm chart's setup hook) adds or replaces limits by name: ``{"fileflow-active-files":
+   null, "fileflow-converter-ocr": 200}`` creates no active-files limit (no cap) and an ocr cap
+   of 200 (the pool's maxReplicaCount), so that a limit never stops KEDA from scaling;
 3. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place);
 4. the webhook automation for terminal file events, when ``FILEFLOW_NOTIFY_WEBHOOK_URL`` is
    set (disabled otherwise; see notify.py and docs/events.md);
@@ -81,14 +84,46 @@ def deploy(env: dict[str, str] | None = None) -> None:
         raise RuntimeError(f"prefect deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
+def limit_specs(env: dict[str, str] | None = None) -> list:
+    """The limits to create when missing: fileflow's defaults (reprocessing's), with
+    ``FILEFLOW_SETUP_LIMITS`` (a JSON object name -> integer, or null for no limit at all) adding
+    or replacing limits by name."""
+    from fileflow.names import ACTIVE_FILES, converter_limit
+    from fileflow.ops.limits import LimitSpec, default_limits
+
+    raw = (os.environ if env is None else env).get("FILEFLOW_SETUP_LIMITS", "").strip()
+    specs = {spec.name: spec for spec in default_limits()}
+    if not raw:
+        return list(specs.values())
+    overrides = json.loads(raw)
+    described = {ACTIVE_FILES: "uploaded files processed at once",
+                 **{converter_limit(c): f"steps of converter {c} at once" for c in converters.BUILTINS}}
+    known = set(specs) | set(described)
+    if not isinstance(overrides, dict) or set(overrides) - known:
+        raise ValueError(f"FILEFLOW_SETUP_LIMITS: a JSON object with names among {sorted(known)}, got {raw!r}")
+    for name, value in overrides.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"FILEFLOW_SETUP_LIMITS: {name} must be an integer >= 0 or null, got {value!r}")
+        if value is None:
+            specs.pop(name, None)
+        elif name in specs:
+            spec = specs[name]
+            specs[name] = LimitSpec(name, value, spec.description, spec.slot_decay_per_second)
+        else:
+            specs[name] = LimitSpec(name, value, described[name])
+    return list(specs.values())
+
+
 async def ensure_steering() -> tuple[list[str], list[str]]:
     """The reprocess queues and the limits; (pools given a queue, limits created)."""
     from prefect.client.orchestration import get_client
 
     from fileflow.ops.limits import ensure_limits, ensure_reprocess_queues
 
+    specs = limit_specs()
     async with get_client() as client:
-        return await ensure_reprocess_queues(client, [*pool_names(), *K8S_POOLS]), await ensure_limits(client)
+        queues = await ensure_reprocess_queues(client, [*pool_names(), *K8S_POOLS])
+        return queues, await ensure_limits(client, specs) if specs else []
 
 
 def apply(env: dict[str, str] | None = None) -> tuple[list[str], list[str], list[str]]:

@@ -76,3 +76,51 @@ def test_setup_is_idempotent(prefect_server):
     assert {name for name, _ in automations} == {CRASH_AUTOMATION, PENDING_AUTOMATION, RESUME_AUTOMATION}  # one of each
     assert again == (pools, deployments, automations)  # same ids: updated in place, nothing new
     assert len({d for d in deployments if d[0] in converters.BUILTINS}) == len(converters.BUILTINS)
+
+
+def test_setup_creates_the_limits_the_chart_asks_for_and_none_where_it_says_none(prefect_server):
+    """FILEFLOW_SETUP_LIMITS as the chart's setup hook sets it: no active-files cap, the ocr cap
+    at its pool's size; an operator's existing limit is left as it is."""
+    import asyncio
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from deployments.setup import limit_specs
+    from fileflow.ops.limits import ensure_limits
+
+    env = {"FILEFLOW_SETUP_LIMITS": json.dumps({"fileflow-active-files": None, "fileflow-converter-ocr": 200,
+                                                "fileflow-converter-office_pdf": None})}
+
+    async def run():
+        async with get_client() as client:
+            for gcl in await client.read_global_concurrency_limits(limit=200):
+                if gcl.name.startswith("fileflow-"):
+                    await client.delete_global_concurrency_limit_by_name(gcl.name)
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name="fileflow-converter-pdf_text", limit=3))  # an operator's
+            created = await ensure_limits(client, limit_specs(env))
+            now = {g.name: g.limit for g in await client.read_global_concurrency_limits(limit=200)}
+            for name in now:
+                if name.startswith("fileflow-"):
+                    await client.delete_global_concurrency_limit_by_name(name)
+            return created, now
+
+    created, now = asyncio.run(run())
+    assert "fileflow-active-files" not in now and "fileflow-converter-office_pdf" not in now
+    assert now["fileflow-converter-ocr"] == 200
+    assert now["fileflow-converter-pdf_text"] == 3 and "fileflow-converter-pdf_text" not in created
+    assert "fileflow-converter-language" not in now  # not named: no cap (fileflow's default)
+    assert now["fileflow-reprocess"] == 1  # reprocessing's defaults stay
+
+
+def test_setup_limits_refuses_unknown_names_and_bad_values():
+    import pytest
+
+    from deployments.setup import limit_specs
+
+    for raw in ('{"fileflow-activ-files": 3}', '{"fileflow-active-files": -1}', '{"fileflow-active-files": "8"}', "[1]"):
+        with pytest.raises(ValueError):
+            limit_specs({"FILEFLOW_SETUP_LIMITS": raw})
+    assert limit_specs({}) == limit_specs({"FILEFLOW_SETUP_LIMITS": ""})

@@ -128,8 +128,10 @@ def test_exporter_reports_pending_work_per_pool(client, deployment, exporter):
         deployment, state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(hours=1))
     )
 
-    assert _pool(exporter, POOL_A) == {"pool": POOL_A, "waiting": 3, "running": 0, "pending": 3, "paused": False}
-    assert _pool(exporter, POOL_B) == {"pool": POOL_B, "waiting": 0, "running": 0, "pending": 0, "paused": False}
+    assert _pool(exporter, POOL_A) == {"pool": POOL_A, "waiting": 3, "running": 0, "pending": 3, "paused": False,
+                                       "held": 0, "stale": 0}
+    assert _pool(exporter, POOL_B) == {"pool": POOL_B, "waiting": 0, "running": 0, "pending": 0, "paused": False,
+                                       "held": 0, "stale": 0}
 
     metrics = _metrics(exporter)
     assert metrics[("fileflow_pool_waiting_runs", POOL_A)] == 3
@@ -140,26 +142,30 @@ def test_exporter_reports_pending_work_per_pool(client, deployment, exporter):
     assert metrics[("fileflow_active_mediator_runs", "")] == 3
     assert 0 < metrics[("fileflow_exporter_scrape_seconds", "")] < 10
 
-    # One run starts, another is claimed by a (pretend) worker: Pending still waits.
+    # One run starts, another is claimed by a (pretend) worker: a worker is busy with both.
     client.set_flow_run_state(runs[0].id, Running(), force=True)
     client.set_flow_run_state(runs[1].id, Pending(), force=True)
-    assert _pool(exporter, POOL_A) == {"pool": POOL_A, "waiting": 2, "running": 1, "pending": 3, "paused": False}
+    assert _pool(exporter, POOL_A) == {"pool": POOL_A, "waiting": 1, "running": 2, "pending": 3, "paused": False,
+                                       "held": 0, "stale": 0}
     metrics = _metrics(exporter)
-    assert metrics[("fileflow_pool_waiting_runs", POOL_A)] == 2
-    assert metrics[("fileflow_pool_running_runs", POOL_A)] == 1
+    assert metrics[("fileflow_pool_waiting_runs", POOL_A)] == 1
+    assert metrics[("fileflow_pool_running_runs", POOL_A)] == 2
     assert metrics[("fileflow_pool_pending_work", POOL_A)] == 3
 
-    # An operator pauses the pool during an incident: the queued work is still reported.
+    # An operator pauses the pool during an incident: its queued run is held, not pending (no
+    # worker could claim it, so KEDA must start none); the runs already at work still count.
     client.update_work_pool(POOL_A, WorkPoolUpdate(is_paused=True))
     assert _pool(exporter, POOL_A)["paused"] is True
     metrics = _metrics(exporter)
     assert metrics[("fileflow_pool_paused", POOL_A)] == 1
-    assert metrics[("fileflow_pool_pending_work", POOL_A)] == 3
+    assert metrics[("fileflow_pool_pending_work", POOL_A)] == 2
+    assert metrics[("fileflow_pool_held_runs", POOL_A)] == 1
 
     status, _, body = _get(f"{exporter.url}/pools")
     listed = {p["pool"]: p for p in json.loads(body)}
     assert status == 200
-    assert listed[POOL_A] == {"pool": POOL_A, "waiting": 2, "running": 1, "pending": 3, "paused": True}
+    assert listed[POOL_A] == {"pool": POOL_A, "waiting": 0, "running": 2, "pending": 2, "paused": True,
+                              "held": 1, "stale": 0}
     assert listed[POOL_B]["pending"] == 0
 
     status, content_type, body = _get(f"{exporter.url}/pools/no-such-pool")
@@ -249,6 +255,8 @@ def test_exposition_names_types_labels_and_values_as_documented():
         "fileflow_pool_running_runs": "gauge",
         "fileflow_pool_pending_work": "gauge",
         "fileflow_pool_paused": "gauge",
+        "fileflow_pool_held_runs": "gauge",
+        "fileflow_pool_stale_pending_runs": "gauge",
         "fileflow_active_mediator_runs": "gauge",
         "fileflow_exporter_scrape_seconds": "gauge",
         "fileflow_files": "counter",  # the parser names a counter family without its _total
@@ -285,3 +293,124 @@ def test_exposition_names_types_labels_and_values_as_documented():
     assert samples[("fileflow_step_duration_seconds_bucket", (*ocr, ("le", "+Inf")))] == 1
     assert not any(dict(labels).get("converter") == "language" for _, labels in samples)  # cached: not a run
     assert "process_" not in body and "python_" not in body  # the exporter's own registry only
+
+
+# -- what a worker could claim now (issue 21): nothing KEDA would start a pod for in vain ---------
+
+
+@pytest.fixture
+def queued(client):
+    """Pool a with its default queue and a ``reprocess`` queue (limit-free), a deployment on each
+    queue and one with a deployment concurrency limit of 1; all removed afterwards."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    client.create_work_pool(WorkPoolCreate(name=POOL_A, type="process"), overwrite=True)
+    client.create_work_queue("reprocess", work_pool_name=POOL_A, priority=100)
+    flow_id = client.create_flow_from_name("exporter-test-claimable")
+    made = {
+        "default": client.create_deployment(flow_id=flow_id, name="claim-default", work_pool_name=POOL_A),
+        "reprocess": client.create_deployment(flow_id=flow_id, name="claim-reprocess", work_pool_name=POOL_A,
+                                              work_queue_name="reprocess"),
+        "limited": client.create_deployment(flow_id=flow_id, name="claim-limited", work_pool_name=POOL_A,
+                                            concurrency_limit=1),
+    }
+    yield made
+    ids = list(made.values())
+    for run in client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=ids))):
+        client.delete_flow_run(run.id)
+    for deployment_id in ids:
+        client.delete_deployment(deployment_id)
+    client.delete_flow(flow_id)
+    client.delete_work_pool(POOL_A)
+
+
+def _figures(server: ExporterServer) -> tuple[int, int, int, int, int]:
+    p = _pool(server, POOL_A)
+    return p["waiting"], p["running"], p["pending"], p["held"], p["stale"]
+
+
+def test_paused_queue_does_not_raise_pending(client, queued, exporter):
+    queue = client.read_work_queue_by_name("reprocess", work_pool_name=POOL_A)
+    client.update_work_queue(queue.id, is_paused=True)
+    for _ in range(3):
+        client.create_flow_run_from_deployment(queued["reprocess"])
+    client.create_flow_run_from_deployment(queued["default"])
+    # Only the default queue's run can be claimed; the paused queue's three are held.
+    assert _figures(exporter) == (1, 0, 1, 3, 0)
+    assert _metrics(exporter)[("fileflow_pool_held_runs", POOL_A)] == 3
+
+    client.update_work_queue(queue.id, is_paused=False)
+    assert _figures(exporter) == (4, 0, 4, 0, 0)
+
+    # A queue concurrency limit of 1 with one of its runs already Running: one claimable fewer
+    # than due, and the rest of that queue held until the slot frees.
+    from prefect.states import Running
+
+    client.update_work_queue(queue.id, concurrency_limit=1)
+    reprocess_runs = [r for r in client.read_flow_runs() if r.deployment_id == queued["reprocess"]]
+    client.set_flow_run_state(reprocess_runs[0].id, Running(), force=True)
+    assert _figures(exporter) == (1, 1, 2, 2, 0)
+
+
+def test_concurrency_wait_does_not_raise_pending(client, queued, exporter):
+    from prefect.states import Completed, Pending, Running, Scheduled
+
+    first = client.create_flow_run_from_deployment(queued["limited"])
+    # Through the server's own orchestration: Pending takes the deployment's one slot.
+    assert client.set_flow_run_state(first.id, Pending()).state.type.value == "PENDING"
+    assert client.set_flow_run_state(first.id, Running()).state.type.value == "RUNNING"
+    second = client.create_flow_run_from_deployment(queued["limited"])
+    answer = client.set_flow_run_state(second.id, Pending())
+    # The server refused the second run a slot and put it back to wait.
+    rejected = client.read_flow_run(second.id).state
+    assert (rejected.type.value, rejected.name) == ("SCHEDULED", "AwaitingConcurrencySlot"), answer
+    # Its wait over (as after concurrency_slot_wait_seconds): due again, still no free slot.
+    client.set_flow_run_state(second.id, Scheduled(name="AwaitingConcurrencySlot",
+                                                   scheduled_time=datetime.now(timezone.utc) - timedelta(seconds=1)),
+                              force=True)
+    assert _figures(exporter) == (0, 1, 1, 1, 0)
+
+    # The slot frees: now a worker could claim it, and it counts.
+    client.set_flow_run_state(first.id, Completed())
+    assert _figures(exporter) == (1, 0, 1, 0, 0)
+
+
+def test_pending_run_of_a_dead_worker_is_stale_not_pending(prefect_server, client, queued):
+    from prefect.states import Pending
+
+    server, thread = _serve(prefect_server, mediator_pool=POOL_A, cache_s=0, pending_grace_s=2)
+    try:
+        run = client.create_flow_run_from_deployment(queued["default"])
+        client.set_flow_run_state(run.id, Pending(), force=True)
+        assert _figures(server) == (0, 1, 1, 0, 0)  # a worker claimed it and is starting it
+        import time
+
+        time.sleep(2.5)  # past the grace and still Pending: the worker died before starting it
+        assert _figures(server) == (0, 0, 0, 0, 1)
+        assert _metrics(server)[("fileflow_pool_stale_pending_runs", POOL_A)] == 1
+    finally:
+        _stop(server, thread)
+
+
+def test_the_charts_helm_test_pod_passes_against_a_real_exporter(client, exporter):
+    """The `helm test` pod's own command (from the rendered chart), pointed at this exporter."""
+    import subprocess
+    import sys
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from tests.test_helm import MINIMAL, of_kind, render
+
+    (pod,) = of_kind(render(MINIMAL), "Pod").values()
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    client.create_work_pool(WorkPoolCreate(name="fileflow-mediator", type="process"), overwrite=True)
+    try:
+        ok = subprocess.run([sys.executable, "-c", command[2], exporter.url], capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stderr
+        assert "exporter answers" in ok.stdout
+    finally:
+        client.delete_work_pool("fileflow-mediator")
+    gone = subprocess.run([sys.executable, "-c", command[2], exporter.url], capture_output=True, text=True, timeout=60)
+    assert gone.returncode != 0  # no mediator pool: the test fails, as it should

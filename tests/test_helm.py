@@ -7,6 +7,7 @@ prefect.yaml."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import subprocess
@@ -194,13 +195,22 @@ def _keda_validator(name: str):
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
+def _monitoring_validator(name: str):
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "monitoring" / name).read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
 @pytest.mark.parametrize("which", ["default_objects", "full_objects"])
 def test_every_manifest_is_valid(which, request):
     import kubernetes_validate
 
     objects = request.getfixturevalue(which)
     validators = {"ScaledJob": _keda_validator("scaledjob.schema.json"),
-                  "ScaledObject": _keda_validator("scaledobject.schema.json")}
+                  "ScaledObject": _keda_validator("scaledobject.schema.json"),
+                  "ServiceMonitor": _monitoring_validator("servicemonitor.schema.json"),
+                  "PrometheusRule": _monitoring_validator("prometheusrule.schema.json")}
     kinds = set()
     for obj in objects:
         kinds.add(obj["kind"])
@@ -508,8 +518,9 @@ def test_scaled_job_pod_lets_its_step_finish_on_sigterm(default_objects, tmp_pat
     The worker here is a stand-in command that records any SIGTERM it receives."""
     sj = next(iter(of_kind(default_objects, "ScaledJob").values()))
     container = sj["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]
-    assert container["command"][:2] == ["/bin/sh", "-c"]
-    script, arg0 = container["command"][2], container["command"][3]
+    # tini is PID 1 (forwards the SIGTERM to the shell, reaps zombies); the shell is run here
+    assert container["command"][:4] == ["/usr/bin/tini", "--", "/bin/sh", "-c"]
+    script, arg0 = container["command"][4], container["command"][5]
     ready, go, hit = tmp_path / "ready", tmp_path / "go", tmp_path / "sigterm"
     worker = (
         "import pathlib, signal, sys, time\n"
@@ -592,6 +603,10 @@ def test_dockerfile_images_are_pinned_non_root_and_carry_their_packages():
     assert "tesseract-ocr" not in packages("office") | packages("video") | packages("mediator")
     build = " ".join(stages["build"])
     assert "uv sync --frozen --no-dev" in build.replace("/opt/uv/bin/", "")
+    # tini (Debian's) is PID 1 of every image, and the images share one runtime stage
+    assert "tini" in packages("runtime")
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in stages["runtime"]
+    assert all(parents[f] == "runtime" for f in flavours)
 
     values = _load_values()
     used = {c["image"] for c in values["converters"].values()} | {values["mediator"]["image"], values["exporter"]["image"]}
@@ -629,7 +644,8 @@ def test_scaling_simulation_uses_the_chart_values_and_respects_them(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "bench"))
     values = _load_values()
-    report = scaling.main(["--files", "3000", "--set", "ocr.maxReplicaCount=3", "--json", str(tmp_path / "r.json")])
+    report = scaling.main(["--load", "peaked-250k", "--files", "3000", "--set", "ocr.maxReplicaCount=3",
+                           "--json", str(tmp_path / "r.json")])
     enabled = {f"converter-{n}": c for n, c in values["converters"].items() if c["enabled"]}
     assert set(report["pools"]) == set(enabled)
     for pool, figures in report["pools"].items():
@@ -654,3 +670,178 @@ def test_every_pod_heartbeats_as_often_as_the_crash_automation_expects(default_o
         assert env["FILEFLOW_LIVENESS_PENDING_AFTER_S"]["value"] == "300", name
     with pytest.raises(Exception, match="at least twice"):
         render({**MINIMAL, "prefect": {"heartbeatSeconds": 60, "crashedAfterSeconds": 90}})
+
+
+# -- limits that follow the cluster (issue 21) ------------------------------------------------------
+
+
+def _setup_limits(objects: list[dict]) -> dict:
+    job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"].endswith("-setup"))
+    return json.loads(env_of(job["spec"]["template"]["spec"]["containers"][0])["FILEFLOW_SETUP_LIMITS"]["value"])
+
+
+def test_setup_limits_never_cap_below_what_keda_can_scale_to(default_objects, full_objects, full_values):
+    from deployments.setup import limit_specs
+
+    values = _load_values()
+    for objects, vals in ((default_objects, values), (full_objects, full_values)):
+        limits = _setup_limits(objects)
+        assert limits["fileflow-active-files"] is None  # no cap by default
+        scaled_jobs = {sj["spec"]["triggers"][0]["metadata"]["url"].rsplit("/", 1)[1]: sj
+                       for sj in of_kind(objects, "ScaledJob").values()}
+        for name, conf in vals["converters"].items():
+            cap = limits[f"fileflow-converter-{name}"]
+            if conf["enabled"]:
+                sj = scaled_jobs[f"converter-{name}"]
+                # exactly what KEDA may run at once: the mediator's slots never hold pods back
+                assert cap == sj["spec"]["maxReplicaCount"] * conf["targetPendingPerPod"], name
+            else:
+                assert cap is None, name
+        specs = {s.name: s.limit for s in limit_specs({"FILEFLOW_SETUP_LIMITS": json.dumps(limits)})}
+        assert "fileflow-active-files" not in specs
+        assert specs["fileflow-converter-ocr"] == vals["converters"]["ocr"]["maxReplicaCount"]
+        assert specs["fileflow-reprocess"] == 1  # the reprocessing limits keep fileflow's defaults
+
+
+def test_setup_limits_can_be_set_to_fixed_caps_or_none():
+    limits = _setup_limits(render({**MINIMAL, "limits": {"activeFiles": 500, "converters": 8}}))
+    assert limits["fileflow-active-files"] == 500
+    assert {v for k, v in limits.items() if k.startswith("fileflow-converter-")} == {8}
+    limits = _setup_limits(render({**MINIMAL, "limits": {"converters": None}}))
+    assert {v for k, v in limits.items() if k.startswith("fileflow-converter-")} == {None}
+    with pytest.raises(Exception, match="converters"):
+        render({**MINIMAL, "limits": {"converters": "sixteen"}})
+
+
+# -- rollouts and nodes (issue 21) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["default_objects", "full_objects"])
+def test_mediator_upgrade_never_lowers_capacity_and_drains_for_the_longest_step(which, request):
+    (dep,) = [d for n, d in of_kind(request.getfixturevalue(which), "Deployment").items() if n.endswith("-mediator")]
+    spec = dep["spec"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert spec["minReadySeconds"] >= 30
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    probe = container["readinessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/ready", "health")
+    grace = pod["terminationGracePeriodSeconds"]
+    args = container["command"]
+    assert int(args[args.index("--grace") + 1]) == grace - 10
+    if which == "default_objects":  # the full values set their own, shorter grace on purpose
+        longest = max(converters.spec(c).timeout_s for c in converters.BUILTINS)
+        assert grace >= longest + 10, (grace, longest)
+
+
+def test_node_autoscalers_leave_running_steps_alone_and_pods_ask_for_scratch(default_objects):
+    for sj in of_kind(default_objects, "ScaledJob").values():
+        template = sj["spec"]["jobTargetRef"]["template"]
+        assert template["metadata"]["annotations"] == {
+            "cluster-autoscaler.kubernetes.io/safe-to-evict": "false", "karpenter.sh/do-not-disrupt": "true"}
+    for name, pod in pod_specs(default_objects):
+        for container in pod["containers"]:
+            assert "ephemeral-storage" in container["resources"]["requests"], name
+
+
+def test_scheduling_values_reach_each_component(full_objects, full_values):
+    (mediator,) = [d for n, d in of_kind(full_objects, "Deployment").items() if n.endswith("-mediator")]
+    pod = mediator["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"workload": "fileflow-mediator"}  # the component's wins
+    assert pod["tolerations"] == full_values["tolerations"] + full_values["mediator"]["pod"]["tolerations"]
+    assert pod["affinity"] == full_values["mediator"]["pod"]["affinity"]
+    assert pod["priorityClassName"] == "fileflow-mediator"
+    assert mediator["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == "25%"
+    assert mediator["spec"]["template"]["metadata"]["annotations"] == {"example.com/team": "documents"}
+    for sj in of_kind(full_objects, "ScaledJob").values():
+        template = sj["spec"]["jobTargetRef"]["template"]
+        # Helm merges maps: the default safe-to-evict stays unless set to null
+        assert template["metadata"]["annotations"] == {
+            "cluster-autoscaler.kubernetes.io/safe-to-evict": "false", "karpenter.sh/do-not-disrupt": "true"}
+        assert template["spec"]["nodeSelector"] == {"workload": "fileflow-steps"}
+        assert template["spec"]["priorityClassName"] == "fileflow-steps"
+        assert template["spec"]["affinity"] == full_values["converterPods"]["affinity"]
+    (exporter,) = [d for n, d in of_kind(full_objects, "Deployment").items() if n.endswith("-exporter")]
+    assert exporter["spec"]["template"]["spec"]["nodeSelector"] == full_values["nodeSelector"]
+    assert "priorityClassName" not in exporter["spec"]["template"]["spec"]
+
+
+def test_schema_refuses_unknown_pod_keys():
+    with pytest.raises(Exception, match="podAffinity|additional"):
+        render({**MINIMAL, "mediator": {"pod": {"podAffinity": {}}}})
+
+
+
+# -- monitoring the chart ships (issue 21) ----------------------------------------------------------
+
+
+def test_monitoring_is_optional_and_the_helm_test_is_on_by_default(default_objects):
+    assert not of_kind(default_objects, "ServiceMonitor") and not of_kind(default_objects, "PrometheusRule")
+    (pod,) = of_kind(default_objects, "Pod").values()
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["command"][-1].endswith(":9464")  # the exporter's Service URL
+    assert not of_kind(render({**MINIMAL, "monitoring": {"helmTest": {"enabled": False}}}), "Pod")
+
+
+def test_service_monitor_and_rules_watch_the_exporter_and_its_real_metrics(full_objects):
+    (sm,) = of_kind(full_objects, "ServiceMonitor").values()
+    (service,) = [o for o in of_kind(full_objects, "Service").values() if o["metadata"]["name"].endswith("-exporter")]
+    selector = sm["spec"]["selector"]["matchLabels"]
+    assert all(service["metadata"]["labels"].get(k) == v for k, v in selector.items())
+    assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+    (rule,) = of_kind(full_objects, "PrometheusRule").values()
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(rules) >= {"FileflowExporterDown", "FileflowBacklogOld", "FileflowFailureRate",
+                          "FileflowRunsWithoutHeartbeat"}
+    assert f'job="{service["metadata"]["name"]}"' in rules["FileflowExporterDown"]["expr"]
+    assert "[20m]" in rules["FileflowBacklogOld"]["expr"]  # the full values' backlogAge
+    served = _exporter_series()
+    for name, r in rules.items():
+        used = set(re.findall(r"fileflow_[a-z_]+", r["expr"]))
+        assert used <= served, (name, used - served)
+
+
+def test_monitoring_schemas_catch_a_misspelt_field(full_objects):
+    (sm,) = of_kind(full_objects, "ServiceMonitor").values()
+    broken = {**sm, "spec": {**sm["spec"], "endpoints": [{**sm["spec"]["endpoints"][0], "scrapeInterval": "30s"}]}}
+    assert list(_monitoring_validator("servicemonitor.schema.json").iter_errors(broken))
+    (rule,) = of_kind(full_objects, "PrometheusRule").values()
+    group = rule["spec"]["groups"][0]
+    broken = {**rule, "spec": {"groups": [{**group, "rules": [{**group["rules"][0], "for": "five minutes"}]}]}}
+    assert list(_monitoring_validator("prometheusrule.schema.json").iter_errors(broken))
+
+
+def test_the_helm_test_pod_reaches_the_exporter_through_its_network_policy(default_objects):
+    (pod,) = of_kind(default_objects, "Pod").values()
+    (policy,) = [p for n, p in of_kind(default_objects, "NetworkPolicy").items() if n.endswith("-exporter")]
+    selectors = [f["podSelector"]["matchLabels"] for f in policy["spec"]["ingress"][0]["from"] if "podSelector" in f]
+    assert any(all(pod["metadata"]["labels"].get(k) == v for k, v in sel.items()) for sel in selectors)
+
+
+def test_scaling_model_has_the_server_and_the_charts_limits_in_it(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import scaling
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    run = lambda *extra: scaling.main(["--load", "seed-day", "--files", "20000", *extra])
+    # 2,000 files/h at 0.81 + 0.51 per pool step CPU-s: about 0.8 server CPUs asked for
+    free = run()
+    asked = free["server"]["busiest_5min_cpus"]
+    assert 0.6 < asked < 1.2, asked
+    assert free["server"]["max_queue_delay_s"] == 0 and free["drained_after_last_arrival_s"] < 600
+    small = run("--server-cpus", "0.5")  # half of what the load asks for: a backlog that outlives the day
+    assert small["server"]["max_queue_delay_s"] > 600
+    assert small["drained_after_last_arrival_s"] > 3 * 3600
+    enough = run("--server-cpus", str(math.ceil(asked * 1.2 * 10) / 10))
+    assert enough["server"]["max_queue_delay_s"] < 60 and enough["backlog"]["seconds_with_waits_over"] == 0
+    # the chart's default limits never hold a step back; the old fixed caps do
+    assert free["limits"]["active_files"] is None and free["limits"]["peak_held_in_mediator"] == {}
+    assert free["limits"]["converters"]["converter-ocr"] == _load_values()["converters"]["ocr"]["maxReplicaCount"]
+    capped = run("--set", "limits.converters=2")
+    assert capped["limits"]["peak_held_in_mediator"], capped["limits"]
+    assert capped["drained_after_last_arrival_s"] > free["drained_after_last_arrival_s"]

@@ -155,9 +155,9 @@ def test_a_worker_with_a_large_limit_claims_a_few_runs_at_a_time(sleepy_pool):
     assert 1 <= most <= CLAIM_BATCH, sorted(claimed)
 
 
-def _health(port: int) -> int | None:
+def _health(port: int, path: str = "/health") -> int | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -181,8 +181,10 @@ def test_health_port_answers_200_while_the_pool_is_polled_and_503_when_polling_s
                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: _health(port) == 200, 90, "the worker's health endpoint answering 200")
+        assert _health(port, "/ready") == 200  # the chart's readiness probe
         relay.cut()
         wait_until(lambda: _health(port) == 503, 60, "503 once the worker cannot poll the API")
+        assert _health(port, "/ready") == 503
         relay.restore()
         wait_until(lambda: _health(port) == 200, 120, "200 again once the API is back")
         worker.send_signal(signal.SIGTERM)

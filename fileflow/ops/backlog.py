@@ -1,5 +1,6 @@
-"""What waits on a work pool, counted one way for ``fileflow status`` and the exporter (KEDA's
-metric): a pool's due Scheduled, Pending and Running flow runs."""
+"""What waits on a work pool for ``fileflow status``: a pool's due Scheduled, Pending and Running
+flow runs. The exporter (KEDA's metric, :mod:`fileflow.server.exporter`) counts more finely: only
+the runs a worker could claim now, with the held and stale ones apart."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ What is read, with one client (the embedded default's ephemeral server, or ``PRE
   ``inspect``/``routing``; an archive with no step running is waiting for its ``members``
   (each member is a file in flight of its own).
 - **waiting work per pool**: per work pool, due Scheduled + Pending flow runs and Running ones,
-  counted exactly as the exporter counts them (:func:`fileflow.ops.backlog.pool_count_filters`).
+  (:func:`fileflow.ops.backlog.pool_count_filters`; the exporter's ``pending`` leaves out what no
+  worker may claim now).
 - **oldest waiting**: the due Scheduled or Pending flow run with the earliest expected start.
 - **last hour** (``window``): ``fileflow.file.completed`` / ``fileflow.file.failed`` events
   (:mod:`fileflow.engine.events`) counted by the events API, failures by the ``error.type`` of their

@@ -11,11 +11,19 @@ serves, per work pool, the flow runs that are due and waiting plus the ones runn
   KEDA's metrics-api scaler reads with ``valueLocation: pending`` (404 for an unknown pool);
 - ``GET /healthz``       ``ok`` (200) while the Prefect API answers, 503 otherwise.
 
-Counting, per pool (``WorkPoolFilter`` by name, ``count_flow_runs``, three counts at once):
-``waiting`` = state type SCHEDULED with ``expected_start_time <= now`` (Scheduled, Late, a due
-AwaitingRetry ...) + state type PENDING (a worker has claimed it, it has not started);
-``running`` = state type RUNNING; ``pending`` = waiting + running. Figures are cached for
-``cache_s`` so that many scrapers cost the API one refresh per interval.
+Counting, per pool: only what a worker could claim now, so that KEDA starts no pod that would
+find nothing (``count_flow_runs`` by pool and queue, sent together):
+``waiting`` = runs of state type SCHEDULED with ``expected_start_time <= now`` (Scheduled, Late,
+a due AwaitingRetry ...) in the pool's queues that are not paused, at most a queue's free
+concurrency slots (its limit minus its Pending and Running runs) and at most the pool's; runs
+that wait for a deployment concurrency slot (``AwaitingConcurrencySlot``) only up to their
+deployment's free slots; 0 when the pool is paused. ``running`` = state type RUNNING + state type PENDING entered less than
+``pending_grace_s`` ago (a worker claimed it and is starting it). ``pending`` = waiting +
+running, the figure KEDA reads. ``held`` = due Scheduled runs no worker may claim now (paused
+pool or queue, full queue or pool, waiting for a concurrency slot); ``stale`` = Pending runs
+older than the grace (their worker died before starting them: no pod is at work on them, and a
+new one could not claim them). Figures are cached for ``cache_s`` so that many scrapers cost the
+API one refresh per interval.
 
 Run it: ``python -m fileflow.server.exporter --host 127.0.0.1 --port 9464`` (settings from
 ``FILEFLOW_EXPORTER_*``; the Prefect API from ``--api-url`` or ``PREFECT_API_URL``).
@@ -48,12 +56,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fileflow.server.file_metrics import FileEventCounters, FileFigures
 from fileflow.server.file_metrics import families as file_metric_families
 from fileflow.names import MEDIATOR_POOL
-from fileflow.ops.backlog import pool_count_filters
 
 log = logging.getLogger("fileflow.server.exporter")
 
 T = TypeVar("T")
 
+AWAITING_SLOT = "AwaitingConcurrencySlot"
+"""Prefect's name of a Scheduled state whose run waits for a deployment concurrency slot."""
+PENDING_READ_LIMIT = 2000
+"""Most Pending runs of one pool read per refresh (to tell fresh ones from stale ones)."""
 
 
 class ExporterSettings(BaseSettings):
@@ -84,6 +95,9 @@ class ExporterSettings(BaseSettings):
     events_slack_s: float = Field(
         30.0, ge=0, description="seconds by which a terminal event may become readable late and still be counted"
     )
+    pending_grace_s: float = Field(
+        120.0, gt=0, description="seconds a Pending run counts as being started by its worker; older ones are stale"
+    )
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,10 @@ class PoolFigures:
     waiting: int
     running: int
     paused: bool
+    held: int = 0
+    """Due Scheduled runs no worker may claim now (paused pool/queue, full queue/pool, concurrency wait)."""
+    stale: int = 0
+    """Pending runs older than the grace: their worker died before starting them."""
 
     @property
     def pending(self) -> int:
@@ -106,6 +124,8 @@ class PoolFigures:
             "running": self.running,
             "pending": self.pending,
             "paused": self.paused,
+            "held": self.held,
+            "stale": self.stale,
         }
 
 
@@ -147,6 +167,7 @@ class PendingWork:
         max_parallel_requests: int = 8,
         events_lookback_s: float = 0.0,
         events_slack_s: float = 30.0,
+        pending_grace_s: float = 120.0,
     ) -> None:
         if api_url is None:
             # Resolved here, in the caller's thread: Prefect's settings live in a contextvar
@@ -164,6 +185,7 @@ class PendingWork:
         self.cache_s = cache_s
         self.api_timeout_s = api_timeout_s
         self.max_parallel_requests = max_parallel_requests
+        self.pending_grace_s = pending_grace_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -297,7 +319,7 @@ class PendingWork:
         pools = await self._read_pools()
         now = datetime.now(timezone.utc)
         figures, _ = await asyncio.gather(
-            asyncio.gather(*(self._count(p.name, bool(p.is_paused), now) for p in pools)),
+            asyncio.gather(*(self._count(p, now) for p in pools)),
             self._limited(self._files.refresh(self._client)),  # refreshes are single-flight
         )
         elapsed = time.perf_counter() - started
@@ -314,13 +336,10 @@ class PendingWork:
 
         now = datetime.now(timezone.utc)
         try:
-            pool, counts = await asyncio.gather(
-                self._limited(self._client.read_work_pool(name)), self._counts(name, now)
-            )
+            pool = await self._limited(self._client.read_work_pool(name))
         except ObjectNotFound:
             return None
-        waiting, running = counts
-        return PoolFigures(pool=name, waiting=waiting, running=running, paused=bool(pool.is_paused))
+        return await self._count(pool, now)
 
     async def _read_pools(self) -> list[Any]:
         pools: list[Any] = []
@@ -331,28 +350,108 @@ class PendingWork:
             if len(batch) < page:
                 return pools
 
-    async def _count(self, name: str, paused: bool, now: datetime) -> PoolFigures:
-        waiting, running = await self._counts(name, now)
-        return PoolFigures(pool=name, waiting=waiting, running=running, paused=paused)
-
-    async def _counts(self, name: str, now: datetime) -> tuple[int, int]:
-        """(waiting, running) of one pool: three counts, sent together."""
-        due, claimed, running = await asyncio.gather(
-            *(
-                self._limited(self._client.count_flow_runs(flow_run_filter=f, work_pool_filter=p))
-                for f, p in pool_count_filters(name, now)
-            )
+    async def _count(self, pool: Any, now: datetime) -> PoolFigures:
+        """One pool's figures: what a worker could claim now, what runs, what is held back."""
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterExpectedStartTime,
+            FlowRunFilterState,
+            FlowRunFilterStateName,
+            FlowRunFilterStateType,
+            WorkPoolFilter,
+            WorkPoolFilterName,
+            WorkQueueFilter,
+            WorkQueueFilterId,
         )
-        return int(due) + int(claimed), int(running)
+        from prefect.client.schemas.objects import StateType
+
+        in_pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[pool.name]))
+
+        def state(*types: StateType, due: bool = False, claimable: bool = False) -> FlowRunFilter:
+            criteria: dict[str, Any] = {}
+            if claimable:
+                criteria["name"] = FlowRunFilterStateName(not_any_=[AWAITING_SLOT])
+            criteria["type"] = FlowRunFilterStateType(any_=list(types))
+            flt: dict[str, Any] = {"state": FlowRunFilterState(**criteria)}
+            if due:
+                flt["expected_start_time"] = FlowRunFilterExpectedStartTime(before_=now)
+            return FlowRunFilter(**flt)
+
+        def count(flow_run_filter: FlowRunFilter, queue_id: Any = None) -> Awaitable[int]:
+            queue = WorkQueueFilter(id=WorkQueueFilterId(any_=[queue_id])) if queue_id else None
+            return self._limited(self._client.count_flow_runs(
+                flow_run_filter=flow_run_filter, work_pool_filter=in_pool, work_queue_filter=queue))
+
+        async def claimable_in(queue: Any) -> int:
+            if queue.is_paused:
+                return 0
+            if queue.concurrency_limit is None:
+                return int(await count(state(StateType.SCHEDULED, due=True, claimable=True), queue.id))
+            due, busy = await asyncio.gather(
+                count(state(StateType.SCHEDULED, due=True, claimable=True), queue.id),
+                count(state(StateType.PENDING, StateType.RUNNING), queue.id),
+            )
+            return min(int(due), max(0, queue.concurrency_limit - int(busy)))
+
+        async def read_runs(flow_run_filter: FlowRunFilter) -> list[Any]:
+            runs: list[Any] = []
+            while len(runs) < PENDING_READ_LIMIT:
+                batch = await self._limited(self._client.read_flow_runs(
+                    flow_run_filter=flow_run_filter, work_pool_filter=in_pool, limit=200, offset=len(runs)))
+                runs.extend(batch)
+                if len(batch) < 200:
+                    break
+            return runs
+
+        async def awaiting_slot(open_queues: set[Any]) -> int:
+            """Runs that waited for a deployment concurrency slot and are due again: claimable
+            up to their deployment's free slots (a worker claiming more is refused again)."""
+            runs = await read_runs(FlowRunFilter(
+                state=FlowRunFilterState(name=FlowRunFilterStateName(any_=[AWAITING_SLOT])),
+                expected_start_time=FlowRunFilterExpectedStartTime(before_=now)))
+            per_deployment: dict[Any, int] = {}
+            for run in runs:
+                if run.work_queue_id in open_queues and run.state is not None and run.state.type == StateType.SCHEDULED:
+                    per_deployment[run.deployment_id] = per_deployment.get(run.deployment_id, 0) + 1
+            total = 0
+            for deployment_id, waiting_runs in per_deployment.items():
+                gcl = None
+                if deployment_id is not None:
+                    gcl = (await self._limited(self._client.read_deployment(deployment_id))).global_concurrency_limit
+                free = waiting_runs if gcl is None or not gcl.active else max(0, gcl.limit - gcl.active_slots)
+                total += min(waiting_runs, free)
+            return total
+
+        queues = await self._limited(self._client.read_work_queues(work_pool_name=pool.name))
+        due_all, running, pending_runs, per_queue, after_wait = await asyncio.gather(
+            count(state(StateType.SCHEDULED, due=True)),
+            count(state(StateType.RUNNING)),
+            read_runs(state(StateType.PENDING)),
+            asyncio.gather(*(claimable_in(q) for q in queues)),
+            awaiting_slot({q.id for q in queues if not q.is_paused}),
+        )
+        cutoff = now.timestamp() - self.pending_grace_s
+        fresh = sum(1 for run in pending_runs
+                    if run.state is None or run.state.timestamp is None or run.state.timestamp.timestamp() >= cutoff)
+        busy = int(running) + fresh
+        waiting = 0 if pool.is_paused else sum(per_queue) + after_wait
+        if pool.concurrency_limit is not None:
+            waiting = min(waiting, max(0, pool.concurrency_limit - busy))
+        return PoolFigures(
+            pool=pool.name, waiting=waiting, running=busy, paused=bool(pool.is_paused),
+            held=max(0, int(due_all) - waiting), stale=len(pending_runs) - fresh,
+        )
 
 
 # -- Prometheus text ----------------------------------------------------------------------------
 
 _POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolFigures], float]], ...] = (
-    ("fileflow_pool_waiting_runs", "Flow runs in the work pool that are due and not started: Scheduled (incl. Late) with expected start <= now, or Pending.", lambda f: f.waiting),
-    ("fileflow_pool_running_runs", "Flow runs in the work pool that are Running.", lambda f: f.running),
+    ("fileflow_pool_waiting_runs", "Due Scheduled flow runs (incl. Late) of the work pool that a worker could claim now: open queues, free slots, not waiting for a concurrency slot.", lambda f: f.waiting),
+    ("fileflow_pool_running_runs", "Flow runs of the work pool that are Running, or Pending for less than the grace (being started).", lambda f: f.running),
     ("fileflow_pool_pending_work", "Waiting plus running flow runs of the work pool: the figure to scale its workers on.", lambda f: f.pending),
     ("fileflow_pool_paused", "1 when the work pool is paused (workers get no runs from it), else 0.", lambda f: int(f.paused)),
+    ("fileflow_pool_held_runs", "Due Scheduled flow runs of the work pool that no worker may claim now (paused pool or queue, full queue or pool, waiting for a concurrency slot).", lambda f: f.held),
+    ("fileflow_pool_stale_pending_runs", "Pending flow runs of the work pool older than the grace: their worker died before starting them.", lambda f: f.stale),
 )
 
 
@@ -491,6 +590,7 @@ def start_server(
     max_parallel_requests: int = 8,
     events_lookback_s: float = 0.0,
     events_slack_s: float = 30.0,
+    pending_grace_s: float = 120.0,
 ) -> ExporterServer:
     """A bound exporter whose client is open; call ``serve_forever()`` (or run it in a thread),
     then ``shutdown()``, ``server_close()`` and ``work.close()``. ``port=0`` picks a free port."""
@@ -502,6 +602,7 @@ def start_server(
         max_parallel_requests=max_parallel_requests,
         events_lookback_s=events_lookback_s,
         events_slack_s=events_slack_s,
+        pending_grace_s=pending_grace_s,
     ).start()
     try:
         return ExporterServer((host, port), work)
@@ -557,6 +658,7 @@ def main(argv: list[str] | None = None) -> None:
             max_parallel_requests=settings.max_parallel_requests,
             events_lookback_s=settings.events_lookback_s,
             events_slack_s=settings.events_slack_s,
+            pending_grace_s=settings.pending_grace_s,
         )
     except (ValueError, OSError) as exc:  # no API URL configured, port taken
         parser.exit(2, f"fileflow exporter: {exc}\n")

@@ -334,12 +334,18 @@ def healthy(workers: list[WarmWorker]) -> bool:
 
 async def serve_health(workers: list[WarmWorker], port: int, host: str = "0.0.0.0") -> asyncio.Server:
     """A minimal HTTP endpoint in the worker's own event loop (a blocked loop does not answer
-    either): any GET answers 200 ``ok`` while :func:`healthy`, else 503 ``not polling``."""
+    either): any GET answers 200 ``ok`` while :func:`healthy`, else 503 ``not polling``;
+    ``GET /ready`` (readiness) also answers 503 ``draining`` once the worker drains."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            status, body = ("200 OK", b"ok\n") if healthy(workers) else ("503 Service Unavailable", b"not polling\n")
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            path = (request.split(b" ", 2)[1:2] or [b"/"])[0]
+            if path.startswith(b"/ready") and any(w.draining for w in workers):
+                # readiness (the chart's rollout): a draining pod takes no new file
+                status, body = "503 Service Unavailable", b"draining\n"
+            else:
+                status, body = ("200 OK", b"ok\n") if healthy(workers) else ("503 Service Unavailable", b"not polling\n")
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
                          "Connection: close\r\n\r\n".encode() + body)
             await writer.drain()

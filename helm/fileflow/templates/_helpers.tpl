@@ -235,13 +235,27 @@ imagePullSecrets:
   - name: {{ . }}
   {{- end }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- end -}}
+
+{{/* Where a component's pods go: "fileflow.podPlacement" (dict "root" $ "pod" .Values.<component>.pod).
+nodeSelector: the chart-wide one merged with the component's (the component's wins); tolerations:
+both lists; affinity and priorityClassName: the component's. */}}
+{{- define "fileflow.podPlacement" -}}
+{{- $nodeSelector := merge (deepCopy (.pod.nodeSelector | default dict)) (.root.Values.nodeSelector | default dict) -}}
+{{- with $nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with concat (.root.Values.tolerations | default list) (.pod.tolerations | default list) }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .pod.priorityClassName }}
+priorityClassName: {{ . }}
 {{- end }}
 {{- end -}}
 
@@ -286,3 +300,23 @@ tolerations:
       port: {{ . }}
     {{- end }}
 {{- end }}
+
+{{/* FILEFLOW_SETUP_LIMITS of the setup hook: the limits it creates when missing, by name (null:
+none). Converter caps follow the pools' maxReplicaCount so that no limit stops KEDA (issue 21). */}}
+{{- define "fileflow.setupLimits" -}}
+{{- $limits := dict "fileflow-active-files" .Values.limits.activeFiles -}}
+{{- $mode := .Values.limits.converters -}}
+{{- range $name, $c := .Values.converters -}}
+{{- $key := printf "fileflow-converter-%s" $name -}}
+{{- if eq (toString $mode) "maxReplicaCount" -}}
+{{- if $c.enabled -}}
+{{- $_ := set $limits $key (mul $c.maxReplicaCount $c.targetPendingPerPod) -}}
+{{- else -}}
+{{- $_ := set $limits $key nil -}}
+{{- end -}}
+{{- else -}}
+{{- $_ := set $limits $key $mode -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $limits -}}
+{{- end -}}
