@@ -13,6 +13,7 @@
 # debootstrapped root filesystem. The Debian mirror is the one apt on this machine uses.
 # Needs root; installs Debian's buildah and debootstrap when missing.
 set -euo pipefail
+SMOKE_SUMMARY="images: 0 passed, 0 failed"  # set by smoke()
 cd "$(dirname "$0")/.."
 
 TARGETS=(${IMAGE_TARGETS:-mediator base ocr office video})
@@ -121,7 +122,7 @@ sizes() {
 }
 
 smoke() {
-  local failed=0
+  local failed=0 passed=0
   for target in "${TARGETS[@]}"; do
     local t1=$SECONDS ctr
     ctr=$("${B[@]}" from --pull=never "localhost/fileflow/$target:$TAG")
@@ -129,13 +130,15 @@ smoke() {
     if "${NICE[@]}" "${B[@]}" run --isolation chroot --user 10001:10001 \
          -v "$PWD/tests/samples:/samples:ro" -v "$PWD/docker/smoke.py:/smoke.py:ro" \
          "$ctr" -- /usr/bin/tini -s -- /app/.venv/bin/python /smoke.py "$target" /samples; then
-      log "smoke $target: ok in $((SECONDS - t1)) s"
+      log "smoke $target: ok in $((SECONDS - t1)) s"; passed=$((passed + 1))
     else
-      log "smoke $target: FAILED"; failed=1
+      log "smoke $target: FAILED"; failed=$((failed + 1))
     fi
     "${B[@]}" rm "$ctr" >/dev/null
   done
-  return $failed
+  SMOKE_SUMMARY="images: $passed passed, $failed failed"
+  echo "$SMOKE_SUMMARY"
+  [ "$failed" -eq 0 ]
 }
 
 clean() {
@@ -152,8 +155,10 @@ case "${1:-build}" in
     trap clean EXIT
     build
     echo "image sizes:"; sizes
-    smoke
-    log "test-images passed in $((SECONDS - t0)) s" ;;
+    rc=0; smoke || rc=$?
+    log "test-images took $((SECONDS - t0)) s"
+    echo "$SMOKE_SUMMARY"  # the closing line: how many images passed their checks
+    exit $rc ;;
   smoke) sizes; smoke ;;  # the checks alone, on images already built
   clean) clean ;;
   *) echo "usage: $0 build|test|smoke|clean" >&2; exit 2 ;;
