@@ -82,6 +82,32 @@ def _efficiency(eff: dict) -> list[str]:
     return out + ["", "Every file ended with a manifest in every way." if not bad else f"Files that failed: {bad}.", ""]
 
 
+def server_calls_section(calls: dict | None) -> list[str]:
+    """What one file costs the Prefect server (bench/server_calls.py), this checkout and, where
+    measured side by side, the one before."""
+    if not calls:
+        return []
+    out = [f"## 6. What one file costs the Prefect server ({calls['files']} light text files per placement, "
+           "`bench/server_calls.py`)", "",
+           "API calls counted from the server's access log between the first submit and the last manifest; "
+           "an idle stack's calls in as long a time (polls, heartbeats) beside them. Events from Prefect's "
+           "`events` table; trigger evaluations: events an automation's trigger expects or waits after.", "",
+           "| checkout | placement | wall s | API calls/file | of which idle stack | events/file | "
+           "trigger evaluations/file | flow runs/file | task runs/file |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    rows = [("this", x) for x in calls["this"]] + [("before", x) for x in calls.get("before") or ()]
+    for who, x in rows:
+        evaluations = sum(x["trigger_evaluations_per_file"].values())
+        name = who if who == "this" else f"before ({calls.get('before_checkout')})"
+        out.append(f"| {name} | {x['placement']} | {x['wall_s']} | {x['api_calls_per_file']} | "
+                   f"{x['idle_api_calls_per_file']} | {x['events_per_file']} | {round(evaluations, 2)} | "
+                   f"{x['flow_runs_per_file']} | {x['task_runs_per_file']} |")
+    top = calls["this"][0]
+    out += ["", f"Busiest routes per file, this checkout, {top['placement']}: " + ", ".join(
+        f"`{route}` {n}" for route, n in list(top["api_calls_by_route_per_file"].items())[:8]) + ".", ""]
+    return out
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     load = m.get("load_average_during_run", {})
@@ -249,6 +275,7 @@ def markdown(r: dict) -> str:
             out.append(f"| converter workers, {where} (each with its warm children) | {cw['peak_tree_rss_mib']} | "
                        f"largest single process {cw['peak_process_rss_mib']} |")
         out.append("")
+    out += server_calls_section(r.get("server_calls"))
     if r.get("reruns"):
         out += ["## Items run again after the run", ""] + [
             f"- {k}, at {v['at']}: {v['why']}. The figures above are the new run's; the failed one is in "

@@ -55,8 +55,11 @@ def main() -> None:
                         help="item 3: where a text file's steps run; the first at every worker count")
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     parser.add_argument("--py-spy", default=py_spy, help="py-spy for the profile (item 3; a dev dependency)")
+    parser.add_argument("--calls-files", type=int, default=20, help="server calls: files per placement")
+    parser.add_argument("--calls-before", type=Path,
+                        help="server calls: another checkout's .venv/bin/fileflow, measured side by side")
     parser.add_argument("--skip", nargs="*", default=[], choices=["dispatch", "efficiency", "efficiency-realistic",
-                                                                 "preview", "memory", "throughput"])
+                                                                 "preview", "memory", "throughput", "server-calls"])
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
@@ -65,6 +68,7 @@ def main() -> None:
     import first_preview
     import memory
     import report
+    import server_calls
     import throughput
 
     shutil.rmtree(args.work, ignore_errors=True)
@@ -106,6 +110,10 @@ def main() -> None:
                 if "preview" not in args.skip:
                     say("== item 4: first preview")
                     item("first_preview", first_preview.run, args.work / "preview", s, n=args.preview_n)
+        if "server-calls" not in args.skip:
+            say("== what one file costs the server (API calls, events, runs)")
+            item("server_calls", server_calls.run, args.work / "server_calls", files=args.calls_files,
+                 before=args.calls_before)
         if "memory" not in args.skip:
             say("== item 5: one embedded mediator")
             item("memory_embedded", memory.run, args.work / "memory", files=args.memory_files)

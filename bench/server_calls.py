@@ -151,6 +151,20 @@ def measure(placement: str, files: int, fileflow: Path, work: Path, idle_s: floa
     }
 
 
+def run(work: Path, *, files: int = 20, placements: list[str] | None = None, fileflow: Path | None = None,
+        before: Path | None = None, idle_s: float = 10.0, timeout_s: float = 1200.0) -> dict:
+    """Each placement measured for this checkout (``fileflow``, default this interpreter's) and,
+    with ``before``, for another checkout's console script right after it, side by side."""
+    fileflow = fileflow or Path(sys.executable).parent / "fileflow"
+    found: dict = {"files": files, "this": [], "before": [] if before else None,
+                   "before_checkout": str(before.resolve().parents[2]) if before else None}
+    for placement in placements or list(PLACEMENTS):
+        found["this"].append(measure(placement, files, fileflow, work / "this" / placement, idle_s, timeout_s))
+        if before:
+            found["before"].append(measure(placement, files, before, work / "before" / placement, idle_s, timeout_s))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=40)
