@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -98,3 +99,70 @@ def test_a_child_that_dies_while_starting_is_a_tool_crash():
     with ChildPool(1, warmup="tests.crashers:dead_start") as pool:
         with pytest.raises(ToolCrashed, match="code 3"):
             call(pool, "echo")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] == "Z"  # a zombie waits for its reaper: it runs no more
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_parent_takes_its_children_and_what_they_spawned_along(tmp_path):
+    """The process holding the pool (a worker, a mediator) is SIGKILLed mid-step: its child and
+    the child's own child (ffmpeg, here `sleep`) die too instead of running on behind it."""
+    import signal
+    import subprocess
+    import sys
+
+    marker = tmp_path / "grandchild.pid"
+    script = (
+        "import threading, time\n"
+        "from fileflow.engine.isolation import ChildPool\n"
+        "pool = ChildPool(1)\n"
+        f"threading.Thread(target=pool.call, args=('tests.crashers:hang', {{'spawn': {str(marker)!r}}}),"
+        " kwargs={'timeout_s': 600, 'memory_mb': 1024}, daemon=True).start()\n"
+        "time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+    try:
+        for _ in range(600):
+            if marker.exists() and marker.read_text():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the step never started")
+        grandchild = int(marker.read_text())
+        child = int(open(f"/proc/{grandchild}/stat").read().split()[3])  # its parent: the pool's child
+        assert not _gone(child) and not _gone(grandchild)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        for _ in range(150):
+            if _gone(child) and _gone(grandchild):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the child {child} or what it spawned ({grandchild}) outlived the killed holder")
+    finally:
+        holder.kill()
+
+
+def test_a_dead_childs_scratch_folder_is_swept_before_the_next_first_step(tmp_path):
+    """A step killed outright leaves its scratch folder (input, half an output); the next child's
+    first step in that folder removes it. A live child's folder, and others', are left alone."""
+    import subprocess
+
+    from fileflow.engine.execute import SCRATCH_PREFIX, sweep_stale_scratch
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"{SCRATCH_PREFIX}{dead.pid}-abc"
+    (stale / "out").mkdir(parents=True)
+    (stale / "input.mp4").write_bytes(b"\0" * 1024)
+    alive = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / "fileflow-step-notapid"
+    other.mkdir()
+    assert sweep_stale_scratch(str(tmp_path)) == [stale.name]
+    assert not stale.exists() and alive.exists() and other.exists()

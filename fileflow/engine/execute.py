@@ -11,6 +11,8 @@ ever written.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import time
 from functools import lru_cache
@@ -36,13 +38,43 @@ def _inside(root: Path, relative: str) -> Path:
     return path
 
 
+#: a step's scratch folder: ``<prefix><pid of the child>-<random>``, so that one left by a child
+#: that died (killed at its timeout, a segfault, its worker killed) can be told from a live one
+SCRATCH_PREFIX = "fileflow-step-"
+_swept: set[str] = set()
+
+
+def sweep_stale_scratch(folder: str | None) -> list[str]:
+    """Remove the scratch folders in ``folder`` (the temporary directory by default) whose child
+    is dead; the names removed. Run once per child and folder, before its first step."""
+    root = folder or tempfile.gettempdir()
+    removed = []
+    for entry in os.scandir(root):
+        pid = entry.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if not entry.name.startswith(SCRATCH_PREFIX) or not pid.isdigit() or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another user's): not ours to remove
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
+
+
 def run_step(request: StepRequest) -> StepOutcome:
     started = time.perf_counter()
+    if request.scratch_dir not in _swept:
+        _swept.add(request.scratch_dir)
+        sweep_stale_scratch(request.scratch_dir)
     if request.storage is None:
         raise ToolError("a step request reached its child without storage")
     store = _store(request.storage)
     module = converters.load(request.converter)
-    with tempfile.TemporaryDirectory(prefix="fileflow-step-", dir=request.scratch_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=request.scratch_dir) as tmp:
         src = Path(tmp) / f"input.{request.input_ext}"
         store.get_file(request.input_key, src)
         out = Path(tmp) / "out"

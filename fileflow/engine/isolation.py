@@ -17,7 +17,9 @@ How a failure is reported:
   penalised for them)
 
 Children are started from a fork server (never forked from the threaded mediator) and put in a
-process group of their own, so a timeout also stops what the converter spawned (ffmpeg).
+process group of their own, so a timeout also stops what the converter spawned (ffmpeg). A child
+also dies with its process group when the process holding the pool dies (a mediator or worker,
+whatever killed it): no converter runs on, writing, behind a killed worker.
 
 A step's clock starts when its child is ready, not when the child is started: a replacement child
 (after a crash, a timeout or a memory limit) first says it is ready, so the cost of starting it,
@@ -61,9 +63,32 @@ def _set_memory_limit(memory_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
-def _serve(conn, nice: int = 0, warmup: str | None = None) -> None:
+def _die_with(holder: int) -> None:
+    """Take this child's whole process group (what the converter spawned too) down when the
+    process holding the pool dies. Not through the parent-death signal: the child's parent is
+    the fork server, which lives on while any child does. A thread waits on the holder's pidfd
+    (opened while the holder still runs, so a reused pid cannot fool it)."""
+    import select
+
+    try:
+        fd = os.pidfd_open(holder)
+    except ProcessLookupError:  # it died before this child started
+        os.killpg(0, signal.SIGKILL)
+    except (AttributeError, OSError):  # no pidfd here (before Linux 5.3): the child then runs its step out
+        return
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="fileflow-holder-watch", daemon=True).start()
+
+
+def _serve(conn, nice: int = 0, warmup: str | None = None, holder: int | None = None) -> None:
     """The child's loop: receive a call, run it under the memory limit, send the outcome."""
     os.setpgrp()
+    if holder:
+        _die_with(holder)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a parent may block signals for itself (fileflow.server.worker)
     if nice:
         os.nice(nice)  # a lower-priority pool (reprocessing) leaves the CPU to the others
@@ -118,7 +143,7 @@ def _describe_exit(code: int | None) -> str:
 class _Child:
     def __init__(self, ctx, nice: int = 0, warmup: str | None = None) -> None:
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child_conn, nice, warmup), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child_conn, nice, warmup, os.getpid()), daemon=True)
         self.proc.start()
         child_conn.close()
         self.calls = 0
