@@ -177,6 +177,21 @@ def test_the_same_upload_notified_twice_starts_one_run(stack, tmp_path):
     assert re.findall(r"\(([0-9a-f-]{36})\)", result.stderr) == [runs[0], runs[0]], result.stderr
 
 
+def test_submit_finds_the_stack_from_its_home_alone(stack, tmp_path):
+    """No PREFECT_API_URL: `--home` (its stack.json) names the server, and submit starts no
+    Prefect server of its own (it once did: Prefect was imported before the URL was set)."""
+    sample = tmp_path / "home-only.txt"
+    sample.write_text("Only the stack's home says where its Prefect server is. " * 3)
+    env = {k: v for k, v in stack["env"].items() if k != "PREFECT_API_URL"}
+    result = fileflow("submit", str(sample), "--wait", "--home", str(stack["root"] / "home"), env=env, timeout=600)
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    assert "temporary server" not in said.lower() and "ephemeral" not in said.lower(), said
+    run_id = re.findall(r"\(([0-9a-f-]{36})\)", result.stderr)[0]
+    with urllib.request.urlopen(f"{stack['state']['api_url']}/flow_runs/{run_id}", timeout=10) as response:
+        assert json.loads(response.read())["state"]["type"] == "COMPLETED"  # on the stack's own server
+
+
 def test_paused_converter_holds_its_steps_until_resume(stack, tmp_path):
     """An operator pauses a converter (its pool): the mediator holds that converter's steps
     (fileflow/ops/limits.py) instead of piling runs onto the pool, and they run after resume."""

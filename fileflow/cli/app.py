@@ -101,10 +101,10 @@ def audit(
     home: Annotated[Path, typer.Option(help="a stack started by `fileflow up` (its API and storage)")] = DEFAULT_HOME,
 ) -> None:
     """Was anything lost or is anything stuck? Exit 1 if so (lost, stuck, silent runs, missing renditions)."""
+    use_stack(home)  # before anything imports Prefect, whose settings are read once
     from fileflow.ops.audit import audit as run_audit, parse_duration, print_report
     from blocks.storage import Store
 
-    use_stack(home)
     try:
         stuck, silent = parse_duration(stuck_after), parse_duration(heartbeat_after)
     except ValueError as exc:
@@ -263,12 +263,12 @@ def submit(
     concurrency: Annotated[int, typer.Option(help="files uploaded and started at once", min=1)] = SUBMIT_CONCURRENCY,
 ) -> None:
     """Upload files and start the process-file deployment for each (as an upload service does)."""
+    use_stack(home)  # its API and storage unless set; before anything imports Prefect, whose settings are read once
     from rich.table import Table
 
     from fileflow.ops.batch import new_batch_id
     from fileflow.ops.submit import storage_for, submit as do_submit, wait_for
 
-    use_stack(home)  # a local stack: its API and its storage, unless set
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[red]no Prefect API: run `fileflow up` or set PREFECT_API_URL[/red]")
         raise typer.Exit(2)
@@ -310,11 +310,11 @@ def status(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`, if any")] = DEFAULT_HOME,
 ) -> None:
     """Files in flight by kind and stage, work waiting per pool, completions and failures."""
+    use_stack(home)  # before anything imports Prefect, whose settings are read once
     from datetime import timedelta
 
     from fileflow.ops.status import collect, render
 
-    use_stack(home)
     try:
         result = asyncio.run(collect(timedelta(minutes=window)))
     except Exception as exc:  # the API is down or refused: say so, no traceback
@@ -334,11 +334,11 @@ def show(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`, if any")] = DEFAULT_HOME,
 ) -> None:
     """Print a file's manifest (from storage) and the link to its run in the Prefect UI."""
+    use_stack(home)  # before anything imports Prefect, whose settings are read once
     from blocks.storage import Store
     from fileflow.errors import FileLookupError
     from fileflow.ops.show import find
 
-    use_stack(home)
     try:
         shown = asyncio.run(find(file, Store(StorageSettings().config(out=out))))
     except FileLookupError as exc:
@@ -372,11 +372,11 @@ def _steer(coro_fn, *args) -> str:
 @limits_app.command("show")
 def limits_show(home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME) -> None:
     """Every limit and pause as Prefect has it now."""
+    use_stack(home, storage=False)  # before anything imports Prefect, whose settings are read once
     from rich.table import Table
 
     from fileflow.ops.limits import show
 
-    use_stack(home, storage=False)
     table = Table("target", "limit", "slots in use", "paused", "Prefect object")
     for row in asyncio.run(show()):
         table.add_row(row.target, row.limit, row.active_slots, row.paused, row.prefect_object)
@@ -390,9 +390,9 @@ def limits_set(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
 ) -> None:
     """Set a concurrency limit (or the reprocessing rate); running processes follow within a second."""
+    use_stack(home, storage=False)  # before anything imports Prefect, whose settings are read once
     from fileflow.ops.limits import set_limit
 
-    use_stack(home, storage=False)
     console.print(_steer(set_limit, target, value))
 
 
@@ -402,9 +402,9 @@ def limits_unset(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
 ) -> None:
     """Lift a cap: delete the limit, so nothing limits the target until it is set again."""
+    use_stack(home, storage=False)  # before anything imports Prefect, whose settings are read once
     from fileflow.ops.limits import unset_limit
 
-    use_stack(home, storage=False)
     console.print(_steer(unset_limit, target))
 
 
@@ -414,9 +414,9 @@ def limits_pause(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
 ) -> None:
     """Pause a converter (its steps wait, none is interrupted) or all reprocessing."""
+    use_stack(home, storage=False)  # before anything imports Prefect, whose settings are read once
     from fileflow.ops.limits import set_paused
 
-    use_stack(home, storage=False)
     console.print(_steer(set_paused, target, True))
 
 
@@ -426,9 +426,9 @@ def limits_resume(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`")] = DEFAULT_HOME,
 ) -> None:
     """Resume a paused converter or reprocessing."""
+    use_stack(home, storage=False)  # before anything imports Prefect, whose settings are read once
     from fileflow.ops.limits import set_paused
 
-    use_stack(home, storage=False)
     console.print(_steer(set_paused, target, False))
 
 
@@ -454,6 +454,8 @@ def reprocess(
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up` (with --submit)")] = DEFAULT_HOME,
 ) -> None:
     """Reprocess files already in storage: by default the steps of upgraded converters and failed steps."""
+    if submit:
+        use_stack(home, storage=False)  # before anything imports Prefect, whose settings are read once
     from fileflow.errors import InvalidRequest
     from fileflow.ops.reprocess import command
 
