@@ -30,6 +30,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def emit(result, json_path: Path | None) -> None:
+    """Print a bench item's figures as JSON, and write them to ``json_path`` too when given."""
+    text = json.dumps(result, indent=2)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text)
+    print(text)
+
+
 def stats(xs: list[float], unit: float = 1.0) -> dict[str, float]:
     """Median, 95th percentile (nearest rank), min, max and n, in ``unit`` (1000 for ms)."""
     xs = sorted(xs)

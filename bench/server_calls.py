@@ -34,6 +34,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from common import emit
+
 PG = ["-h", "127.0.0.1", "-U", "postgres"]
 PLACEMENTS = {"light-local": None, "pool": "{}"}
 ACCESS = re.compile(r'"(GET|POST|PATCH|PUT|DELETE) (\S+) HTTP/1\.[01]" (\d{3})')
@@ -185,11 +187,7 @@ def main() -> None:
         print(f"  {result['api_calls_per_file']} API calls/file (idle stack {result['idle_api_calls_per_file']}), "
               f"{result['events_per_file']} events/file, {result['flow_runs_per_file']} flow runs/file, "
               f"{result['task_runs_per_file']} task runs/file", file=sys.stderr, flush=True)
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
-    print(text)
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
 
-from common import count_manifests, make_files, stack
+from common import count_manifests, emit, make_files, stack
 
 
 def _mediator_worker(keeper: int) -> int | None:
@@ -86,11 +85,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     result = run(args.work.resolve(), files=args.files, every=args.every, wave=args.wave)
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
-    print(text)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
