@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 
-from converters.base import ConversionResult, ConverterSpec, Member
+from converters.base import ConversionResult, ConverterSpec, Member, fresh_members_dir
 from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
@@ -480,13 +480,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     src = Path(src)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    members_dir = out_dir / MEMBERS_DIR
-    # Leftovers of an earlier run into the same out_dir go first, so that whatever happens next,
-    # out_dir/members holds only what this run wrote (nothing at all when it fails).
-    if members_dir.is_symlink() or members_dir.is_file():
-        members_dir.unlink()  # never followed
-    elif members_dir.exists():
-        shutil.rmtree(members_dir)
+    members_dir = fresh_members_dir(out_dir, MEMBERS_DIR)
 
     depth, max_depth = opts["depth"], opts["max_depth"]
     if depth >= max_depth:

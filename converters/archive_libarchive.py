@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.archive_expand import DEFAULTS, MEMBERS_DIR, _check_name, _display_name, _shown
-from converters.base import ConversionResult, ConverterSpec, Member, require
+from converters.base import ConversionResult, ConverterSpec, Member, require, fresh_members_dir
 from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
@@ -226,11 +226,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     opts = _options(options)
     src, out_dir = Path(src), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    members_dir = out_dir / MEMBERS_DIR
-    if members_dir.is_symlink() or members_dir.is_file():
-        members_dir.unlink()  # never followed
-    elif members_dir.exists():
-        shutil.rmtree(members_dir)
+    members_dir = fresh_members_dir(out_dir, MEMBERS_DIR)
 
     if opts["depth"] >= opts["max_depth"]:
         raise LimitExceeded(

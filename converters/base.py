@@ -11,7 +11,9 @@ registry stays cheap to import. Errors are raised from :mod:`fileflow.errors`.
 from __future__ import annotations
 
 import importlib
+import shutil
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -69,6 +71,18 @@ class ConversionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def fresh_members_dir(out_dir: Path, name: str = "members") -> Path:
+    """``out_dir/<name>``, emptied of what an earlier run into the same ``out_dir`` left (a link
+    there is removed, never followed), so that it holds only what this run writes: nothing at
+    all when the run fails."""
+    members_dir = out_dir / name
+    if members_dir.is_symlink() or members_dir.is_file():
+        members_dir.unlink()
+    elif members_dir.exists():
+        shutil.rmtree(members_dir)
+    return members_dir
 
 
 def require(module: str, package: str, debian: str | None = None) -> ModuleType:

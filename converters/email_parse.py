@@ -38,7 +38,7 @@ from typing import Any, Iterator, Mapping
 
 from converters import html_clean
 from converters.archive_expand import DEFAULTS, MEMBERS_DIR, _check_name, _shown
-from converters.base import ConversionResult, ConverterSpec, Member, Rendition, require
+from converters.base import ConversionResult, ConverterSpec, Member, Rendition, require, fresh_members_dir
 from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded
 
@@ -273,11 +273,7 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     opts = _options(options)
     src, out_dir = Path(src), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    members_dir = out_dir / MEMBERS_DIR
-    if members_dir.is_symlink() or members_dir.is_file():
-        members_dir.unlink()
-    elif members_dir.exists():
-        shutil.rmtree(members_dir)
+    members_dir = fresh_members_dir(out_dir, MEMBERS_DIR)
 
     if opts["depth"] >= opts["max_depth"]:
         raise LimitExceeded(
