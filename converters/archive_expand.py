@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 
-from converters.base import ConversionResult, ConverterSpec, Member, fresh_members_dir
+from converters.base import ConversionResult, ConverterSpec, Member, fresh_members_dir, refuse_past_depth
 from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
@@ -479,14 +479,10 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     opts = _options(options)
     src = Path(src)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     members_dir = fresh_members_dir(out_dir, MEMBERS_DIR)
 
     depth, max_depth = opts["depth"], opts["max_depth"]
-    if depth >= max_depth:
-        raise LimitExceeded(
-            f"archive nested deeper than {max_depth} (this one is at depth {depth}; option max_depth)"
-        )
+    refuse_past_depth("archive", depth, max_depth)
     _check_mime(options.get("mime"))
 
     with open(src, "rb") as fp:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from converters.archive_expand import DEFAULTS, MEMBERS_DIR, _check_name, _display_name, _shown
-from converters.base import ConversionResult, ConverterSpec, Member, require, fresh_members_dir
+from converters.base import ConversionResult, ConverterSpec, Member, require, fresh_members_dir, refuse_past_depth
 from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
@@ -225,14 +225,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
     libarchive = require("libarchive", "libarchive-c", "libarchive13")
     opts = _options(options)
     src, out_dir = Path(src), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     members_dir = fresh_members_dir(out_dir, MEMBERS_DIR)
-
-    if opts["depth"] >= opts["max_depth"]:
-        raise LimitExceeded(
-            f"archive nested deeper than {opts['max_depth']} (this one is at depth {opts['depth']}; "
-            "option max_depth)"
-        )
+    refuse_past_depth("archive", opts["depth"], opts["max_depth"])
     mime = str(options.get("mime") or "").split(";")[0].strip().lower()
     if mime.startswith(_NOT_ARCHIVES):
         raise UnsupportedInput(f"{mime} is a document, not an archive: it is converted, never expanded")

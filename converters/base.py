@@ -74,15 +74,24 @@ class ConversionResult:
 
 
 def fresh_members_dir(out_dir: Path, name: str = "members") -> Path:
-    """``out_dir/<name>``, emptied of what an earlier run into the same ``out_dir`` left (a link
-    there is removed, never followed), so that it holds only what this run writes: nothing at
-    all when the run fails."""
+    """``out_dir/<name>`` (``out_dir`` created if need be), emptied of what an earlier run into
+    the same ``out_dir`` left (a link there is removed, never followed), so that it holds only
+    what this run writes: nothing at all when the run fails."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     members_dir = out_dir / name
     if members_dir.is_symlink() or members_dir.is_file():
         members_dir.unlink()
     elif members_dir.exists():
         shutil.rmtree(members_dir)
     return members_dir
+
+
+def refuse_past_depth(what: str, depth: int, max_depth: int) -> None:
+    """A container (archive, e-mail) nested ``max_depth`` deep or more is not expanded."""
+    from fileflow.errors import LimitExceeded
+
+    if depth >= max_depth:
+        raise LimitExceeded(f"{what} nested deeper than {max_depth} (this one is at depth {depth}; option max_depth)")
 
 
 def require(module: str, package: str, debian: str | None = None) -> ModuleType:

@@ -38,7 +38,7 @@ from typing import Any, Iterator, Mapping
 
 from converters import html_clean
 from converters.archive_expand import DEFAULTS, MEMBERS_DIR, _check_name, _shown
-from converters.base import ConversionResult, ConverterSpec, Member, Rendition, require, fresh_members_dir
+from converters.base import ConversionResult, ConverterSpec, Member, Rendition, require, fresh_members_dir, refuse_past_depth
 from converters.options import int_option
 from fileflow.errors import CorruptInput, LimitExceeded
 
@@ -272,14 +272,8 @@ def _is_msg(src: Path, options: Mapping[str, Any]) -> bool:
 def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionResult:
     opts = _options(options)
     src, out_dir = Path(src), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     members_dir = fresh_members_dir(out_dir, MEMBERS_DIR)
-
-    if opts["depth"] >= opts["max_depth"]:
-        raise LimitExceeded(
-            f"e-mail nested deeper than {opts['max_depth']} (this one is at depth {opts['depth']}; "
-            "option max_depth)"
-        )
+    refuse_past_depth("e-mail", opts["depth"], opts["max_depth"])
     size = src.stat().st_size
     if size > opts["max_bytes"]:
         raise LimitExceeded(f"the message is {size} bytes; the limit is {opts['max_bytes']} (option max_bytes)")

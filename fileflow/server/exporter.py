@@ -580,30 +580,11 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
-def start_server(
-    host: str = "127.0.0.1",
-    port: int = 9464,
-    api_url: str | None = None,
-    mediator_pool: str = MEDIATOR_POOL,
-    cache_s: float = 1.0,
-    api_timeout_s: float = 10.0,
-    max_parallel_requests: int = 8,
-    events_lookback_s: float = 0.0,
-    events_slack_s: float = 30.0,
-    pending_grace_s: float = 120.0,
-) -> ExporterServer:
+def start_server(host: str = "127.0.0.1", port: int = 9464, **options: Any) -> ExporterServer:
     """A bound exporter whose client is open; call ``serve_forever()`` (or run it in a thread),
-    then ``shutdown()``, ``server_close()`` and ``work.close()``. ``port=0`` picks a free port."""
-    work = PendingWork(
-        api_url=api_url,
-        mediator_pool=mediator_pool,
-        cache_s=cache_s,
-        api_timeout_s=api_timeout_s,
-        max_parallel_requests=max_parallel_requests,
-        events_lookback_s=events_lookback_s,
-        events_slack_s=events_slack_s,
-        pending_grace_s=pending_grace_s,
-    ).start()
+    then ``shutdown()``, ``server_close()`` and ``work.close()``. ``port=0`` picks a free port.
+    ``options`` are :class:`PendingWork`'s (``api_url``, ``cache_s``, ``pending_grace_s`` ...)."""
+    work = PendingWork(**options).start()
     try:
         return ExporterServer((host, port), work)
     except BaseException:
