@@ -67,19 +67,14 @@ async def _admit_and_route(m: Mediation, file: FileRef):
 
 async def _mediator_crashes() -> int:
     """How often this router run was started before: each time its mediator died and the
-    resume automation (deployments/liveness.py) scheduled it again. 0 outside a deployment."""
+    resume automation (deployments/liveness.py) scheduled it again. 0 outside a deployment.
+
+    The engine reads the run again once it is Running (the state in which the server counts a
+    start), so the run context's copy already holds this start: no API call needed."""
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None or ctx.flow_run.deployment_id is None:
         return 0
-    try:
-        async with _api() as client:  # the count the server keeps; the context's copy predates Running
-            run = await client.read_flow_run(ctx.flow_run.id)
-        return max(run.run_count - 1, 0)
-    except Exception as exc:  # the API failing here (a server restart) must not fail the file
-        if not _api_failure(exc):
-            raise
-        _logger().warning("could not read the run count (%s: %s); using the run's own copy", type(exc).__name__, exc)
-        return max(ctx.flow_run.run_count, 0)  # taken before this start's Running: one less than the server's
+    return max(ctx.flow_run.run_count - 1, 0)
 
 
 #: waits before routing a file again after the Prefect API failed under it (a server restart)
