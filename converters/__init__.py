@@ -39,7 +39,9 @@ BUILTINS: tuple[str, ...] = (
 #: few hundred ms, bounded input) and run in the mediator's warm child processes, where a step
 #: costs no flow run (docs/distributed.md "Where a step runs"). ``fileflow up`` places steps so,
 #: and so does the Helm chart by default (``converters.<name>.enabled``).
-ON_POOLS: tuple[str, ...] = ("ocr", "pdf_text", "office_pdf", "drawing_render", "video_transcode", "archive_expand")
+ON_POOLS: tuple[str, ...] = (
+    "ocr", "pdf_text", "office_pdf", "drawing_render", "video_transcode", "audio_transcode", "archive_expand",
+)
 
 
 def design_placement() -> dict[str, str]:

@@ -379,6 +379,15 @@ def test_placement_sends_enabled_converters_to_their_pools(default_objects):
     assert "replicas" not in deployment["spec"]
 
 
+def test_converters_left_in_the_mediator_need_nothing_the_mediator_image_lacks():
+    """A converter without a pool of its own runs in the mediator pod, whose image (docker/Dockerfile
+    `mediator`) holds what the `base` image holds and no more: no Tesseract, LibreOffice or ffmpeg."""
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "FROM runtime AS mediator" in dockerfile and "FROM runtime AS base" in dockerfile
+    local = {n: c["image"] for n, c in _load_values()["converters"].items() if not c["enabled"]}
+    assert local and all(image == "base" for image in local.values()), local
+
+
 def test_placement_overrides_win_and_name_real_converters():
     values = {**MINIMAL, "converters": {"video_transcode": {**_load_values()["converters"]["video_transcode"], "enabled": False}},
               "mediator": {"placementOverrides": {"video_transcode": "pool"}}}
@@ -650,7 +659,10 @@ def test_scaling_simulation_uses_the_chart_values_and_respects_them(tmp_path):
     assert set(report["pools"]) == set(enabled)
     for pool, figures in report["pools"].items():
         cap = 3 if pool == "converter-ocr" else enabled[pool]["maxReplicaCount"]
-        assert figures["max"] == cap and 0 < figures["peak_pods"] <= cap
+        assert figures["max"] == cap and figures["peak_pods"] <= cap
+        assert (figures["peak_pods"] > 0) == (figures["steps"] > 0), pool  # a pool with work scales up
+    # the simulation's mix of kinds has no audio: every other pool had work
+    assert {p for p, f in report["pools"].items() if f["steps"] == 0} == {"converter-audio_transcode"}
     assert report["pools"]["converter-ocr"]["peak_pods"] == 3  # the cap binds: 3 jobs for many OCR steps
     assert report["mediator"]["peak_pods"] <= values["mediator"]["autoscaling"]["maxReplicaCount"]
     # every file finished, and the steps add up to the mix of kinds
