@@ -222,3 +222,29 @@ class NotifySettings(BaseSettings):
             raise ValueError(f"FILEFLOW_NOTIFY_EVENTS: unknown events {sorted(unknown)}; "
                              f"choose among {FILE_COMPLETED!r}, {FILE_FAILED!r}")
         return self
+
+
+class S3EventsSettings(BaseSettings):
+    """The consumer of the bucket's ``ObjectCreated`` notifications (``FILEFLOW_S3_EVENTS_*``,
+    :mod:`fileflow.server.s3_events`, docs/callbacks.md). The bucket is the storage's
+    (``FILEFLOW_STORAGE_*``), and so are the credentials and region."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEFLOW_S3_EVENTS_", frozen=True)
+
+    queue_url: str | None = Field(None, description="the SQS queue the bucket notifies; unset: no consumer")
+    sqs_endpoint_url: str | None = Field(None, description="SQS endpoint, for SQS-compatible services (default: AWS)")
+    uploads_prefix: str = Field(
+        "incoming/", description="where uploads land, under the storage prefix; objects elsewhere are ignored. "
+        "Not 'uploads/': that is where upload records live"
+    )
+    wait_s: int = Field(20, ge=1, le=20, description="SQS long polling: how long one receive waits for messages")
+    max_messages: int = Field(10, ge=1, le=10, description="messages taken per receive")
+
+    @model_validator(mode="after")
+    def _prefix_is_a_folder(self) -> "S3EventsSettings":
+        prefix = self.uploads_prefix
+        if not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/"):
+            raise ValueError(f"FILEFLOW_S3_EVENTS_UPLOADS_PREFIX must be a relative folder ending in '/', not {prefix!r}")
+        if prefix.split("/")[0] in ("originals", "derived", "manifests", "results", "callbacks", "uploads", "tmp"):
+            raise ValueError(f"FILEFLOW_S3_EVENTS_UPLOADS_PREFIX {prefix!r} is one of fileflow's own folders")
+        return self

@@ -362,6 +362,21 @@ def deliver(
     run(store, settings, notify, stop)
 
 
+@app.command("s3-events")
+def s3_events(
+    home: Annotated[Path, typer.Option(help="a stack started by `fileflow up` (its API)")] = DEFAULT_HOME,
+) -> None:
+    """Start processing for every object the S3 bucket notifies through SQS (FILEFLOW_S3_EVENTS_*)."""
+    use_stack(home, storage=False)
+    from fileflow.server.s3_events import main as consume
+
+    try:
+        raise typer.Exit(consume([]))
+    except ValueError as exc:  # a bad configuration: say which setting
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+
+
 @app.command()
 def show(
     file: Annotated[str, typer.Argument(help="file id (SHA-256 or a prefix of 4+ hex digits) or the uploaded name")],
