@@ -121,7 +121,7 @@ def test_a_receiver_that_never_accepts_ends_failed_and_is_reported(store, prefec
     receiver = Receiver(refuse=10**6, status=500)
     try:
         assert enqueue(store, delivery_id="upload:never", url=receiver.url, body={"upload_id": "never"})
-        settings = fast(retry_window_s=1.0)
+        settings = fast(retry_window_s=3.0)
         with Deliverer(store, settings) as deliverer:
             drain_until(deliverer, lambda: store.exists(record_key("failed", "upload:never")))
         assert len(receiver.received) >= 2  # retried inside its window
@@ -133,6 +133,15 @@ def test_a_receiver_that_never_accepts_ends_failed_and_is_reported(store, prefec
     (failed,) = shown["failed_latest"]
     assert failed["delivery_id"] == "upload:never" and failed["url"] == receiver.url
     assert "HTTP 500" in failed["last_error"]
+    from fileflow.ops.status import collect, render
+    from rich.console import Console
+
+    status = asyncio.run(collect(timedelta(hours=1), store=store))
+    assert status["callbacks"]["failed"] == 1
+    console = Console(record=True, width=200)
+    render(status, console)
+    shown_text = console.export_text()
+    assert "1 failed for good" in shown_text and "upload:never" in shown_text
     report = asyncio.run(audit(store, stuck_after=timedelta(minutes=15), heartbeat_after=timedelta(minutes=10)))
     (finding,) = [f for f in report.findings if f.kind == "callback_failed"]
     assert finding.name == "upload:never" and receiver.url in finding.detail and not report.ok
@@ -155,7 +164,7 @@ def test_a_refused_connection_is_retried_like_an_error_answer(store):
     url = receiver.url
     receiver.close()  # nothing listens there any more
     assert enqueue(store, delivery_id="down", url=url, body={"x": 1})
-    with Deliverer(store, fast(retry_window_s=0.5)) as deliverer:
+    with Deliverer(store, fast(retry_window_s=3.0)) as deliverer:
         drain_until(deliverer, lambda: store.exists(record_key("failed", "down")))
     (failed,) = callbacks.failed_deliveries(store)
     assert "ConnectError" in failed["last_error"] and failed["attempts"] >= 2
@@ -267,3 +276,22 @@ def test_the_outbox_works_on_s3(s3_endpoint, s3_bucket):
         assert not store.keys("callbacks/pending/")
     finally:
         receiver.close()
+
+
+def test_fileflow_up_refuses_bad_callback_settings_before_starting(tmp_path, monkeypatch):
+    from fileflow.server.stack import Stack
+
+    monkeypatch.setenv("FILEFLOW_CALLBACK_SECRET", "short")
+    monkeypatch.setenv("FILEFLOW_NOTIFY_WEBHOOK_URL", "not a url")
+    problems = " ".join(Stack(home=tmp_path).problems())
+    assert "FILEFLOW_CALLBACK_SECRET must be at least 16 characters" in problems
+    assert "FILEFLOW_NOTIFY_WEBHOOK_URL is not an http(s) URL" in problems
+
+
+def test_the_wait_doubles_with_jitter_up_to_its_cap():
+    from fileflow.retry import doubling_with_jitter
+
+    assert [doubling_with_jitter(n, 5, 600, lambda: 0.0) for n in (1, 2, 3, 8, 30)] == [2.5, 5, 10, 300, 300]
+    assert [doubling_with_jitter(n, 5, 600, lambda: 0.999999) for n in (1, 9)] == pytest.approx([5, 600])
+    with pytest.raises(ValueError):
+        doubling_with_jitter(0, 5, 600, lambda: 0.5)
