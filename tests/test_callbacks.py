@@ -295,3 +295,20 @@ def test_the_wait_doubles_with_jitter_up_to_its_cap():
     assert [doubling_with_jitter(n, 5, 600, lambda: 0.999999) for n in (1, 9)] == pytest.approx([5, 600])
     with pytest.raises(ValueError):
         doubling_with_jitter(0, 5, 600, lambda: 0.5)
+
+
+def test_fileflow_deliver_puts_failed_deliveries_back_and_refuses_a_short_secret(store, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from fileflow.cli.app import app
+
+    assert enqueue(store, delivery_id="cli", url="http://127.0.0.1:9/none", body={})
+    with Deliverer(store, fast(retry_window_s=0.01)) as deliverer:
+        drain_until(deliverer, lambda: store.exists(record_key("failed", "cli")))
+    out = ["--out", store.config.basepath, "--home", str(tmp_path / "no-stack")]
+    result = CliRunner().invoke(app, ["deliver", "--retry-failed", *out])
+    assert result.exit_code == 0 and "1 failed deliveries back in the outbox" in result.output
+    assert store.exists(record_key("pending", "cli")) and not callbacks.failed_deliveries(store)
+    monkeypatch.setenv("FILEFLOW_CALLBACK_SECRET", "short")
+    result = CliRunner().invoke(app, ["deliver", *out])
+    assert result.exit_code == 2 and "at least 16 characters" in result.output
