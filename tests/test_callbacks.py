@@ -312,3 +312,27 @@ def test_fileflow_deliver_puts_failed_deliveries_back_and_refuses_a_short_secret
     monkeypatch.setenv("FILEFLOW_CALLBACK_SECRET", "short")
     result = CliRunner().invoke(app, ["deliver", *out])
     assert result.exit_code == 2 and "at least 16 characters" in result.output
+
+
+def test_an_unreadable_record_is_moved_aside_not_retried_forever(store):
+    store.put_bytes(b"{not json", "callbacks/pending/" + "0" * 64 + ".json")
+    store.put_bytes(json.dumps({"delivery_id": "x"}).encode(), "callbacks/pending/" + "1" * 64 + ".json")
+    with Deliverer(store, fast()) as deliverer:
+        assert deliverer.drain() == []
+    assert not store.keys("callbacks/pending/")
+    assert sorted(d["delivery_id"] for d in callbacks.failed_deliveries(store)) == [
+        "unreadable:" + "0" * 64 + ".json", "unreadable:" + "1" * 64 + ".json"]
+
+
+def test_a_rescheduled_record_is_not_read_again_before_its_time(store):
+    receiver = Receiver(refuse=10**6)
+    try:
+        assert enqueue(store, delivery_id="later", url=receiver.url, body={})
+        with Deliverer(store, fast(first_retry_s=60, max_retry_s=60, retry_window_s=3600)) as deliverer:
+            (outcome,) = deliverer.drain()
+            assert outcome.state == "pending"
+            store.put_bytes(b"changed behind its back", record_key("pending", "later"))  # never read: not due
+            assert deliverer.drain() == []
+        assert len(receiver.received) == 1
+    finally:
+        receiver.close()

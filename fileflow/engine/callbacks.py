@@ -161,6 +161,7 @@ class Deliverer:
         self.rng = rng
         self.http = httpx.Client(timeout=settings.timeout_s, follow_redirects=False)
         self.pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="deliver")
+        self._waiting: dict[str, float] = {}  # pending key -> its next attempt, as this process wrote it
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -173,26 +174,43 @@ class Deliverer:
         self.close()
 
     def due(self, now: float) -> list[tuple[str, dict[str, Any]]]:
-        """Pending records whose next attempt is due, oldest first."""
+        """Pending records whose next attempt is due, oldest first.
+
+        A record this deliverer rescheduled is not read again before its time (only this
+        process writes pending records once they exist): with thousands waiting on a receiver
+        that is down, a poll costs one listing, not thousands of reads."""
         records = []
-        for key in self.store.keys(f"{OUTBOX}/{PENDING}/"):
+        keys = self.store.keys(f"{OUTBOX}/{PENDING}/")
+        live = set(keys)
+        self._waiting = {k: at for k, at in self._waiting.items() if k in live}
+        for key in keys:
+            if self._waiting.get(key, 0) > now:
+                continue
             try:
-                record = json.loads(self.store.get_bytes(key))
-            except FileNotFoundError:
-                continue  # moved on by a drain that ran meanwhile
-            except ValueError:
-                log.error("outbox record %s is not JSON; moved to %s/", key, FAILED)
-                self._move_unreadable(key)
+                data = self.store.get_bytes(key)
+            except Exception as exc:
+                if _missing(exc):
+                    continue  # removed since the listing (retry_failed, an operator)
+                raise
+            try:
+                record = json.loads(data)
+                float(record["next_at"]), float(record["created"]), int(record["attempts"])
+                record["url"], record["body"], record["delivery_id"]
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("outbox record %s is unreadable (%s); moved to %s/", key, exc, FAILED)
+                self._move_unreadable(key, data)
                 continue
             if record["next_at"] <= now:
                 records.append((key, record))
+            else:
+                self._waiting[key] = record["next_at"]
         return sorted(records, key=lambda kr: kr[1]["created"])
 
-    def _move_unreadable(self, key: str) -> None:
+    def _move_unreadable(self, key: str, data: bytes) -> None:
         name = key.rsplit("/", 1)[-1]
-        data = self.store.get_bytes(key)
         self.store.put_bytes(json.dumps({"delivery_id": f"unreadable:{name}", "url": None, "attempts": 0,
-                                         "last_error": "the outbox record is not JSON", "raw": data.decode(errors="replace")}).encode(),
+                                         "last_error": "the outbox record is unreadable",
+                                         "raw": data.decode(errors="replace")[:2000], "finished": time.time()}).encode(),
                              f"{OUTBOX}/{FAILED}/{name}")
         self.store.delete(key)
 
@@ -228,15 +246,25 @@ class Deliverer:
             return self._move(key, record, FAILED, detail)
         record["next_at"] = started + wait
         self.store.put_bytes(json.dumps(record).encode(), key)
+        self._waiting[key] = record["next_at"]
         log.warning("callback %s to %s: attempt %d failed (%s); next in %.0f s", delivery_id, record["url"],
                     record["attempts"], detail, wait)
         return Outcome(delivery_id, PENDING, detail)
 
     def _move(self, key: str, record: dict[str, Any], state: str, detail: str) -> Outcome:
+        self._waiting.pop(key, None)
         record = {**record, "finished": time.time()}
         self.store.put_new(json.dumps(record).encode(), record_key(state, record["delivery_id"]))
         self.store.delete(key)  # after the new record exists: a crash between leaves both, never neither
         return Outcome(record["delivery_id"], state, detail)
+
+
+def _missing(exc: BaseException) -> bool:
+    """Whether a read failed because the object is not there (a local file, or S3's 404)."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
 # -- what status and audit show ---------------------------------------------------------------
@@ -252,8 +280,10 @@ def failed_deliveries(store: Store) -> list[dict[str, Any]]:
     for key in store.keys(f"{OUTBOX}/{FAILED}/"):
         try:
             record = json.loads(store.get_bytes(key))
-        except (FileNotFoundError, ValueError):
-            continue
+        except Exception as exc:
+            if _missing(exc) or isinstance(exc, ValueError):
+                continue
+            raise
         out.append({"delivery_id": record.get("delivery_id"), "url": record.get("url"),
                     "channel": record.get("channel"), "attempts": record.get("attempts"),
                     "last_error": record.get("last_error"), "created": record.get("created"),
