@@ -225,3 +225,24 @@ def test_the_consumer_refuses_a_bad_configuration(s3_endpoint):
         S3EventsSettings(uploads_prefix="uploads/")
     with pytest.raises(ValueError, match="UPLOADS_PREFIX"):
         S3EventsSettings(uploads_prefix="incoming")
+
+
+def test_an_unversioned_bucket_keys_runs_by_etag_and_skips_a_replaced_object(s3_endpoint, s3_bucket, router_deployment):
+    s3, sqs = _clients(s3_endpoint)
+    queue_url = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    storage = StorageConfig(kind="s3", bucket=s3_bucket, prefix=PREFIX, endpoint_url=s3_endpoint, region="us-east-1",
+                            access_key_id="testing", secret_access_key="testing")
+    ctx = {"s3": s3, "sqs": sqs, "queue_url": queue_url, "bucket": s3_bucket,
+           "consumer": Consumer(storage, S3EventsSettings(queue_url=queue_url, sqs_endpoint_url=s3_endpoint, wait_s=1))}
+    key = f"{PREFIX}/incoming/plain.txt"
+    first = s3.put_object(Bucket=s3_bucket, Key=key, Body=b"first bytes")
+    stale = aws_record(s3_bucket, key, None, first["ETag"], 11)
+    for _ in range(2):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=stale)
+    assert drain(ctx, rounds=2).count("started") == 2
+    sha = hashlib.sha256(b"first bytes").hexdigest()
+    (run,) = runs_with_key_prefix(sha)
+    assert run.idempotency_key == f"s3:{s3_bucket}/{key}#etag:{first['ETag'].strip(chr(34))}"
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=b"second bytes")  # replaced: the old notification is stale
+    sqs.send_message(QueueUrl=queue_url, MessageBody=stale.replace(first["ETag"].strip('"'), "0" * 32))
+    assert drain(ctx, rounds=2) == ["ignored"] and queue_empty(ctx)
