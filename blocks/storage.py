@@ -18,6 +18,7 @@ so every write is idempotent)::
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -222,6 +223,42 @@ class Store:
             self._s3_call(
                 self._client().put_object, Bucket=self.config.bucket, Key=self._s3_key(key), Body=data
             )
+
+    def put_new(self, data: bytes, key: str) -> bool:
+        """Write ``data`` at ``key`` only if nothing is there yet; whether it was written.
+
+        Atomic against a concurrent writer of the same key: a hard link on a local folder, a
+        conditional ``PutObject`` (``If-None-Match: *``) on S3.
+        """
+        if self.config.kind == "local":
+            dest = self._local(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _part_of(dest)
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, dest)  # fails if dest exists, never replaces it
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink()
+            return True
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3_call(self._client().put_object, Bucket=self.config.bucket, Key=self._s3_key(key), Body=data,
+                          IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; nothing happens if it is not there."""
+        if self.config.kind == "local":
+            self._local(key).unlink(missing_ok=True)
+        else:
+            self._s3_call(self._client().delete_object, Bucket=self.config.bucket, Key=self._s3_key(key))
 
     def get_bytes(self, key: str) -> bytes:
         if self.config.kind == "local":

@@ -13,8 +13,8 @@
    null, "fileflow-converter-ocr": 200}`` creates no active-files limit (no cap) and an ocr cap
    of 200 (the pool's maxReplicaCount), so that a limit never stops KEDA from scaling;
 3. the deployments of ``prefect.yaml`` (``prefect deploy --all``, which updates in place);
-4. the webhook automation for terminal file events, when ``FILEFLOW_NOTIFY_WEBHOOK_URL`` is
-   set (disabled otherwise; see notify.py and docs/events.md);
+4. the webhook automation of older setups paused (the webhook now goes through the callback
+   outbox, docs/callbacks.md; see notify.py);
 5. the liveness automations: a run without heartbeats is marked Crashed, a crashed router run
    is resumed (see liveness.py and docs/reliability.md).
 

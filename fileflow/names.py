@@ -58,9 +58,9 @@ CRASH_AUTOMATION = "fileflow-crash-silent-runs"
 PENDING_AUTOMATION = "fileflow-crash-stranded-pending"
 RESUME_AUTOMATION = "fileflow-resume-crashed-router"
 NOTIFY_AUTOMATION = "fileflow-notify-webhook"
+"""Retired (the webhook goes through the callback outbox): paused by ``deployments.notify.ensure``."""
 
 # -- blocks ---------------------------------------------------------------------------------
-NOTIFY_BLOCK = "fileflow-notify"
 RESULTS_BLOCK_PREFIX = "fileflow-results-"
 """Followed by a digest of the storage location the results are kept in."""
 

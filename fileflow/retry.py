@@ -31,7 +31,7 @@ from tenacity import (
 )
 
 __all__ = [
-    "acall", "call", "doubling", "in_turn", "retry_if_exception", "retry_if_exception_type", "retry_if_result",
+    "acall", "call", "doubling", "doubling_with_jitter", "in_turn", "retry_if_exception", "retry_if_exception_type", "retry_if_result",
     "stop_after_attempt", "stop_after_delay", "stop_before_delay",
 ]
 
@@ -44,6 +44,17 @@ OnWait = Callable[[BaseException | None, Any, float], None]
 def doubling(first_s: float, most_s: float = math.inf) -> wait_exponential:
     """Waits of ``first_s``, twice that, four times ... never longer than ``most_s``."""
     return wait_exponential(multiplier=first_s, exp_base=2, max=most_s)
+
+
+def doubling_with_jitter(attempt: int, first_s: float, most_s: float, rng: Callable[[], float]) -> float:
+    """The wait after failed attempt ``attempt`` (1, 2, ...) of a retry whose state is kept
+    elsewhere (the callback outbox keeps it in storage, so no tenacity loop spans the attempts):
+    ``first_s`` doubled each time up to ``most_s``, then "equal jitter" (half of it fixed, half
+    drawn by ``rng()`` in [0, 1)), so receivers that were down together are not hit together."""
+    if attempt < 1:
+        raise ValueError(f"attempt counts from 1, not {attempt}")
+    cap = min(most_s, first_s * 2 ** min(attempt - 1, 64))
+    return cap / 2 + rng() * cap / 2
 
 
 def in_turn(waits_s: Sequence[float]) -> Callable[[RetryCallState], float]:

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from blocks.storage import StorageConfig
+from fileflow.names import FILE_COMPLETED, FILE_FAILED
 
 
 class StorageSettings(BaseSettings):
@@ -166,3 +167,84 @@ def embedded_server_defaults(environ: Mapping[str, str]) -> dict[str, str]:
         return name in environ or name.replace("PREFECT_SERVER_SERVICES_", "PREFECT_API_SERVICES_") in environ
 
     return {k: v for k, v in EMBEDDED_SERVER_DEFAULTS.items() if not own(k)}
+
+
+class CallbackSettings(BaseSettings):
+    """How answers reach upload services (``FILEFLOW_CALLBACK_*``): the outbox in storage and
+    its deliverer (:mod:`fileflow.engine.callbacks`, docs/callbacks.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEFLOW_CALLBACK_", frozen=True)
+
+    secret: SecretStr | None = Field(
+        None, description="shared secret of the HMAC-SHA256 signature of every delivery (at least 16 characters); "
+        "unset: deliveries are sent unsigned and the deliverer warns once"
+    )
+    retry_window_s: float = Field(
+        6 * 3600.0, gt=0, description="how long a delivery is retried, from when it was enqueued, before it is failed"
+    )
+    first_retry_s: float = Field(5.0, gt=0, description="the wait after the first failed attempt; doubles each time")
+    max_retry_s: float = Field(600.0, gt=0, description="the longest wait between two attempts (before jitter)")
+    timeout_s: float = Field(10.0, gt=0, description="how long one POST may take (connect and answer)")
+    poll_s: float = Field(1.0, gt=0, description="how often the deliverer looks for due deliveries")
+    concurrency: int = Field(8, ge=1, description="deliveries attempted at once (a slow receiver does not hold up others)")
+
+    @model_validator(mode="after")
+    def _secret_long_enough(self) -> "CallbackSettings":
+        if self.secret is not None and len(self.secret.get_secret_value()) < 16:
+            raise ValueError("FILEFLOW_CALLBACK_SECRET must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return self
+
+
+class NotifySettings(BaseSettings):
+    """The global webhook told of every finished file (``FILEFLOW_NOTIFY_*``, docs/events.md):
+    every terminal event goes through the callback outbox to this URL, signed and retried."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEFLOW_NOTIFY_", frozen=True)
+
+    webhook_url: str | None = Field(None, description="URL every terminal file event is POSTed to; unset: off")
+    webhook_headers: dict[str, str] = Field(
+        default_factory=dict, description='headers sent with it, e.g. {"Authorization": "Bearer ..."}'
+    )
+    events: tuple[str, ...] = Field(
+        (FILE_COMPLETED, FILE_FAILED), description="which terminal events are sent (default: both)"
+    )
+
+    @model_validator(mode="after")
+    def _url_is_http(self) -> "NotifySettings":
+        from urllib.parse import urlsplit
+
+        if self.webhook_url is not None:
+            parts = urlsplit(self.webhook_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"FILEFLOW_NOTIFY_WEBHOOK_URL is not an http(s) URL with a host: {self.webhook_url!r}")
+        unknown = set(self.events) - {FILE_COMPLETED, FILE_FAILED}
+        if unknown:
+            raise ValueError(f"FILEFLOW_NOTIFY_EVENTS: unknown events {sorted(unknown)}; "
+                             f"choose among {FILE_COMPLETED!r}, {FILE_FAILED!r}")
+        return self
+
+
+class S3EventsSettings(BaseSettings):
+    """The consumer of the bucket's ``ObjectCreated`` notifications (``FILEFLOW_S3_EVENTS_*``,
+    :mod:`fileflow.server.s3_events`, docs/callbacks.md). The bucket is the storage's
+    (``FILEFLOW_STORAGE_*``), and so are the credentials and region."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEFLOW_S3_EVENTS_", frozen=True)
+
+    queue_url: str | None = Field(None, description="the SQS queue the bucket notifies; unset: no consumer")
+    sqs_endpoint_url: str | None = Field(None, description="SQS endpoint, for SQS-compatible services (default: AWS)")
+    uploads_prefix: str = Field(
+        "incoming/", description="where uploads land, under the storage prefix; objects elsewhere are ignored. "
+        "Not 'uploads/': that is where upload records live"
+    )
+    wait_s: int = Field(20, ge=1, le=20, description="SQS long polling: how long one receive waits for messages")
+    max_messages: int = Field(10, ge=1, le=10, description="messages taken per receive")
+
+    @model_validator(mode="after")
+    def _prefix_is_a_folder(self) -> "S3EventsSettings":
+        prefix = self.uploads_prefix
+        if not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/"):
+            raise ValueError(f"FILEFLOW_S3_EVENTS_UPLOADS_PREFIX must be a relative folder ending in '/', not {prefix!r}")
+        if prefix.split("/")[0] in ("originals", "derived", "manifests", "results", "callbacks", "uploads", "tmp"):
+            raise ValueError(f"FILEFLOW_S3_EVENTS_UPLOADS_PREFIX {prefix!r} is one of fileflow's own folders")
+        return self

@@ -1,6 +1,6 @@
-"""Terminal events, batch tags, the archive's progress artifact and the webhook automation,
-on a real Prefect server (its triggers and actions services run the automation) with real
-converters; the webhook is received by a real HTTP server on loopback.
+"""Terminal events, batch tags, the archive's progress artifact and the global webhook (through
+the callback outbox), on a real Prefect server with real converters; the webhook is received by
+a real HTTP server on loopback.
 """
 
 from __future__ import annotations
@@ -172,44 +172,67 @@ def receiver():
     server.server_close()
 
 
-def test_webhook_automation_posts_the_terminal_event_to_an_http_server(prefect_server, receiver, tmp_path):
+def test_the_global_webhook_goes_through_the_outbox_signed(prefect_server, receiver, tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
+    from prefect.events.actions import DoNothing
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
+    from blocks.storage import Store
     from deployments import notify
+    from fileflow.engine.callbacks import Deliverer, record_key, verify
+    from fileflow.names import NOTIFY_AUTOMATION
+    from fileflow.settings import CallbackSettings
 
     url, received = receiver
-    settings = notify.NotifySettings(webhook_url=url, webhook_headers={"X-Fileflow-Token": "s3cret"})
-    assert asyncio.run(notify.ensure(notify.NotifySettings(webhook_url=None))) in ("absent", "disabled")
-    assert asyncio.run(notify.ensure(settings)) == "created"
-    assert asyncio.run(notify.ensure(settings)) == "updated"  # idempotent: one automation
+    secret = "webhook-secret-of-some-length"
+    monkeypatch.setenv("FILEFLOW_NOTIFY_WEBHOOK_URL", url)
+    monkeypatch.setenv("FILEFLOW_NOTIFY_WEBHOOK_HEADERS", '{"X-Fileflow-Token": "s3cret"}')
 
-    async def automations():
+    async def old_automation():  # what an older setup left: paused by the setup now
         async with get_client() as client:
-            return await client.read_automations_by_name(notify.NOTIFY_AUTOMATION)
+            for automation in await client.read_automations_by_name(NOTIFY_AUTOMATION):
+                await client.delete_automation(automation.id)
+            await client.create_automation(AutomationCore(
+                name=NOTIFY_AUTOMATION, trigger=EventTrigger(expect={"never.happens"}, posture=Posture.Reactive,
+                                                             threshold=1, within=0), actions=[DoNothing()]))
+            assert await notify.ensure() == "disabled"
+            assert await notify.ensure() == "absent"
+            return await client.read_automations_by_name(NOTIFY_AUTOMATION)
 
-    (automation,) = asyncio.run(automations())
-    assert automation.enabled
-    time.sleep(2)  # the triggers service loads changed automations asynchronously
+    (automation,) = asyncio.run(old_automation())
+    assert not automation.enabled
 
     sample = tmp_path / "notify-me.txt"
     sample.write_text("The upload service wants to know as soon as this file is ready. " * 3)
-    (manifest,) = asyncio.run(run_batch([sample], SETTINGS, StorageConfig(basepath=str(tmp_path / "out"))))
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not any(manifest["file_id"] in r["body"] for r in received):
-        time.sleep(0.5)
-    calls = [r for r in received if manifest["file_id"] in r["body"]]
-    assert len(calls) == 1, received
-    call = calls[0]
+    out = StorageConfig(basepath=str(tmp_path / "out"))
+    (manifest,) = asyncio.run(run_batch([sample], SETTINGS, out))
+    store = Store(out)
+    (pending,) = store.keys("callbacks/pending/")  # the mediator only wrote to the outbox
+    assert not received
+    settings = CallbackSettings(secret=secret, first_retry_s=0.05, max_retry_s=0.2, poll_s=0.05)
+    with Deliverer(store, settings, webhook_headers={"X-Fileflow-Token": "s3cret"}) as deliverer:
+        deliverer.drain()
+    (call,) = received
     assert call["path"] == "/fileflow/done" and call["headers"].get("X-Fileflow-Token") == "s3cret"
+    assert verify(secret, call["headers"], call["body"].encode())
     body = json.loads(call["body"])
-    assert body["event"] == "fileflow.file.completed"
+    assert body["event"] == "fileflow.file.completed" and body["event_id"]
     assert body["file"]["file_id"] == manifest["file_id"] and body["file"]["status"] == "completed"
     assert body["file"]["manifest"]["key"] == f"manifests/{manifest['file_id']}.json"
     assert body["flow_run_id"]  # the run that finished it, for a link to the UI
+    delivery_id = call["headers"]["X-Fileflow-Delivery"]
+    assert delivery_id == f"webhook:{manifest['file_id']}:{body['flow_run_id']}"
+    assert store.exists(record_key("delivered", delivery_id))
+    assert b"s3cret" not in store.get_bytes(record_key("delivered", delivery_id))  # headers never stored
 
-    assert asyncio.run(notify.ensure(notify.NotifySettings(webhook_url=None))) == "disabled"
-    (automation,) = asyncio.run(automations())
-    assert not automation.enabled
+
+def test_the_webhook_setting_is_checked():
+    from fileflow.settings import NotifySettings
+
+    with pytest.raises(ValueError, match="not an http"):
+        NotifySettings(webhook_url="uploads.example/hook")
+    with pytest.raises(ValueError, match="unknown events"):
+        NotifySettings(webhook_url="http://uploads.example/hook", events=("fileflow.file.done",))
 
 
 # -- the exporter's file metrics, from the same events ------------------------------------------

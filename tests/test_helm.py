@@ -156,6 +156,9 @@ def test_schema_forbids_unknown_keys_everywhere():
         ({**MINIMAL, "converters": {"ocr": {"image": "ocr-latest"}}}, "image"),
         ({**MINIMAL, "securityContext": {"runAsUser": 0}}, "runAsUser"),
         ({**MINIMAL, "resumer": {"everySecond": 5}}, "everySecond"),
+        ({**MINIMAL, "callbacks": {"secret": "plain"}}, "secret"),
+        ({**MINIMAL, "notify": {"webhookUrl": "uploads.acme/hook"}}, "webhookUrl"),
+        ({**MINIMAL, "s3Events": {"uploadsPrefix": "uploads/"}}, "uploadsPrefix"),
         ({**MINIMAL, "mediator": {"terminationGracePeriodSeconds": 10}}, "terminationGracePeriodSeconds"),
         ({**MINIMAL, "converterModules": {"office_pdf": "not a module"}}, "converterModules"),
     ],
@@ -345,6 +348,46 @@ def test_resumer_runs_once_in_the_mediator_image_and_can_be_disabled(default_obj
 
     disabled = render({**MINIMAL, "resumer": {"enabled": False}})
     assert not any(o["metadata"]["name"].endswith("-resumer") for o in disabled)
+
+
+def _env(container) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_deliverer_runs_once_with_its_secret_and_reaches_the_receivers(default_objects, full_objects, full_values):
+    deliverer = of_kind(full_objects, "Deployment")["fileflow-prod-deliverer"]
+    assert deliverer["spec"]["replicas"] == 1 and deliverer["spec"]["strategy"]["type"] == "Recreate"
+    (container,) = deliverer["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "fileflow.server.deliverer"]
+    env = _env(container)
+    c = full_values["callbacks"]
+    assert env["FILEFLOW_CALLBACK_SECRET"] == {"secretKeyRef": {"name": c["existingSecret"], "key": c["secretKey"]}}
+    assert env["FILEFLOW_CALLBACK_RETRY_WINDOW_S"] == str(c["retryWindowSeconds"])
+    assert env["FILEFLOW_NOTIFY_WEBHOOK_URL"] == full_values["notify"]["webhookUrl"]
+    assert env["FILEFLOW_NOTIFY_WEBHOOK_HEADERS"] == {"secretKeyRef": {"name": "fileflow-notify", "key": "headers"}}
+    # the mediators enqueue the webhook: they get its URL and events, never the HMAC secret
+    (mediator,) = of_kind(full_objects, "Deployment")["fileflow-prod-mediator"]["spec"]["template"]["spec"]["containers"]
+    assert _env(mediator)["FILEFLOW_NOTIFY_EVENTS"] == '["fileflow.file.failed"]'
+    assert "FILEFLOW_CALLBACK_SECRET" not in _env(mediator)
+    policy = of_kind(full_objects, "NetworkPolicy")["fileflow-prod-deliverer"]["spec"]
+    assert policy["ingress"] == [] and policy["podSelector"]["matchLabels"]["fileflow.io/role"] == "deliverer"
+    assert {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 8443}]} in policy["egress"]
+    default = of_kind(default_objects, "Deployment")[f"{RELEASE}-fileflow-deliverer"]  # on by default, unsigned
+    assert "FILEFLOW_CALLBACK_SECRET" not in _env(default["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_s3_events_consumer_is_off_by_default_and_needs_its_queue(default_objects, full_objects, full_values):
+    assert f"{RELEASE}-fileflow-s3-events" not in of_kind(default_objects, "Deployment")
+    consumer = of_kind(full_objects, "Deployment")["fileflow-prod-s3-events"]
+    assert consumer["spec"]["replicas"] == 2
+    (container,) = consumer["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "fileflow.server.s3_events"]
+    env = _env(container)
+    assert env["FILEFLOW_S3_EVENTS_QUEUE_URL"] == full_values["s3Events"]["queueUrl"]
+    assert env["FILEFLOW_S3_EVENTS_UPLOADS_PREFIX"] == "incoming/" and env["FILEFLOW_STORAGE_KIND"] == "s3"
+    assert of_kind(full_objects, "NetworkPolicy")["fileflow-prod-s3-events"]["spec"]["ingress"] == []
+    with pytest.raises(Exception, match="s3Events.queueUrl is required"):
+        render({**MINIMAL, "s3Events": {"enabled": True}})
 
 
 def test_every_pod_gets_the_client_retries_and_converter_pods_the_converter_modules(default_objects, full_objects):

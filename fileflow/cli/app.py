@@ -308,15 +308,17 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
     window: Annotated[int, typer.Option(help="minutes of completions and failures to count", min=1)] = 60,
     home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`, if any")] = DEFAULT_HOME,
+    out: Annotated[Optional[Path], typer.Option(help="local storage folder of the callback outbox (default FILEFLOW_STORAGE_PATH)")] = None,
 ) -> None:
-    """Files in flight by kind and stage, work waiting per pool, completions and failures."""
+    """Files in flight by kind and stage, work waiting per pool, completions and failures, callbacks."""
     use_stack(home)  # before anything imports Prefect, whose settings are read once
     from datetime import timedelta
 
+    from blocks.storage import Store
     from fileflow.ops.status import collect, render
 
     try:
-        result = asyncio.run(collect(timedelta(minutes=window)))
+        result = asyncio.run(collect(timedelta(minutes=window), store=Store(StorageSettings().config(out=out))))
     except Exception as exc:  # the API is down or refused: say so, no traceback
         console.print(f"[red]cannot read Prefect's API: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1)
@@ -324,6 +326,55 @@ def status(
         typer.echo(json.dumps(result, indent=2))
     else:
         render(result, Console())
+
+
+@app.command()
+def deliver(
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="put every finally failed delivery back in the outbox, then exit")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="local storage folder (default FILEFLOW_STORAGE_PATH)")] = None,
+    home: Annotated[Path, typer.Option(help="a stack started by `fileflow up` (its storage)")] = DEFAULT_HOME,
+) -> None:
+    """Run the deliverer: POST the callback outbox (signed, retried with backoff) until stopped."""
+    use_stack(home)
+    import logging
+    import signal
+    import threading
+
+    from blocks.storage import Store
+    from fileflow.engine.callbacks import retry_failed as put_back
+    from fileflow.server.deliverer import run
+    from fileflow.settings import CallbackSettings, NotifySettings
+
+    try:
+        settings, notify = CallbackSettings(), NotifySettings()
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    store = Store(StorageSettings().config(out=out))
+    if retry_failed:
+        moved = put_back(store)
+        console.print(f"{len(moved)} failed deliveries back in the outbox")
+        raise typer.Exit(0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run(store, settings, notify, stop)
+
+
+@app.command("s3-events")
+def s3_events(
+    home: Annotated[Path, typer.Option(help="a stack started by `fileflow up` (its API)")] = DEFAULT_HOME,
+) -> None:
+    """Start processing for every object the S3 bucket notifies through SQS (FILEFLOW_S3_EVENTS_*)."""
+    use_stack(home, storage=False)
+    from fileflow.server.s3_events import main as consume
+
+    try:
+        raise typer.Exit(consume([]))
+    except ValueError as exc:  # a bad configuration: say which setting
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
 
 
 @app.command()

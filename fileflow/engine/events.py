@@ -12,17 +12,23 @@ one Prefect event:
   and ``url``: ``file://...`` or ``s3://bucket/prefix/...``) and ``steps`` (name, status,
   duration in seconds, cached) for the exporter's per-step latency.
 
-An automation (:mod:`deployments.notify`) turns these events into a webhook call; the
-exporter (:mod:`fileflow.server.exporter`) counts them. See docs/events.md.
+With ``FILEFLOW_NOTIFY_WEBHOOK_URL`` set, the same payload is put in the callback outbox
+(:func:`enqueue_webhook`, :mod:`fileflow.engine.callbacks`), from where the deliverer POSTs it,
+signed and retried; the exporter (:mod:`fileflow.server.exporter`) counts the events. See
+docs/events.md and docs/callbacks.md.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from blocks.storage import StorageConfig, manifest_key
+from blocks.storage import StorageConfig, Store, manifest_key
+from fileflow.engine.callbacks import enqueue
+from fileflow.settings import NotifySettings
 from fileflow.names import FILE_COMPLETED as COMPLETED, FILE_FAILED as FAILED, FILE_RESOURCE_PREFIX as RESOURCE_PREFIX
 
 log = logging.getLogger("fileflow.engine.events")
@@ -74,11 +80,34 @@ def terminal_event(manifest: dict[str, Any], storage: StorageConfig) -> dict[str
     }
 
 
-def emit_terminal(manifest: dict[str, Any], storage: StorageConfig) -> None:
-    """Emit the file's terminal event; never lets a failure to emit fail the file."""
+def emit_terminal(manifest: dict[str, Any], storage: StorageConfig) -> str | None:
+    """Emit the file's terminal event, its id; never lets a failure to emit fail the file."""
     from prefect.events import emit_event
 
     try:
-        emit_event(**terminal_event(manifest, storage))
+        event = emit_event(**terminal_event(manifest, storage))
     except Exception:  # the manifest is written: the event is a notification, not the record
         log.warning("could not emit the terminal event of %s", manifest["file_id"], exc_info=True)
+        return None
+    return str(event.id) if event is not None else None
+
+
+def webhook_body(event: dict[str, Any], *, event_id: str, flow_run_id: str | None, occurred: str) -> dict[str, Any]:
+    """What the global webhook receives for one terminal event (docs/events.md)."""
+    return {"event": event["event"], "event_id": event_id, "occurred": occurred, "flow_run_id": flow_run_id or "",
+            "file": event["payload"]}
+
+
+def enqueue_webhook(store: Store, notify: NotifySettings, manifest: dict[str, Any], *, event_id: str | None,
+                    flow_run_id: str | None) -> bool:
+    """Put the file's terminal event in the callback outbox for the global webhook, if one is set
+    and wants this event; whether a delivery was added. One delivery per file and flow run: a
+    resumed run finishing the file again adds none, a new run (reprocessing) adds one."""
+    event = terminal_event(manifest, store.config)
+    if not notify.webhook_url or event["event"] not in notify.events:
+        return False
+    event_id = event_id or str(uuid.uuid4())
+    delivery_id = f"webhook:{manifest['file_id']}:{flow_run_id or event_id}"
+    body = webhook_body(event, event_id=event_id, flow_run_id=flow_run_id,
+                        occurred=datetime.now(timezone.utc).isoformat())
+    return enqueue(store, delivery_id=delivery_id, url=notify.webhook_url, body=body, channel="webhook")

@@ -38,7 +38,7 @@ from pydantic import BaseModel
 import converters
 from blocks.storage import StorageConfig, Store, derived_prefix, make_block, manifest_key, original_key
 from fileflow.errors import FileflowError, ToolError, is_transient
-from fileflow.engine.events import emit_terminal
+from fileflow.engine.events import emit_terminal, enqueue_webhook
 from fileflow.engine.isolation import ChildPool
 from fileflow.engine.manifest import Manifest, RenditionRecord, StepError, StepRecord
 from fileflow.engine.progress import Tracker
@@ -46,7 +46,7 @@ from fileflow.engine.services import Services
 from fileflow.engine.step import StepRequest
 from fileflow.engine.steering import Steering
 from fileflow.names import RESULTS_BLOCK_PREFIX, STEP_TASK_NAME
-from fileflow.settings import PipelineSettings, StorageSettings
+from fileflow.settings import NotifySettings, PipelineSettings, StorageSettings
 
 # ---------------------------------------------------------------------------------------
 # What a flow knows about a file
@@ -119,6 +119,8 @@ class Runtime:
     results_slug: str | None = None
     """``<block type>/<name>`` of the results block, once :meth:`results_block` saved it."""
     _saving: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    """the global webhook (FILEFLOW_NOTIFY_*): every terminal event goes to the callback outbox"""
 
     def __post_init__(self) -> None:
         if self.pool is None:
@@ -451,6 +453,12 @@ class Mediation:
                 markdown=manifest.markdown(),
                 description=f"fileflow manifest of {self.file.name}",
             )
-        emit_terminal(data, self.rt.storage)  # tells the upload service (docs/events.md)
+        event_id = emit_terminal(data, self.rt.storage)  # tells the upload service (docs/events.md)
+        context = FlowRunContext.get()
+        run_id = str(context.flow_run.id) if context is not None and context.flow_run is not None else None
+        # the global webhook, through the callback outbox (signed, retried): a storage failure
+        # here fails the run, which is run again, rather than losing the answer
+        await asyncio.to_thread(enqueue_webhook, self.rt.store, self.rt.notify, data, event_id=event_id,
+                                flow_run_id=run_id)
         self.rt.tracker.finished(self.file.token, data)
         return data

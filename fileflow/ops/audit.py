@@ -16,7 +16,10 @@ What it reports (each a *finding*; any finding makes the command exit 1):
   ``prefect.flow-run.heartbeat`` event, or else its last state change) is older than
   ``heartbeat_after``;
 - ``missing_rendition``: a ``completed`` manifest without a rendition its kind requires
-  (:data:`REQUIRED_ROLES`), or one listing a rendition that is not in storage.
+  (:data:`REQUIRED_ROLES`), or one listing a rendition that is not in storage;
+- ``callback_failed``: a delivery of the callback outbox (a per-upload callback or the global
+  webhook, :mod:`fileflow.engine.callbacks`) that was retried for its whole window and given up
+  (``name`` is its delivery id); ``fileflow deliver --retry-failed`` sends it again.
 
 Files with no manifest yet but a run younger than the threshold are ``in_flight``, not findings.
 Router runs for files whose original is not in this storage (another ``--out`` folder on the
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from blocks.storage import Store
+from fileflow.engine import callbacks
 from fileflow.names import ROUTER_FLOW
 
 #: rendition roles a completed manifest of each kind must list
@@ -67,7 +71,7 @@ def parse_duration(text: str) -> timedelta:
 @dataclass
 class Finding:
     kind: str
-    """lost | stuck | no_heartbeat | missing_rendition"""
+    """lost | stuck | no_heartbeat | missing_rendition | callback_failed"""
     file_id: str | None
     name: str | None
     detail: str
@@ -82,6 +86,8 @@ class AuditReport:
     in_flight: int = 0
     runs_elsewhere: int = 0
     """router runs for files whose original is not in this storage (ignored)"""
+    callbacks_pending: int = 0
+    """deliveries in the callback outbox still being tried (not findings)"""
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -270,6 +276,12 @@ async def audit(store: Store, *, stuck_after: timedelta, heartbeat_after: timede
                 "lost", file_id, names.get(file_id),
                 f"uploaded {_age(now - stamp)} ago, no manifest and no run working on it",
             ))
+    report.callbacks_pending = callbacks.pending_count(store)
+    for delivery in callbacks.failed_deliveries(store):
+        report.findings.append(Finding(
+            "callback_failed", None, delivery["delivery_id"],
+            f"POST {delivery['url']} given up after {delivery['attempts']} attempts: {delivery['last_error']}",
+        ))
     return report
 
 
@@ -287,7 +299,7 @@ def print_report(report: AuditReport, console) -> None:
 
     console.print(
         f"submitted {report.submitted}: {report.completed} completed, {report.failed} failed, "
-        f"{report.in_flight} in flight, {report.lost} lost"
+        f"{report.in_flight} in flight, {report.lost} lost, {report.callbacks_pending} callbacks pending"
         + (f" ({report.runs_elsewhere} router runs for files stored elsewhere ignored)" if report.runs_elsewhere else "")
     )
     if report.ok:

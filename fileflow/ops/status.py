@@ -15,6 +15,8 @@ What is read, with one client (the embedded default's ephemeral server, or ``PRE
 - **last hour** (``window``): ``fileflow.file.completed`` / ``fileflow.file.failed`` events
   (:mod:`fileflow.engine.events`) counted by the events API, failures by the ``error.type`` of their
   payload (paged through the failed events only).
+- **callbacks** (when given the storage): deliveries waiting in the outbox and those that finally
+  failed (:mod:`fileflow.engine.callbacks`), read from storage.
 """
 
 from __future__ import annotations
@@ -178,8 +180,16 @@ async def finished(client, now: datetime, window: timedelta) -> dict[str, Any]:
             "failures": dict(failures.most_common()), "failures_partial": partial}
 
 
-async def collect(window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
-    """Everything ``fileflow status`` shows, as one JSON-ready dict."""
+def callbacks_of(store) -> dict[str, Any]:
+    """The outbox: deliveries pending, and those that finally failed (the 20 latest listed)."""
+    from fileflow.engine.callbacks import failed_deliveries, pending_count
+
+    failed = failed_deliveries(store)
+    return {"pending": pending_count(store), "failed": len(failed), "failed_latest": failed[-20:]}
+
+
+async def collect(window: timedelta = timedelta(hours=1), store=None) -> dict[str, Any]:
+    """Everything ``fileflow status`` shows, as one JSON-ready dict (the callback outbox too, given ``store``)."""
     from prefect.client.orchestration import get_client
 
     now = datetime.now(timezone.utc)
@@ -200,6 +210,7 @@ async def collect(window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
         "pools": pool_rows,
         "oldest_waiting": oldest,
         "finished": done,
+        "callbacks": await asyncio.to_thread(callbacks_of, store) if store is not None else None,
     }
 
 
@@ -236,3 +247,13 @@ def render(status: dict[str, Any], console) -> None:
         f"since {done['since'][11:19]}Z: [green]{done['completed']} completed[/green], "
         f"[red]{done['failed']} failed[/red]" + (f" ({failures}{', partial' if done['failures_partial'] else ''})" if failures else "")
     )
+    callbacks = status.get("callbacks")
+    if callbacks is not None:
+        console.print(f"callbacks: {callbacks['pending']} pending, "
+                      + (f"[red]{callbacks['failed']} failed for good[/red]" if callbacks["failed"] else "0 failed"))
+        if callbacks["failed_latest"]:
+            table = Table("delivery", "url", "attempts", "last error", title="failed callbacks (latest)",
+                          title_justify="left")
+            for d in callbacks["failed_latest"][-10:]:
+                table.add_row(str(d["delivery_id"]), str(d["url"]), str(d["attempts"]), str(d["last_error"]))
+            console.print(table)

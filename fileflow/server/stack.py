@@ -15,7 +15,11 @@ Started, each in a session of its own with its log under ``<home>/logs/``:
 - N workers per converter pool: N warm workers, each serving every converter pool, or with
   ``worker_type="process"`` N of Prefect's process workers per pool;
 - the warm workers run under ``--keep-alive``: one that dies is started again;
-- the pending-work exporter.
+- the pending-work exporter;
+- the resumer of crashed router runs;
+- the callback deliverer (:mod:`fileflow.server.deliverer`), and with S3 storage and
+  ``FILEFLOW_S3_EVENTS_QUEUE_URL`` set, the consumer of the bucket's notifications
+  (:mod:`fileflow.server.s3_events`).
 
 Every process started is recorded in ``<home>/stack.json``; ``down`` stops them (SIGTERM to
 each process group, SIGKILL after a grace period) and checks that none is left.
@@ -37,7 +41,7 @@ from typing import Iterator
 
 import converters
 from fileflow.home import client_tls_env, stack_file, stack_state
-from fileflow.settings import LivenessSettings
+from fileflow.settings import CallbackSettings, LivenessSettings, NotifySettings, S3EventsSettings
 from fileflow.names import MEDIATOR_POOL, pool_name
 
 #: seconds the warm mediator's files in flight get to finish on `fileflow down`; one still going
@@ -126,6 +130,11 @@ class Stack:
                              "leases and background tasks through it")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             found.append(f"--redis must be a redis:// or rediss:// URL, not {self.redis_url!r}")
+        for settings in (CallbackSettings, NotifySettings, S3EventsSettings):  # refused before anything starts
+            try:
+                settings()
+            except ValueError as exc:
+                found.append(str(exc).replace("\n", " "))
         return found
 
     @property
@@ -292,6 +301,12 @@ class Stack:
             self._wait_http(f"http://127.0.0.1:{self.exporter_port}/healthz", 60, "the exporter")
             # resumes crashed router runs whose Crashed event the automation missed (fileflow/server/resumer.py)
             self._start("resumer", [python, "-m", "fileflow.server.resumer"], env)
+            # POSTs the callback outbox (the webhook, per-upload callbacks), signed and retried (docs/callbacks.md)
+            progress("starting the callback deliverer")
+            self._start("deliverer", [python, "-m", "fileflow.server.deliverer"], env)
+            if env.get("FILEFLOW_STORAGE_KIND") == "s3" and env.get("FILEFLOW_S3_EVENTS_QUEUE_URL"):
+                progress("starting the S3 notification consumer")
+                self._start("s3-events", [python, "-m", "fileflow.server.s3_events"], env)
         except BaseException:
             self.down()
             raise

@@ -144,6 +144,19 @@ Secret or none at all for IRSA / workload identity).
       name: {{ . }}
       key: {{ $.Values.storage.credentials.secretAccessKeyKey }}
 {{- end }}
+{{- with .Values.notify.webhookUrl }}
+- name: FILEFLOW_NOTIFY_WEBHOOK_URL
+  value: {{ . | quote }}
+- name: FILEFLOW_NOTIFY_EVENTS
+  value: {{ toJson $.Values.notify.events | quote }}
+{{- end }}
+{{- with .Values.notify.headersSecret }}
+- name: FILEFLOW_NOTIFY_WEBHOOK_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.notify.headersKey }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
