@@ -316,7 +316,7 @@ def status(
     from fileflow.ops.status import collect, render
 
     try:
-        result = asyncio.run(collect(timedelta(minutes=window)))
+        result = asyncio.run(collect(timedelta(minutes=window), home=home))
     except Exception as exc:  # the API is down or refused: say so, no traceback
         console.print(f"[red]cannot read Prefect's API: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1)
