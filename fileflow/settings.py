@@ -127,6 +127,10 @@ class LivenessSettings(BaseSettings):
         120, ge=30, description="a run claimed by a worker (Pending) that has not started after this long is marked "
         "Crashed: its worker died between claiming and starting it"
     )
+    resume_after_s: int = Field(
+        10, ge=10, description="a router run still Crashed this long after its Crashed event is set back to "
+        "Scheduled (Prefect's minimum window for a proactive trigger: 10 s)"
+    )
     mediator_resumes: int = Field(
         2, ge=0, description="how often a crashed router run is resumed before its file ends failed"
     )
