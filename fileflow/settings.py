@@ -56,6 +56,11 @@ class PipelineSettings(BaseSettings):
         max(2, os.cpu_count() or 2), ge=1, description="warm child processes that run steps"
     )
     scratch_dir: Path | None = Field(None, description="where steps unpack their inputs (default: system temp)")
+    lock_redis_url: str | None = Field(
+        None, description="Redis (redis://host:port/db) holding the step locks, so that a file processed twice at "
+        "once runs each step once across machines; unset: lock files in lock_dir (one machine)"
+    )
+    lock_dir: Path | None = Field(None, description="folder of the step lock files (default <PREFECT_HOME>/locks)")
     ocr_languages: str = Field(
         "auto", description="Tesseract languages for OCR: 'auto' (each page in its own language, among "
         "ocr_allowed_languages) or fixed, e.g. 'eng' or 'deu'"

@@ -157,6 +157,8 @@ class Stack:
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(LivenessSettings().heartbeat_s),
             **client_tls_env(self.api_url, os.environ),
         }
+        if self.redis_url:  # the step locks too (fileflow/engine/locks.py), unless the caller chose others
+            env.setdefault("FILEFLOW_LOCK_REDIS_URL", self.redis_url)
         if self.storage_path and env.get("FILEFLOW_STORAGE_KIND", "local") == "local":
             env["FILEFLOW_STORAGE_PATH"] = str(self.storage_path.resolve())
         return env
