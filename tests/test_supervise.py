@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fileflow.home import supervised_state
-from tests.conftest import wait_until
+from tests.conftest import _free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,3 +103,25 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+@pytest.mark.parametrize("module, ready", [
+    ("fileflow.server.resumer", "sweep failed"),  # it has started sweeping (the API is not there)
+    ("fileflow.server.exporter", "fileflow exporter on"),
+])
+def test_the_exporter_and_the_resumer_exit_0_on_sigterm(module, ready, tmp_path):
+    """A stop (SIGTERM from `fileflow down` or the supervisor) is a clean end, not a crash."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
+    env.update({"PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_CLIENT_MAX_RETRIES": "0"})
+    args = ["--every", "1"] if module.endswith("resumer") else ["--port", str(_free_port())]
+    log = tmp_path / "log"
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=ROOT, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: ready in log.read_text(), 120, f"{module} running")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
