@@ -23,7 +23,7 @@ from common import count_manifests, emit, make_files, stack
 
 
 def _mediator_worker(keeper: int) -> int | None:
-    """The warm mediator itself: the keeper's child (``--keep-alive`` runs the worker as one)."""
+    """The warm mediator itself: the child of its supervisor (fileflow/server/supervise.py)."""
     for task in Path(f"/proc/{keeper}/task").iterdir():
         children = (task / "children").read_text().split()
         if children:

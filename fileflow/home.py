@@ -56,3 +56,34 @@ def client_tls_env(api_url: str, environ: dict[str, str]) -> dict[str, str]:
     if api_url.startswith("http://") and not own and environ.get("FILEFLOW_STACK_PLAIN_HTTP_CA", "1") != "0":
         return {"PREFECT_API_SSL_CERT_FILE": str(PLAIN_HTTP_CA_BUNDLE)}
     return {}
+
+
+#: one record per process of the stack, written by its supervisor (fileflow/server/supervise.py):
+#: ``<home>/supervised/<name>.json`` with its pid, restarts, crashes and how it last ended
+SUPERVISED_DIR = "supervised"
+
+
+def supervised_file(home: Path, name: str) -> Path:
+    return home / SUPERVISED_DIR / f"{name}.json"
+
+
+def write_supervised(home: Path, name: str, record: dict[str, Any]) -> None:
+    """Replace a process's record at once (a reader never sees half of one)."""
+    path = supervised_file(home, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(json.dumps(record, indent=2))
+    part.replace(path)
+
+
+def supervised_state(home: Path) -> dict[str, dict[str, Any]]:
+    """Every supervised process of the stack under ``home``, by name (empty if none)."""
+    folder = home / SUPERVISED_DIR
+    found = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        found[record.get("name", path.stem)] = record
+    return found

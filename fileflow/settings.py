@@ -57,6 +57,11 @@ class PipelineSettings(BaseSettings):
         max(2, os.cpu_count() or 2), ge=1, description="warm child processes that run steps"
     )
     scratch_dir: Path | None = Field(None, description="where steps unpack their inputs (default: system temp)")
+    lock_redis_url: str | None = Field(
+        None, description="Redis (redis://host:port/db) holding the step locks, so that a file processed twice at "
+        "once runs each step once across machines; unset: lock files in lock_dir (one machine)"
+    )
+    lock_dir: Path | None = Field(None, description="folder of the step lock files (default <PREFECT_HOME>/locks)")
     ocr_languages: str = Field(
         "auto", description="Tesseract languages for OCR: 'auto' (each page in its own language, among "
         "ocr_allowed_languages) or fixed, e.g. 'eng' or 'deu'"
@@ -127,6 +132,10 @@ class LivenessSettings(BaseSettings):
     pending_after_s: int = Field(
         120, ge=30, description="a run claimed by a worker (Pending) that has not started after this long is marked "
         "Crashed: its worker died between claiming and starting it"
+    )
+    resume_after_s: int = Field(
+        10, ge=10, description="a router run still Crashed this long after its Crashed event is set back to "
+        "Scheduled (Prefect's minimum window for a proactive trigger: 10 s)"
     )
     mediator_resumes: int = Field(
         2, ge=0, description="how often a crashed router run is resumed before its file ends failed"

@@ -6,7 +6,7 @@ an S3 bucket on moto's server). Each test submits a long video (its transcode is
 kill, seen `Running` first) and two small text files, kills one process with SIGKILL, waits for
 every file's manifest, checks which step runs exist, and ends with `fileflow audit` (exit 0).
 Two ways the stack learns of a death: a worker killed alone is started again by its keeper
-(`fileflow.server.worker --keep-alive`), which crashes the dead process's runs at once (fault 3); a
+(its supervisor, `fileflow/server/supervise.py`), which crashes the dead process's runs at once (fault 3); a
 worker lost with its keeper (the machine gone) is noticed by nobody, and recovery comes from the
 heartbeats and the liveness automations of deployments/liveness.py (fault 1). Either way the
 resume automation reschedules a crashed router run (docs/reliability.md, "Distributed faults").

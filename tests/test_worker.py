@@ -226,7 +226,7 @@ def _wait_child(keeper: subprocess.Popen, ctx, other_than: int | None = None, ti
 
 
 def test_keep_alive_starts_a_killed_worker_again_and_sigterm_stops_both(sleepy_pool):
-    """`--keep-alive` (what `fileflow up` runs): a worker SIGKILLed is started again and serves
+    """`--keep-alive` (the supervisor `fileflow up` runs every worker under, outside a stack): a worker SIGKILLed is started again and serves
     the pool; SIGTERM to the keeper drains the worker and ends both, exit code 0."""
     ctx = sleepy_pool
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}

@@ -318,7 +318,8 @@ def status(
     from fileflow.ops.status import collect, render
 
     try:
-        result = asyncio.run(collect(timedelta(minutes=window), store=Store(StorageSettings().config(out=out))))
+        result = asyncio.run(collect(timedelta(minutes=window), home=home,
+                                     store=Store(StorageSettings().config(out=out))))
     except Exception as exc:  # the API is down or refused: say so, no traceback
         console.print(f"[red]cannot read Prefect's API: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1)

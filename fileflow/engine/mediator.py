@@ -40,6 +40,7 @@ from blocks.storage import StorageConfig, Store, derived_prefix, make_block, man
 from fileflow.errors import FileflowError, ToolError, is_transient
 from fileflow.engine.events import emit_terminal, enqueue_webhook
 from fileflow.engine.isolation import ChildPool
+from fileflow.engine.locks import Bounded, held, lock_manager
 from fileflow.engine.manifest import Manifest, RenditionRecord, StepError, StepRecord
 from fileflow.engine.progress import Tracker
 from fileflow.engine.services import Services
@@ -121,6 +122,7 @@ class Runtime:
     _saving: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
     notify: NotifySettings = field(default_factory=NotifySettings)
     """the global webhook (FILEFLOW_NOTIFY_*): every terminal event goes to the callback outbox"""
+    _locks: Any = None
 
     def __post_init__(self) -> None:
         if self.pool is None:
@@ -156,13 +158,48 @@ class Runtime:
             config = replace(self.storage, prefix=f"{self.storage.prefix.strip('/')}/results".lstrip("/"))
         block = make_block(config)
         name = RESULTS_BLOCK_PREFIX + hashlib.sha256(config.describe().encode()).hexdigest()[:12]
-        await block.save(name, overwrite=True)
+        # one process at a time reads or writes it: on a fresh PostgreSQL database, six at once
+        # collided on the block's name and on the server's encryption key (UniqueViolation)
+        async with held(self.locks, f"{name}-save", hold_s=120, wait_s=120):
+            self._results = await _saved_once(block, name)
         self.results_slug = f"{block.get_block_type_slug()}/{name}"
-        self._results = block
+
+    @property
+    def locks(self):
+        """The lock manager of this process's step locks (:mod:`fileflow.engine.locks`)."""
+        if self._locks is None:
+            self._locks = lock_manager(self.pipeline.lock_redis_url, self.pipeline.lock_dir)
+        return self._locks
 
     def close(self) -> None:
         self.services.close()
         self.pool.close()
+
+
+async def _saved_once(block, name: str):
+    """``block`` as saved under ``name``, written only when the server does not hold it already.
+
+    Every mediator and worker process needs this block, and many start at once (a stack, a
+    burst of pool steps): loading is a read, so they do not collide, and an unchanged block is
+    not written again (an S3 block would also leave a new anonymous credentials document behind
+    on every save). A save that loses a race with another process's save of the same name
+    loads the winner's, which holds the same values (the name is derived from them).
+    """
+    kind = type(block)
+    try:
+        saved = await kind.aload(name)
+    except ValueError:  # no block document of that name yet
+        saved = None
+    if saved is not None and saved.model_dump() == block.model_dump():
+        return saved
+    try:
+        await block.asave(name, overwrite=True)
+        return block
+    except Exception as exc:  # another process saved it between our read and our write
+        try:
+            return await kind.aload(name)
+        except Exception:
+            raise exc from None
 
 
 _default: Runtime | None = None
@@ -278,14 +315,25 @@ async def _execute_step(
 
 async def step_task(converter: str, rt: Runtime, cache_key: str):
     """The step task configured for one converter: retries, backoff, persisted cached result."""
+    from prefect.cache_policies import CacheKeyFnPolicy
+
     spec = converters.implementation(converter, rt.pipeline.module_of(converter)).SPEC
     delay = rt.pipeline.retry_delay_s
+    delays = [delay * 2**i for i in range(max(spec.retries, 1))]
+    # the lock on the step's cache key outlives every attempt (each up to its timeout, a pool
+    # step also waiting for a worker) and the waits between them; then it expires, so a holder
+    # that died never blocks the file's resumed run for good
+    hold_s = (spec.retries + 1) * (spec.timeout_s + rt.pipeline.pool_queue_timeout_s) + sum(delays) + 60
+    # SERIALIZABLE: the same file processed twice at once runs the step once; the second run
+    # waits for the first one's result and takes it from the cache (fileflow/engine/locks.py)
+    policy = CacheKeyFnPolicy(cache_key_fn=lambda *_: cache_key).configure(
+        isolation_level="SERIALIZABLE", lock_manager=Bounded(rt.locks, hold_s))
     return _run_step.with_options(
         task_run_name=converter,
         retries=spec.retries,
-        retry_delay_seconds=[delay * 2**i for i in range(max(spec.retries, 1))],
+        retry_delay_seconds=delays,
         retry_condition_fn=_retry_if_transient,
-        cache_key_fn=lambda *_: cache_key,
+        cache_policy=policy,
         refresh_cache=converter in rt.refresh,
         persist_result=True,
         result_storage=await rt.results_block(),

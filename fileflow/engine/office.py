@@ -52,8 +52,13 @@ _PROFILE_SETTINGS = """<?xml version="1.0" encoding="UTF-8"?>
 #   ("Could not load document") and soffice.bin aborts a moment later (measured here with a
 #   plain openpyxl XLSX). Writer and Impress documents were not affected.
 # - MacroExecutionMode=NEVER_EXECUTE (0): say at the API level what the profile settings say.
-_LAUNCHER = '''"""unoserver's server, run by fileflow.engine.office with two load properties added."""
+_LAUNCHER = '''"""unoserver's server, run by fileflow.engine.office with two load properties added; it and
+LibreOffice end at once when the process holding them dies (SIGKILL included)."""
+import os
+import select
+import signal
 import sys
+import threading
 
 from unoserver import converter, server  # converter imports uno first
 from com.sun.star.beans import PropertyValue
@@ -84,7 +89,28 @@ def _patched_init(self, *args, **kwargs):
 
 converter.UnoConverter.__init__ = _patched_init
 
+
+def _die_with_holder():
+    """Kill this process group (unoserver and LibreOffice) when the holder's pid ends."""
+    holder = os.environ.get("FILEFLOW_UNOSERVER_HOLDER")
+    if not holder:
+        return
+    try:
+        fd = os.pidfd_open(int(holder))
+    except ProcessLookupError:  # gone already
+        os.killpg(0, signal.SIGKILL)
+    except (AttributeError, OSError, ValueError):  # no pidfd here: stop() remains the only way
+        return
+
+    def watch():
+        select.select([fd], [], [])
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="fileflow-holder-watch", daemon=True).start()
+
+
 if __name__ == "__main__":
+    _die_with_holder()
     sys.exit(server.main())
 '''
 LAUNCHER_MODULE = "fileflow_unoserver"
@@ -358,6 +384,7 @@ class UnoServer:
             env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
             env["PYTHONPATH"] = str(pypath)
             env["PYTHONUNBUFFERED"] = "1"
+            env["FILEFLOW_UNOSERVER_HOLDER"] = str(os.getpid())  # its own group: it must not outlive us
             with open(self.workdir / "unoserver.log", "wb") as log:
                 self.process = subprocess.Popen(
                     cmd,

@@ -12,6 +12,8 @@ What is read, with one client (the embedded default's ephemeral server, or ``PRE
   (:func:`fileflow.ops.backlog.pool_count_filters`; the exporter's ``pending`` leaves out what no
   worker may claim now).
 - **oldest waiting**: the due Scheduled or Pending flow run with the earliest expected start.
+- **stack processes** (with ``--home`` of a ``fileflow up`` stack): every supervised process,
+  its pid, restarts and crashes and how it last ended (:mod:`fileflow.server.supervise`).
 - **last hour** (``window``): ``fileflow.file.completed`` / ``fileflow.file.failed`` events
   (:mod:`fileflow.engine.events`) counted by the events API, failures by the ``error.type`` of their
   payload (paged through the failed events only).
@@ -24,9 +26,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from fileflow.engine.events import COMPLETED, FAILED
+from fileflow.home import supervised_state
 from fileflow.names import ROUTER_FLOW
 
 #: the task key of a step task run begins with this (fileflow.engine.mediator.STEP_TASK_KEY_PREFIX,
@@ -188,8 +192,22 @@ def callbacks_of(store) -> dict[str, Any]:
     return {"pending": pending_count(store), "failed": len(failed), "failed_latest": failed[-20:]}
 
 
-async def collect(window: timedelta = timedelta(hours=1), store=None) -> dict[str, Any]:
-    """Everything ``fileflow status`` shows, as one JSON-ready dict (the callback outbox too, given ``store``)."""
+def processes(home: Path | None) -> list[dict[str, Any]]:
+    """The supervised processes of the stack under ``home`` (``fileflow up``): each one's pid
+    (None while it is being started again), restarts, crashes and how it last ended."""
+    if home is None:
+        return []
+    rows = []
+    for name, record in supervised_state(home).items():
+        rows.append({"name": name, "pid": record.get("pid"), "restarts": record.get("restarts", 0),
+                     "crashes": record.get("crashes", 0), "last_exit": record.get("last_exit"),
+                     "last_exit_at": record.get("last_exit_at")})
+    return rows
+
+
+async def collect(window: timedelta = timedelta(hours=1), home: Path | None = None, store=None) -> dict[str, Any]:
+    """Everything ``fileflow status`` shows, as one JSON-ready dict; with ``home``, the
+    processes of the stack recorded there too; with ``store``, the callback outbox."""
     from prefect.client.orchestration import get_client
 
     now = datetime.now(timezone.utc)
@@ -211,6 +229,7 @@ async def collect(window: timedelta = timedelta(hours=1), store=None) -> dict[st
         "oldest_waiting": oldest,
         "finished": done,
         "callbacks": await asyncio.to_thread(callbacks_of, store) if store is not None else None,
+        "processes": processes(home),
     }
 
 
@@ -241,6 +260,13 @@ def render(status: dict[str, Any], console) -> None:
         f"oldest waiting: {oldest['name']} ({oldest['state']}, pool {oldest['pool'] or '-'}) for {oldest['seconds']:.0f} s"
         if oldest else "oldest waiting: nothing waits"
     )
+    if status.get("processes"):
+        procs = Table("process", "pid", "restarts", "crashes", "last exit", title="stack processes (supervised)",
+                      title_justify="left")
+        for p in status["processes"]:
+            last = f"{p['last_exit']} at {p['last_exit_at'][11:19]}Z" if p["last_exit"] else ""
+            procs.add_row(p["name"], str(p["pid"] or "restarting"), str(p["restarts"]), str(p["crashes"]), last)
+        console.print(procs)
     done = status["finished"]
     failures = ", ".join(f"{k}: {v}" for k, v in done["failures"].items())
     console.print(

@@ -63,14 +63,24 @@ async def sweep(client, *, settle_s: float, max_crashes: int) -> list[str]:
 async def serve(every_s: float, settle_s: float) -> None:
     from prefect.client.orchestration import get_client
 
+    import signal
+
     max_crashes = LivenessSettings().mediator_resumes
-    while True:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a clean stop (exit 0) between two sweeps
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
         try:
             async with get_client() as client:
                 await sweep(client, settle_s=settle_s, max_crashes=max_crashes)
         except Exception as exc:  # the API down (a restart): try again at the next round
             log.warning("sweep failed: %s: %s", type(exc).__name__, exc)
-        await asyncio.sleep(every_s)
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except asyncio.TimeoutError:
+            pass
+    log.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> None:

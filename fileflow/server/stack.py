@@ -14,12 +14,15 @@ Started, each in a session of its own with its log under ``<home>/logs/``:
   ``mediator_type="process"`` Prefect's process worker (two fresh processes per file);
 - N workers per converter pool: N warm workers, each serving every converter pool, or with
   ``worker_type="process"`` N of Prefect's process workers per pool;
-- the warm workers run under ``--keep-alive``: one that dies is started again;
 - the pending-work exporter;
 - the resumer of crashed router runs;
 - the callback deliverer (:mod:`fileflow.server.deliverer`), and with S3 storage and
   ``FILEFLOW_S3_EVENTS_QUEUE_URL`` set, the consumer of the bucket's notifications
   (:mod:`fileflow.server.s3_events`).
+
+Every one of them runs under a supervisor of its own (:mod:`fileflow.server.supervise`): one that
+dies is started again with backoff, and its restarts and crashes are recorded under
+``<home>/supervised/`` for ``fileflow status``.
 
 Every process started is recorded in ``<home>/stack.json``; ``down`` stops them (SIGTERM to
 each process group, SIGKILL after a grace period) and checks that none is left.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,9 +44,10 @@ from pathlib import Path
 from typing import Iterator
 
 import converters
-from fileflow.home import client_tls_env, stack_file, stack_state
+from fileflow.home import SUPERVISED_DIR, client_tls_env, stack_file, stack_state
 from fileflow.settings import CallbackSettings, LivenessSettings, NotifySettings, S3EventsSettings
 from fileflow.names import MEDIATOR_POOL, pool_name
+from fileflow.server.supervise import PREDECESSOR_ENV
 
 #: seconds the warm mediator's files in flight get to finish on `fileflow down`; one still going
 #: after that ends Crashed and is resumed by the next mediator (its finished steps are cached)
@@ -161,14 +166,21 @@ class Stack:
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(LivenessSettings().heartbeat_s),
             **client_tls_env(self.api_url, os.environ),
         }
+        if self.redis_url:  # the step locks too (fileflow/engine/locks.py), unless the caller chose others
+            env.setdefault("FILEFLOW_LOCK_REDIS_URL", self.redis_url)
         if self.storage_path and env.get("FILEFLOW_STORAGE_KIND", "local") == "local":
             env["FILEFLOW_STORAGE_PATH"] = str(self.storage_path.resolve())
         return env
 
-    def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> int:
+    def _start(self, name: str, cmd: list[str], env: dict[str, str], predecessor_env: str | None = None) -> int:
+        """Start ``cmd`` under its supervisor (:mod:`fileflow.server.supervise`), which starts it
+        again whenever it dies; the supervisor's pid (its process group) is what is recorded."""
         log = open(self.home / "logs" / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=Path(__file__).resolve().parents[1])
+        supervisor = [sys.executable, "-m", "fileflow.server.supervise", "--name", name, "--home", str(self.home)]
+        if predecessor_env:
+            supervisor += ["--predecessor-env", predecessor_env]
+        proc = subprocess.Popen([*supervisor, "--", *cmd], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=Path(__file__).resolve().parents[1])
         self.processes[name] = proc.pid
         self._save()
         return proc.pid
@@ -260,6 +272,7 @@ class Stack:
         if problems:
             raise RuntimeError("; ".join(problems))
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.home / SUPERVISED_DIR, ignore_errors=True)  # a previous stack's restarts
         env = self.env()
         python = sys.executable
         if self.redis_url:
@@ -280,10 +293,10 @@ class Stack:
             env["FILEFLOW_UNOSERVER_PORT"] = str(uno_port)
             progress(f"starting workers: mediator + {self.workers_per_pool} per converter pool")
             worker = [python, "-m", "prefect", "worker", "start", "--type", "process"]
-            warm = [python, "-m", "fileflow.server.worker", "--keep-alive"]
+            warm = [python, "-m", "fileflow.server.worker"]
             if self.mediator_type == "warm":  # every file's flow runs in this one warm process
                 self._start("worker-mediator", [*warm, "--pool", MEDIATOR_POOL, "--limit", str(self.mediator_limit),
-                                                "--grace", str(MEDIATOR_GRACE_S)], env)
+                                                "--grace", str(MEDIATOR_GRACE_S)], env, PREDECESSOR_ENV)
             else:  # Prefect's process worker: two fresh processes per file
                 self._start("worker-mediator", [*worker, "--pool", MEDIATOR_POOL, "--limit",
                                                 str(self.mediator_limit)], env)
@@ -291,7 +304,7 @@ class Stack:
             for i in range(self.workers_per_pool):
                 if self.worker_type == "warm":
                     pool_args = [arg for pool in pools for arg in ("--pool", pool)]
-                    self._start(f"worker-warm-{i}", [*warm, *pool_args], env)
+                    self._start(f"worker-warm-{i}", [*warm, *pool_args], env, PREDECESSOR_ENV)
                 else:
                     for pool in pools:
                         self._start(f"worker-{pool}-{i}", [*worker, "--pool", pool], env)
@@ -332,6 +345,7 @@ class Stack:
         killed += _stop_processes(members(self.home), grace_s=min(grace_s, 5.0))
         self.processes = {}
         self.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.home / SUPERVISED_DIR, ignore_errors=True)
         return killed
 
     @classmethod

@@ -42,9 +42,7 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -62,6 +60,7 @@ from fileflow import retry
 from fileflow.engine.isolation import ChildPool
 from fileflow.names import MEDIATOR_POOL, STEP_FLOW
 from fileflow.server.prefect_private import HookedWorker, described
+from fileflow.server.supervise import PREDECESSOR_ENV
 
 logger = logging.getLogger("fileflow.server.worker")
 
@@ -291,7 +290,10 @@ async def _serve(pools: list[str], stop: asyncio.Event, *, limit: int, children:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            for w in workers:
+            # each worker entered a task group (a cancel scope) in this task, nested in the one
+            # before it: they are left in reverse order, or anyio refuses ("Attempted to exit a
+            # cancel scope that isn't the current task's current cancel scope", exit code 1)
+            for w in reversed(workers):
                 await w.__aexit__(None, None, None)
             flows.step.share_child_pool(None)
 
@@ -358,8 +360,6 @@ async def serve_health(workers: list[WarmWorker], port: int, host: str = "0.0.0.
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-#: set by the keeper for a worker it starts after one died: ``<host>:<pid>|<how it died>``
-PREDECESSOR_ENV = "FILEFLOW_WORKER_PREDECESSOR"
 
 
 async def crash_runs_of_dead_worker(pools: list[str], predecessor: str) -> list[str]:
@@ -434,37 +434,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def keep_alive(worker_args: list[str], *, max_backoff_s: float = 30.0) -> int:
-    """Run ``python -m fileflow.server.worker <worker_args>`` and start it again when it dies.
+    """Run ``python -m fileflow.server.worker <worker_args>`` under
+    :func:`fileflow.server.supervise.supervise`: started again whenever it dies.
 
-    What a Kubernetes Deployment does for the mediator pod, for ``fileflow up``: a worker
-    killed outright (SIGKILL, OOM) takes the runs it held with it; their heartbeats stop, the
-    liveness automations crash and resume them (:mod:`deployments.liveness`), and the new
-    worker picks them up. A stop signal is passed on to the worker, which drains; this process
-    then ends with it. Restarts back off (1, 2, 4 ... ``max_backoff_s`` s) while the worker
-    keeps dying within a minute of its start.
+    What a Kubernetes Deployment does for the mediator pod: a worker killed outright (SIGKILL,
+    OOM) takes the runs it held with it; the next worker crashes them at once (it is told who
+    died before it), and the liveness automations remain the net (:mod:`deployments.liveness`).
+    A stop signal is passed on to the worker, which drains; this process then ends with it.
     """
-    stopping = threading.Event()
-    child: subprocess.Popen | None = None
+    from fileflow.server.supervise import supervise
 
-    def stop(signum, _frame) -> None:
-        stopping.set()
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, stop)
-    backoff = 1.0
-    env = dict(os.environ)
-    while True:
-        started = time.monotonic()
-        child = subprocess.Popen([sys.executable, "-m", "fileflow.server.worker", *worker_args], env=env)
-        code = child.wait()
-        if stopping.is_set():
-            return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
-        backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, max_backoff_s)
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        logger.warning("worker %d died (%s); starting it again in %g s", child.pid, how, backoff / 2)
-        # the next worker crashes the runs this one held at once, not after the heartbeats' silence
-        env[PREDECESSOR_ENV] = f"{socket.gethostname()}:{child.pid}|{how}"
-        if stopping.wait(backoff / 2):
-            return 0
+    return supervise([sys.executable, "-m", "fileflow.server.worker", *worker_args], name="worker",
+                     predecessor_env=PREDECESSOR_ENV, max_backoff_s=max_backoff_s)

@@ -1,0 +1,106 @@
+"""The lock that makes a step run once when the same file is processed twice at once.
+
+A step's task caches its result under its cache key (the converter's version and the input's
+identity, :func:`fileflow.engine.mediator.step_cache_key`). Without a lock, two runs of the same
+file that start together both find no cached result and both run the step. With Prefect's
+``SERIALIZABLE`` cache isolation, the step's transaction takes a lock on the cache key first:
+the second run waits for the first to commit, then reads its result (``Cached``).
+
+The lock manager (Prefect's public lock managers):
+
+| where | lock manager | shared by |
+|---|---|---|
+| ``FILEFLOW_LOCK_REDIS_URL`` set (``fileflow up --redis`` sets it) | ``prefect_redis.RedisLockManager`` | every process that reaches that Redis |
+| otherwise (the embedded default, a one-machine stack) | Prefect's ``FileSystemLockManager`` on ``FILEFLOW_LOCK_DIR`` (default ``<PREFECT_HOME>/locks``) | the processes of one machine |
+
+Prefect takes these locks without a hold timeout: a mediator killed while it held one would
+leave it held for good (and its resumed run, a new holder, waiting on it forever). Every lock is
+therefore taken for at most ``hold_s`` seconds (:class:`Bounded`), longer than the step may run
+with all its retries; a holder that outlives it only costs a duplicate step, never a deadlock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+
+class Bounded:
+    """A lock manager whose every lock expires after ``hold_s`` seconds unless told otherwise."""
+
+    def __init__(self, inner: Any, hold_s: float) -> None:
+        self.inner, self.hold_s = inner, hold_s
+
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                     hold_timeout: float | None = None) -> bool:
+        return self.inner.acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_s)
+
+    async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                            hold_timeout: float | None = None) -> bool:
+        # the synchronous lock, taken in a thread: Prefect releases a transaction's lock with the
+        # synchronous release_lock, and prefect-redis's release of a lock taken asynchronously
+        # only makes a coroutine that nobody awaits (the lock stayed held, and the same file's
+        # second run waited for its expiry). One thread per waiting step, from anyio's own pool
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(self.inner.acquire_lock, key, holder, acquire_timeout,
+                                              hold_timeout or self.hold_s, abandon_on_cancel=True)
+
+    def release_lock(self, key: str, holder: str) -> None:
+        self.inner.release_lock(key, holder)
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        return self.inner.wait_for_lock(key, timeout)
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        return await self.inner.await_for_lock(key, timeout)
+
+    def is_locked(self, key: str) -> bool:
+        return self.inner.is_locked(key)
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        return self.inner.is_lock_holder(key, holder)
+
+
+def lock_manager(redis_url: str | None, lock_dir: Path | None) -> Any:
+    """The process's lock manager: one instance, since a lock is released through the instance
+    that took it."""
+    if redis_url:
+        from prefect_redis.locking import RedisLockManager
+
+        parts = urlsplit(redis_url)
+        db = int(parts.path.strip("/") or 0)
+        return RedisLockManager(host=parts.hostname or "localhost", port=parts.port or 6379, db=db,
+                                username=parts.username, password=parts.password, ssl=parts.scheme == "rediss")
+    from prefect.locking.filesystem import FileSystemLockManager
+
+    if lock_dir is None:
+        from prefect.settings import get_current_settings
+
+        lock_dir = Path(get_current_settings().home) / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    return FileSystemLockManager(lock_files_directory=lock_dir)
+
+
+@asynccontextmanager
+async def held(locks: Any, key: str, *, hold_s: float, wait_s: float) -> AsyncIterator[bool]:
+    """Hold ``key`` of ``locks`` for the block of code (at most ``hold_s`` seconds); True if it
+    was taken, False when ``wait_s`` passed first (the code then runs anyway: a holder that died
+    holds it until it expires, and what it guards must stay correct without it)."""
+    import anyio.to_thread
+
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    taken = await anyio.to_thread.run_sync(locks.acquire_lock, key, holder, wait_s, hold_s, abandon_on_cancel=True)
+    try:
+        yield taken
+    finally:
+        if taken:
+            try:
+                locks.release_lock(key, holder)
+            except ValueError:  # it expired and another process holds it now
+                pass

@@ -1,0 +1,85 @@
+"""Step caching with a lock (fileflow/engine/locks.py): the same file processed twice at the
+same time, by two processes, runs each step once; the second run takes the first one's result.
+
+On the embedded default's lock files, and on Redis (127.0.0.1:6379, the tests' database) where
+it runs: skipped with the reason without it, failed in CI. The converter counts its executions
+in a file (tests/extra_converters/slow_counter.py) and takes 1.5 s, so both runs are in the step
+at once unless the lock makes one wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from blocks.storage import StorageConfig, original_key
+from fileflow.engine.mediator import FileRef, Mediation, Runtime, runtime
+from fileflow.ops.batch import ingest
+from fileflow.settings import PipelineSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+COUNTER = "tests.extra_converters.slow_counter"
+
+
+@flow(name="step-lock")
+async def twice_flow(file: FileRef, counter: str):
+    m = Mediation(file)
+    await m.step(COUNTER, options={"counter": counter})
+    return await m.finish()
+
+
+def main(sample: str, storage: str, counter: str, out: str) -> None:
+    """One process's run of the file (what each of the two processes does)."""
+    settings = PipelineSettings(child_processes=1)
+
+    async def run() -> dict:
+        with runtime(Runtime(settings, StorageConfig(basepath=storage))) as rt:
+            digest, size = ingest(Path(sample), rt.store)
+            file = FileRef(file_id=digest, name="same.txt", key=original_key(digest), size=size)
+            return await twice_flow(file, counter)
+
+    Path(out).write_text(json.dumps(asyncio.run(run()), default=str))
+
+
+def _twice_at_once(api_url: str, tmp_path: Path, env_extra: dict[str, str]) -> tuple[list[str], list[dict]]:
+    sample = tmp_path / "same.txt"
+    sample.write_text("the same bytes, uploaded twice at once " * 10)
+    counter = tmp_path / "count.txt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
+    env.update({"PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_HOME": str(tmp_path / "prefect-home"), **env_extra})
+    procs = []
+    for i in range(2):
+        code = (f"from tests.test_step_lock import main; main({str(sample)!r}, {str(tmp_path / 'out')!r}, "
+                f"{str(counter)!r}, {str(tmp_path / f'result-{i}.json')!r})")
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, output in zip(procs, outputs):
+        assert p.returncode == 0, output[-3000:]
+    results = [json.loads((tmp_path / f"result-{i}.json").read_text()) for i in range(2)]
+    return counter.read_text().split(), results
+
+
+def _check(counts: list[str], results: list[dict]) -> None:
+    assert counts == ["1"], f"the step ran {len(counts)} times"
+    assert all(r["status"] == "completed" for r in results), results
+    cached = sorted(step["cached"] for r in results for step in r["steps"])
+    assert cached == [False, True]  # one ran it, the other took its result
+
+
+def test_the_same_file_twice_at_once_runs_the_step_once_on_lock_files(prefect_server, tmp_path):
+    counts, results = _twice_at_once(prefect_server, tmp_path, {"FILEFLOW_LOCK_DIR": str(tmp_path / "locks")})
+    _check(counts, results)
+
+
+def test_the_same_file_twice_at_once_runs_the_step_once_on_redis(prefect_server, redis_url, tmp_path):
+    counts, results = _twice_at_once(prefect_server, tmp_path, {"FILEFLOW_LOCK_REDIS_URL": redis_url})
+    _check(counts, results)
