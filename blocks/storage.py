@@ -12,12 +12,16 @@ so every write is idempotent)::
     originals/<sha[:2]>/<sha>              the uploaded bytes
     derived/<sha>/<converter>/<file>       renditions made by a converter for that file
     manifests/<sha>.json                   the manifest downstream systems read
+    uploads/<upload id>.json               one record per upload (its name, parent, status ...)
+    uploads/<upload id>.run                which router run owns the upload (written create-only)
+    uploads-by-file/<sha>/<upload id>      an empty marker per upload of that content
     tmp/...                                scratch objects; a bucket lifecycle rule expires them
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -92,6 +96,18 @@ def derived_prefix(sha256: str, converter: str) -> str:
 
 def manifest_key(sha256: str) -> str:
     return f"manifests/{sha256}.json"
+
+
+def upload_key(upload_id: str) -> str:
+    return f"uploads/{upload_id}.json"
+
+
+def upload_claim_key(upload_id: str) -> str:
+    return f"uploads/{upload_id}.run"
+
+
+def uploads_of_file_prefix(sha256: str) -> str:
+    return f"uploads-by-file/{sha256}/"
 
 
 def check_key(key: str) -> str:
@@ -222,6 +238,32 @@ class Store:
             self._s3_call(
                 self._client().put_object, Bucket=self.config.bucket, Key=self._s3_key(key), Body=data
             )
+
+    def put_if_absent(self, data: bytes, key: str) -> bool:
+        """Write ``key`` only if no object has that key yet; whether this call wrote it. Two
+        writers racing for one key: exactly one wins (O_EXCL on a folder, If-None-Match on S3)."""
+        if self.config.kind == "local":
+            dest = self._local(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _part_of(dest)
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, dest)  # atomic and refuses an existing name: readers never see half of it
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink()
+            return True
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3_call(self._client().put_object, Bucket=self.config.bucket, Key=self._s3_key(key), Body=data,
+                          IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
 
     def get_bytes(self, key: str) -> bytes:
         if self.config.kind == "local":

@@ -10,7 +10,10 @@ one Prefect event:
 - payload: ``file_id``, ``name``, ``kind``, ``status``, ``parent``, ``error`` (``type``,
   ``message``, ``step`` of the first failed step, or null), ``manifest`` (``key`` in storage
   and ``url``: ``file://...`` or ``s3://bucket/prefix/...``) and ``steps`` (name, status,
-  duration in seconds, cached) for the exporter's per-step latency.
+  duration in seconds, cached) for the exporter's per-step latency; ``upload``: the upload
+  that reached its end (:func:`fileflow.engine.uploads.summary`: its id, name, parent upload,
+  batch, status, whether its work was shared, its record's location), or null for a file
+  processed outside an upload (``fileflow reprocess``).
 
 An automation (:mod:`deployments.notify`) turns these events into a webhook call; the
 exporter (:mod:`fileflow.server.exporter`) counts them. See docs/events.md.
@@ -46,19 +49,24 @@ def first_error(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def terminal_event(manifest: dict[str, Any], storage: StorageConfig) -> dict[str, Any]:
-    """The keyword arguments of ``emit_event`` for a finished manifest."""
+def terminal_event(manifest: dict[str, Any], storage: StorageConfig,
+                   upload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``emit_event`` for a finished manifest (of ``upload``)."""
     status = manifest["status"]
     key = manifest_key(manifest["file_id"])
+    resource = {
+        "prefect.resource.id": f"{RESOURCE_PREFIX}{manifest['file_id']}",
+        "prefect.resource.name": upload["name"] if upload else manifest["name"],
+        "fileflow.kind": manifest["kind"],
+        "fileflow.ops.status": status,
+    }
+    if upload:
+        resource["fileflow.upload"] = upload["upload_id"]
     return {
         "event": COMPLETED if status == "completed" else FAILED,
-        "resource": {
-            "prefect.resource.id": f"{RESOURCE_PREFIX}{manifest['file_id']}",
-            "prefect.resource.name": manifest["name"],
-            "fileflow.kind": manifest["kind"],
-            "fileflow.ops.status": status,
-        },
+        "resource": resource,
         "payload": {
+            "upload": upload,
             "file_id": manifest["file_id"],
             "name": manifest["name"],
             "kind": manifest["kind"],
@@ -74,11 +82,11 @@ def terminal_event(manifest: dict[str, Any], storage: StorageConfig) -> dict[str
     }
 
 
-def emit_terminal(manifest: dict[str, Any], storage: StorageConfig) -> None:
+def emit_terminal(manifest: dict[str, Any], storage: StorageConfig, upload: dict[str, Any] | None = None) -> None:
     """Emit the file's terminal event; never lets a failure to emit fail the file."""
     from prefect.events import emit_event
 
     try:
-        emit_event(**terminal_event(manifest, storage))
+        emit_event(**terminal_event(manifest, storage, upload))
     except Exception:  # the manifest is written: the event is a notification, not the record
         log.warning("could not emit the terminal event of %s", manifest["file_id"], exc_info=True)
