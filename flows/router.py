@@ -64,7 +64,7 @@ async def process_file(
         upload_id = uploads.upload_id_for(file_id, display_name(name))
     file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth,
                    upload_id=upload_id, parent_upload=parent_upload, batch=batch or _batch_tag(),
-                   callback_url=callback_url, options=uploads.check_options(options))
+                   callback_url=callback_url or None, options=uploads.check_options(options))
     m = Mediation(file)
     if upload_id is not None:
         owner = await _claim_upload(m)
