@@ -59,6 +59,23 @@ def test_the_same_bytes_top_level_and_inside_an_archive_are_two_uploads_with_one
     store = Store(StorageConfig(basepath=str(out)))
     assert uploads.uploads_of(store, top["file_id"]) == sorted([top["upload_id"], member["upload_id"]])
 
+    # `fileflow show` by name: that upload, at the top level, and the other upload of the same bytes
+    from datetime import timedelta
+
+    from fileflow.ops.audit import audit
+    from fileflow.ops.show import find
+
+    shown = asyncio.run(find("rapport.txt", store))
+    assert shown.upload["upload_id"] == top["upload_id"] and shown.upload["parent"] is None
+    assert {(u["name"], u["parent"], u["shared"]) for u in shown.uploads} == {
+        ("rapport.txt", None, False), ("dataroom.zip/finance/rapport.txt", archive["upload_id"], True)}
+    by_id = asyncio.run(find(member["upload_id"], store))
+    assert by_id.upload["name"] == "dataroom.zip/finance/rapport.txt" and by_id.flow_run_id == member["flow_run_id"]
+    # `fileflow audit`: two contents, three uploads, one of which shared the work
+    report = asyncio.run(audit(store, stuck_after=timedelta(minutes=15), heartbeat_after=timedelta(minutes=5)))
+    assert (report.submitted, report.uploads, report.uploads_completed, report.uploads_shared) == (2, 3, 3, 1)
+    assert report.ok, report.findings
+
 
 def test_the_same_upload_routed_twice_is_processed_by_one_run(prefect_server, tmp_path):
     """What an event trigger notified twice does: a second router run of an upload id that

@@ -375,7 +375,13 @@ def show(
     if as_json:
         typer.echo(json.dumps(shown.as_json(), indent=2, ensure_ascii=False))
         return
+    if shown.upload:
+        Console().print_json(data={"upload": shown.upload})
     Console().print_json(data=shown.manifest)
+    for row in shown.uploads or []:
+        parent = f", inside upload {row['parent']}" if row["parent"] else ""
+        shared = ", work shared with an earlier upload" if row["shared"] else ""
+        typer.echo(f"upload {row['upload_id']}: {row['name']} ({row['status']}{parent}{shared})")
     typer.echo(f"run: {shown.run_url}" if shown.run_url else "run: none recorded in this Prefect (no manifest artifact)")
 
 

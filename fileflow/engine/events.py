@@ -62,6 +62,7 @@ def terminal_event(manifest: dict[str, Any], storage: StorageConfig,
     }
     if upload:
         resource["fileflow.upload"] = upload["upload_id"]
+        resource["fileflow.shared"] = "true" if upload["shared"] else "false"
     return {
         "event": COMPLETED if status == "completed" else FAILED,
         "resource": resource,

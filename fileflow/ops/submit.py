@@ -173,7 +173,10 @@ async def wait_for(runs: list[Submitted], store: Store, *, on_progress=None, tim
     manifests = []
     for run in runs:
         if await asyncio.to_thread(store.exists, manifest_key(run.file_id)):
-            manifests.append(json.loads(await asyncio.to_thread(store.get_bytes, manifest_key(run.file_id))))
+            manifest = json.loads(await asyncio.to_thread(store.get_bytes, manifest_key(run.file_id)))
+            # the content's manifest names whichever upload of it wrote it last (an archive's member,
+            # say): the table speaks of this upload, submitted at the top level
+            manifests.append({**manifest, "name": run.name, "parent": None})
         else:
             manifests.append({"name": run.name, "file_id": run.file_id, "status": states.get(run.flow_run_id, "lost"),
                               "kind": "unknown", "steps": [], "renditions": [], "language": None})
