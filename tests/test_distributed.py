@@ -331,7 +331,8 @@ def test_the_same_upload_notified_twice_by_event_is_processed_by_one_run(stack, 
             for _ in range(2):
                 await client.emit(Event(
                     event="fileflow.file.uploaded", resource={"prefect.resource.id": f"fileflow.upload.{digest}"},
-                    payload={"key": key, "file_id": digest, "name": sample.name, "size": size, "upload_id": "evt-twice"},
+                    payload={"key": key, "file_id": digest, "name": sample.name, "size": size, "upload_id": "evt-twice",
+                             "options": {"ocr_languages": "deu"}},
                 ))
 
     asyncio.run(emit())
@@ -344,7 +345,7 @@ def test_the_same_upload_notified_twice_by_event_is_processed_by_one_run(stack, 
         time.sleep(1)
     assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"], runs
     record = uploads.read(stack["store"], "evt-twice")
-    assert record.status == "completed" and record.steps_run == 3
+    assert record.status == "completed" and record.steps_run == 3 and record.options == {"ocr_languages": "deu"}
     idle = [r for r in runs if r["id"] != record.flow_run_id]
     assert len(idle) == 1 and f"processed by run {record.flow_run_id}" in idle[0]["state"]["message"]
 
