@@ -20,7 +20,7 @@ from prefect import flow
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.context import FlowRunContext, TagsContext
-from prefect.states import Completed
+from prefect.states import Completed, Failed
 
 from fileflow import retry
 from fileflow.engine import uploads
@@ -62,14 +62,20 @@ async def process_file(
     """
     if upload_id == "":
         upload_id = uploads.upload_id_for(file_id, display_name(name))
+    try:
+        options, bad_options = uploads.check_options(options), None
+    except ValueError as exc:  # a caller's mistake (REST, event): the upload fails saying so, never silently
+        options, bad_options = {}, exc
     file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth,
                    upload_id=upload_id, parent_upload=parent_upload, batch=batch or _batch_tag(),
-                   callback_url=callback_url or None, options=uploads.check_options(options))
+                   callback_url=callback_url or None, options=options)
     m = Mediation(file)
     if upload_id is not None:
         owner = await _claim_upload(m)
         if owner is not None:  # this upload is another run's: notified twice, processed once
             return Completed(message=f"{file.name}: upload {upload_id} is processed by run {owner}; nothing to do")
+    if bad_options is not None:  # the upload's record says why; the content's manifest is not this upload's to fail
+        return await _refuse_upload(m, f"bad per-upload options: {bad_options}")
     m.rt.tracker.started(file.token, file.name)
     crashes = await _mediator_crashes()
     if crashes > LivenessSettings().mediator_resumes:  # it kills its mediator every time: stop here
@@ -96,6 +102,18 @@ async def _claim_upload(m: Mediation) -> str | None:
     record = record.model_copy(update={"status": "processing", "flow_run_id": run_id, "finished_at": None})
     await asyncio.to_thread(uploads.write, store, record)
     return None
+
+
+async def _refuse_upload(m: Mediation, reason: str):
+    """End an upload that cannot be processed as asked: its record ``failed`` (step ``options``)."""
+    if m.file.upload_id is None:
+        raise ValueError(reason)
+    record = await asyncio.to_thread(m.upload_record)
+    at = uploads.now()
+    record = record.model_copy(update={"status": "failed", "finished_at": at,
+                                       "error": {"type": "UnsupportedInput", "message": reason, "step": "options"}})
+    await asyncio.to_thread(uploads.write, m.rt.store, record)
+    return Failed(message=f"{m.file.name}: UnsupportedInput: {reason}")
 
 
 async def _still_owns(run_id: str) -> bool:

@@ -110,6 +110,16 @@ def test_the_same_upload_routed_twice_is_processed_by_one_run(prefect_server, tm
     fifth = asyncio.run(route("dup-1"))
     assert "processed by run" not in fifth.message
     assert uploads.read(store, "dup-1").flow_run_id != owner
+    # bad options from a REST call or an event: the upload fails and says why
+    async def bad_options():
+        with runtime(Runtime(settings(), storage)):
+            return await process_file(key=original_key(digest), file_id=digest, name="twice.txt", size=size,
+                                      upload_id="bad-opts", options={"colour": "red"}, return_state=True)
+
+    assert asyncio.run(bad_options()).is_failed()
+    record = uploads.read(store, "bad-opts")
+    assert record.status == "failed" and record.error["step"] == "options" and "colour" in record.error["message"]
+    assert json.loads((tmp_path / "out" / "manifests" / f"{digest}.json").read_text())["status"] == "completed"
 
 
 def steps_of(manifest: dict) -> dict[str, bool]:
