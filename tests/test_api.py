@@ -176,3 +176,14 @@ def test_the_api_refuses_to_start_without_a_token(tmp_path):
 
     with pytest.raises(ValueError, match="FILEFLOW_API_TOKENS"):
         create_app(ApiSettings(tokens=[]), Store(StorageConfig(basepath=str(tmp_path))))
+
+
+def test_fileflow_api_refuses_to_start_without_a_token(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FILEFLOW_", "PREFECT_"))}
+    done = subprocess.run([str(Path(sys.executable).parent / "fileflow"), "api", "--home", str(tmp_path)],
+                          env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "FILEFLOW_API_TOKENS" in done.stderr, done.stderr

@@ -209,8 +209,9 @@ def up(
     console.print(
         f"[green]ready[/green]: Prefect UI and API at http://127.0.0.1:{port} "
         f"(export PREFECT_API_URL={stack.api_url}), exporter at http://127.0.0.1:{exporter_port}/metrics, "
-        f"upload API at http://127.0.0.1:{stack.api_port}/uploads (its token in {stack.api_token_file}), "
-        f"logs in {home / 'logs'}; {len(stack.processes)} processes"
+        f"upload API at http://127.0.0.1:{stack.api_port}/uploads "
+        + (f"(its token in {stack.api_token_file}), " if not os.environ.get("FILEFLOW_API_TOKENS") else "(FILEFLOW_API_TOKENS), ")
+        + f"logs in {home / 'logs'}; {len(stack.processes)} processes"
     )
 
 
