@@ -181,3 +181,19 @@ def test_only_one_writer_claims_an_upload(tmp_path):
     assert uploads.claim(store, "u-1", "run-a") is None  # the owner again (a resumed run)
     assert uploads.claim(store, "u-1", "run-b") == "run-a"
     assert not list(tmp_path.rglob("*.part"))
+
+
+@pytest.mark.parametrize("name", __import__("converters").BUILTINS)
+def test_every_converter_declares_the_shared_options_it_reads(name):
+    """A shared option a converter reads but does not declare would never reach it (and a change
+    of it would not redo its step); one it declares but never reads would redo it for nothing."""
+    import inspect
+    import re
+
+    import converters
+    from converters.base import SHARED_OPTIONS
+
+    module = converters.implementation(name)
+    source = inspect.getsource(module)
+    read = {o for o in SHARED_OPTIONS if re.search(rf"[\"']{o}[\"']|\b{o}\(options", source)}
+    assert read == set(module.SPEC.reads), f"{name} reads {sorted(read)}, declares {sorted(module.SPEC.reads)}"
