@@ -175,6 +175,21 @@ def test_bad_upload_ids_are_refused(bad):
         uploads.check_upload_id(bad)
 
 
+def s3_store(endpoint: str, bucket: str) -> Store:
+    return Store(StorageConfig(kind="s3", bucket=bucket, prefix="p", endpoint_url=endpoint, region="us-east-1",
+                               access_key_id="testing", secret_access_key="testing"))
+
+
+def test_only_one_writer_claims_an_upload_on_s3(s3_endpoint, s3_bucket):
+    """S3's conditional write (If-None-Match: *): the first claim wins, across processes and machines."""
+    store = s3_store(s3_endpoint, s3_bucket)
+    assert uploads.claim(store, "u-1", "run-a") is None
+    assert uploads.claim(store, "u-1", "run-a") is None
+    assert uploads.claim(store, "u-1", "run-b") == "run-a"
+    uploads.take_over(store, "u-1", "run-b")
+    assert uploads.claim(store, "u-1", "run-a") == "run-b"
+
+
 def test_only_one_writer_claims_an_upload(tmp_path):
     store = Store(StorageConfig(basepath=str(tmp_path)))
     assert uploads.claim(store, "u-1", "run-a") is None
