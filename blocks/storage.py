@@ -12,6 +12,9 @@ so every write is idempotent)::
     originals/<sha[:2]>/<sha>              the uploaded bytes
     derived/<sha>/<converter>/<file>       renditions made by a converter for that file
     manifests/<sha>.json                   the manifest downstream systems read
+    uploads/<upload id>.json               one record per upload (its name, parent, status ...)
+    uploads/<upload id>.run                which router run owns the upload (written create-only)
+    uploads-by-file/<sha>/<upload id>      an empty marker per upload of that content
     tmp/...                                scratch objects; a bucket lifecycle rule expires them
 """
 
@@ -93,6 +96,18 @@ def derived_prefix(sha256: str, converter: str) -> str:
 
 def manifest_key(sha256: str) -> str:
     return f"manifests/{sha256}.json"
+
+
+def upload_key(upload_id: str) -> str:
+    return f"uploads/{upload_id}.json"
+
+
+def upload_claim_key(upload_id: str) -> str:
+    return f"uploads/{upload_id}.run"
+
+
+def uploads_of_file_prefix(sha256: str) -> str:
+    return f"uploads-by-file/{sha256}/"
 
 
 def check_key(key: str) -> str:

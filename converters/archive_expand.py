@@ -65,6 +65,7 @@ SPEC = ConverterSpec(
     memory_mb=1024,
     retries=1,
     description="ZIP: guarded expansion of members (names, types, sizes, ratio, entries, depth)",
+    reads=frozenset({"max_depth", "depth"}),
 )
 
 KiB = 1024

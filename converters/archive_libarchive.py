@@ -53,6 +53,7 @@ SPEC = ConverterSpec(
     memory_mb=1024,
     retries=1,
     description="7z, RAR, tar(.gz/.bz2/.xz), .gz/.bz2/.xz: guarded expansion through libarchive",
+    reads=frozenset({"max_depth", "depth"}),
 )
 
 _BLOCK = 64 * 1024

@@ -30,6 +30,7 @@ SPEC = ConverterSpec(
     memory_mb=1024,
     retries=1,
     description="Audio: waveform preview images (PNG) and peak/RMS levels",
+    reads=frozenset({"preview_sizes"}),
 )
 
 RATE = 8000

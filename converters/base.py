@@ -19,6 +19,10 @@ from typing import Any
 
 ROLES = ("web", "preview", "pdf", "poster", "svg", "text")
 
+#: options the engine holds for every file (from settings, the upload's own options and the
+#: file's place in its archive); a converter gets those its ``SPEC.reads`` names
+SHARED_OPTIONS = frozenset({"ocr_languages", "ocr_allowed_languages", "tessdata", "preview_sizes", "max_depth", "depth"})
+
 
 @dataclass(frozen=True)
 class ConverterSpec:
@@ -36,6 +40,10 @@ class ConverterSpec:
     """What must run beside the converter (e.g. ``office``: LibreOffice through unoserver). The
     engine starts each and passes where it listens in the options; the converter names no
     process of its own."""
+    reads: frozenset[str] = frozenset()
+    """The run-wide options (:data:`SHARED_OPTIONS`: settings, per-upload options, the file's
+    depth) this converter reads. Only these reach it, and only these are part of its cache
+    key: changing the OCR languages redoes OCR, not the previews."""
 
 
 @dataclass

@@ -53,6 +53,7 @@ SPEC = ConverterSpec(
     memory_mb=4096,
     retries=1,
     description="DXF: SVG rendition (white background, auto-fit), JPEG previews, layers/units/extents metadata",
+    reads=frozenset({"preview_sizes"}),
 )
 
 DEFAULT_MAX_ENTITIES = 500_000

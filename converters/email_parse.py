@@ -50,6 +50,7 @@ SPEC = ConverterSpec(
     memory_mb=2048,
     retries=1,
     description="E-mail (.eml, .msg): headers, body text, sanitised printable HTML, attachments as members",
+    reads=frozenset({"max_depth", "depth"}),
 )
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024

@@ -47,6 +47,7 @@ SPEC = ConverterSpec(
     memory_mb=3072,
     retries=1,
     description="Web rendition (JPEG/PNG, oriented, <= 2048 px), JPEG previews, size/format/EXIF metadata",
+    reads=frozenset({"preview_sizes"}),
 )
 
 DEFAULT_WEB_MAX = 2048

@@ -45,6 +45,7 @@ SPEC = ConverterSpec(
     memory_mb=2048,
     retries=1,
     description="HTML, XML, JSON, EPUB: text (XML without entities or DTD fetches), sanitised printable page, EPUB cover",
+    reads=frozenset({"preview_sizes"}),
 )
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024

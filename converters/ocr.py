@@ -46,6 +46,7 @@ SPEC = ConverterSpec(
     memory_mb=3072,
     retries=1,
     description="Text in the picture by Tesseract OCR (tesserocr), upright, greyscale",
+    reads=frozenset({"ocr_languages", "ocr_allowed_languages", "tessdata"}),
 )
 
 DEFAULT_OCR_MAX_PIXELS = 16_000_000

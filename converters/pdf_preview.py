@@ -48,6 +48,7 @@ SPEC = ConverterSpec(
     memory_mb=2048,
     retries=1,
     description="JPEG previews of page 1 (PDFium), page count, page size and document metadata (pypdf)",
+    reads=frozenset({"preview_sizes"}),
 )
 
 DEFAULT_MAX_PAGES = 5000

@@ -49,6 +49,7 @@ SPEC = ConverterSpec(
     memory_mb=2048,
     retries=1,
     description="Text layer of every page (PDFium) and OCR (Tesseract) of scanned pages",
+    reads=frozenset({"ocr_languages", "ocr_allowed_languages", "tessdata"}),
 )
 
 DEFAULT_MAX_OCR_PAGES = 20

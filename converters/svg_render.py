@@ -45,6 +45,7 @@ SPEC = ConverterSpec(
     memory_mb=2048,
     retries=1,
     description="SVG: raster previews through librsvg with external references refused; its text",
+    reads=frozenset({"preview_sizes"}),
 )
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024

@@ -45,6 +45,7 @@ SPEC = ConverterSpec(
     memory_mb=4096,
     retries=1,
     description="Video: poster frame (JPEG, <= 1920 px) and JPEG previews, upright",
+    reads=frozenset({"preview_sizes"}),
 )
 
 DEFAULT_AT_FRACTION = 0.1

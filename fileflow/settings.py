@@ -257,3 +257,22 @@ class S3EventsSettings(BaseSettings):
         if prefix.split("/")[0] in ("originals", "derived", "manifests", "results", "callbacks", "uploads", "tmp"):
             raise ValueError(f"FILEFLOW_S3_EVENTS_UPLOADS_PREFIX {prefix!r} is one of fileflow's own folders")
         return self
+
+
+class ApiSettings(BaseSettings):
+    """The upload API, ``fileflow api`` (``FILEFLOW_API_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FILEFLOW_API_", frozen=True)
+
+    tokens: list[SecretStr] = Field(
+        default_factory=list, description="bearer tokens accepted (JSON list); the API refuses to start without one"
+    )
+    max_upload_bytes: int = Field(
+        5 * 1024**3, ge=1, description="largest upload accepted; a bigger body is refused with 413 while it streams"
+    )
+    public_url: str | None = Field(
+        None, description="the API's address as callers reach it, for status URLs; else the request's own"
+    )
+    spool_dir: Path | None = Field(
+        None, description="where an upload's bytes are spooled while hashed (default: the system's temporary folder)"
+    )

@@ -12,15 +12,18 @@ one as its parent. A file of a kind nobody handles, or one that cannot even be i
 from __future__ import annotations
 
 import asyncio
+from pathlib import PurePosixPath
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from prefect import flow
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.context import FlowRunContext
+from prefect.context import FlowRunContext, TagsContext
+from prefect.states import Completed, Failed
 
 from fileflow import retry
+from fileflow.engine import uploads
 from fileflow.errors import ToolCrashed, UnsupportedInput
 from fileflow.engine.mediator import FileRef, Mediation, current, display_name
 from fileflow.names import ROUTER_FLOW
@@ -45,10 +48,34 @@ KINDS: dict[str, Callable[[Mediation], Awaitable[None]]] = {
 
 @flow(name=ROUTER_FLOW, flow_run_name="file:{name}", persist_result=False)
 async def process_file(
-    key: str, file_id: str, name: str, size: int, parent: str | None = None, depth: int = 0
+    key: str, file_id: str, name: str, size: int, parent: str | None = None, depth: int = 0,
+    upload_id: str | None = "", parent_upload: str | None = None, batch: str | None = None,
+    callback_url: str | None = None, options: dict[str, Any] | None = None,
 ):
-    file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth)
+    """One upload of a file through its steps.
+
+    ``upload_id``: the upload (:mod:`fileflow.engine.uploads`); empty (an event or a REST call
+    that names none): the id of the same bytes under the same name, so the same upload
+    notified twice is processed by one run; None: content processed outside an upload
+    (``fileflow reprocess``: no upload record). ``options``: the upload's own options
+    (``ocr_languages``, ``preview_sizes``), for the steps that read them.
+    """
+    if upload_id == "":
+        upload_id = uploads.upload_id_for(file_id, display_name(name))
+    try:
+        options, bad_options = uploads.check_options(options), None
+    except ValueError as exc:  # a caller's mistake (REST, event): the upload fails saying so, never silently
+        options, bad_options = {}, exc
+    file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth,
+                   upload_id=upload_id, parent_upload=parent_upload, batch=batch or _batch_tag(),
+                   callback_url=callback_url or None, options=options)
     m = Mediation(file)
+    if upload_id is not None:
+        owner = await _claim_upload(m)
+        if owner is not None:  # this upload is another run's: notified twice, processed once
+            return Completed(message=f"{file.name}: upload {upload_id} is processed by run {owner}; nothing to do")
+    if bad_options is not None:  # the upload's record says why; the content's manifest is not this upload's to fail
+        return await _refuse_upload(m, f"bad per-upload options: {bad_options}")
     m.rt.tracker.started(file.token, file.name)
     crashes = await _mediator_crashes()
     if crashes > LivenessSettings().mediator_resumes:  # it kills its mediator every time: stop here
@@ -56,6 +83,58 @@ async def process_file(
                                      "it is not resumed again (FILEFLOW_LIVENESS_MEDIATOR_RESUMES)"))
         return outcome(await m.finish())
     return await _route_through_api_failures(m, file)
+
+
+async def _claim_upload(m: Mediation) -> str | None:
+    """Make this run the upload's run and record it ``processing``; None, or the id of the
+    run that already owns the upload (then this run does nothing). A former run that ended
+    without processing it (failed, crashed, cancelled, gone) is taken over."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return None
+    run_id, store, upload_id = str(ctx.flow_run.id), m.rt.store, m.file.upload_id
+    owner = await asyncio.to_thread(uploads.claim, store, upload_id, run_id)
+    if owner is not None:
+        if await _still_owns(owner):
+            return owner
+        await asyncio.to_thread(uploads.take_over, store, upload_id, run_id)
+    record = await asyncio.to_thread(m.upload_record)
+    record = record.model_copy(update={"status": "processing", "flow_run_id": run_id, "finished_at": None})
+    await asyncio.to_thread(uploads.write, store, record)
+    return None
+
+
+async def _refuse_upload(m: Mediation, reason: str):
+    """End an upload that cannot be processed as asked: its record ``failed`` (step ``options``)."""
+    if m.file.upload_id is None:
+        raise ValueError(reason)
+    record = await asyncio.to_thread(m.upload_record)
+    at = uploads.now()
+    record = record.model_copy(update={"status": "failed", "finished_at": at,
+                                       "error": {"type": "UnsupportedInput", "message": reason, "step": "options"}})
+    await asyncio.to_thread(uploads.write, m.rt.store, record)
+    return Failed(message=f"{m.file.name}: UnsupportedInput: {reason}")
+
+
+async def _still_owns(run_id: str) -> bool:
+    """Whether the router run ``run_id`` is processing (or has processed) its upload."""
+    from uuid import UUID
+
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        async with _api() as client:
+            run = await client.read_flow_run(UUID(run_id))
+    except (ObjectNotFound, ValueError):
+        return False
+    return not (run.state and (run.state.is_failed() or run.state.is_crashed() or run.state.is_cancelled()))
+
+
+def _batch_tag() -> str | None:
+    """The ``batch:<id>`` tag of this run (``fileflow process``, ``submit``), if any."""
+    ctx = FlowRunContext.get()
+    tags = set(TagsContext.get().current_tags) | set(ctx.flow_run.tags or [] if ctx and ctx.flow_run else [])
+    return next((t.removeprefix("batch:") for t in sorted(tags) if t.startswith("batch:")), None)
 
 
 async def _admit_and_route(m: Mediation, file: FileRef):
@@ -167,7 +246,10 @@ def _logger():
 
 
 async def _route(m: Mediation, file: FileRef):
-    inspected = await m.step("inspect", options={"name": file.name})  # the name: a hint for text subtypes only
+    # the name is a hint for text subtypes only, and only its suffix: the same bytes under
+    # another name (a member of an archive) share the inspect step's result
+    suffix = PurePosixPath(file.name.replace("\\", "/")).suffix.lower()
+    inspected = await m.step("inspect", options={"name": f"upload{suffix}"})
     if inspected is None:
         return outcome(await m.finish())
     info = inspected["metadata"]
@@ -263,7 +345,8 @@ async def process_to_terminal(file: FileRef, name: str, *, attempts: int = 3, de
         try:
             state = await process_file(
                 key=file.key, file_id=file.file_id, name=name, size=file.size, parent=file.parent,
-                depth=file.depth, return_state=True,
+                depth=file.depth, upload_id=file.upload_id, parent_upload=file.parent_upload, batch=file.batch,
+                callback_url=file.callback_url, options=file.options, return_state=True,
             )
             return state.message or state.name
         except Exception as exc:

@@ -307,6 +307,74 @@ def test_uploaded_event_triggers_the_router(stack, tmp_path):
     assert manifest["language"] == "fr"
 
 
+def _runs_named(api_url: str, name: str) -> list[dict]:
+    body = json.dumps({"flow_runs": {"name": {"any_": [name]}}}).encode()
+    request = urllib.request.Request(f"{api_url}/flow_runs/filter", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_the_same_upload_notified_twice_by_event_is_processed_by_one_run(stack, tmp_path):
+    """Prefect starts a run per event; the router lets one run per upload id work."""
+    from prefect.events import Event
+    from prefect.events.clients import PrefectEventsClient
+
+    from fileflow.engine import uploads
+
+    api = stack["env"]["PREFECT_API_URL"]
+    sample = tmp_path / "notified-twice.txt"
+    sample.write_text("Die Ablage meldet dieselbe Datei zweimal, verarbeitet wird sie einmal. " * 3)
+    digest, key, size = _store_original(stack, sample)
+
+    async def emit() -> None:
+        async with PrefectEventsClient(api_url=api) as client:
+            for _ in range(2):
+                await client.emit(Event(
+                    event="fileflow.file.uploaded", resource={"prefect.resource.id": f"fileflow.upload.{digest}"},
+                    payload={"key": key, "file_id": digest, "name": sample.name, "size": size, "upload_id": "evt-twice",
+                             "options": {"ocr_languages": "deu"}},
+                ))
+
+    asyncio.run(emit())
+    deadline = time.monotonic() + 300
+    runs: list[dict] = []
+    while time.monotonic() < deadline:
+        runs = _runs_named(api, f"file:{sample.name}")
+        if len(runs) == 2 and all(r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED") for r in runs):
+            break
+        time.sleep(1)
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"], runs
+    record = uploads.read(stack["store"], "evt-twice")
+    assert record.status == "completed" and record.steps_run == 3 and record.options == {"ocr_languages": "deu"}
+    idle = [r for r in runs if r["id"] != record.flow_run_id]
+    assert len(idle) == 1 and f"processed by run {record.flow_run_id}" in idle[0]["state"]["message"]
+
+
+def test_an_upload_through_the_api_of_the_stack(stack, tmp_path):
+    """What README's curl example does, with httpx: bytes in, 202, the status URL until done."""
+    import httpx
+
+    token = (stack["root"] / "home" / "api-token").read_text().strip()
+    base = stack["state"]["upload_api_url"]
+    body = "Le rapport annuel a été validé par le conseil d'administration sans réserve. ".encode() * 3
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        headers = {"Content-Type": "application/octet-stream", "Idempotency-Key": "api-stack-1"}
+        answer = client.post("/uploads", params={"name": "rapport.txt"}, content=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        again = client.post("/uploads", params={"name": "rapport.txt"}, content=body, headers=headers)
+        assert again.json()["flow_run_id"] == answer.json()["flow_run_id"]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status = client.get(answer.json()["status_url"]).json()
+            if status["status"] in ("completed", "failed"):
+                break
+            time.sleep(1)
+    assert status["status"] == "completed" and status["stage"] == "completed", status
+    assert status["manifest"]["language"] == "fr"
+    assert status["upload"]["upload_id"] == "api-stack-1" and status["upload"]["name"] == "rapport.txt"
+
+
 def test_submit_an_object_already_in_s3(stack):
     """An upload service that wrote the object to a bucket passes its s3:// address."""
     import boto3

@@ -91,6 +91,9 @@ def test_every_file_emits_one_terminal_event_with_status_error_and_manifest_loca
         assert json.loads((out / location["key"]).read_text())["status"] == manifest["status"]
         assert "flow-run" in event.resource_in_role, name  # the run that finished the file
         assert [s["name"] for s in event.payload["steps"]] == [s["name"] for s in manifest["steps"]]
+        upload = event.payload["upload"]  # the upload that ended, and where its record is
+        assert upload["name"] == manifest["name"] and event.resource["fileflow.upload"] == upload["upload_id"]
+        assert json.loads((out / upload["record"]["key"]).read_text())["status"] == manifest["status"]
     empty = by_file[manifests["empty.txt"]["file_id"]][0]
     assert empty.event == "fileflow.file.failed"
     assert empty.payload["error"]["type"] == "CorruptInput" and empty.payload["error"]["step"] == "inspect"

@@ -27,7 +27,7 @@ FULL_VALUES = CHART / "ci" / "full-values.yaml"
 KEDA_SCHEMAS = Path(__file__).parent / "keda"
 K8S_VERSION = "1.33.0"
 RELEASE, NAMESPACE = "ff", "media"
-MINIMAL = {"storage": {"bucket": "acme-fileflow"}}
+MINIMAL = {"storage": {"bucket": "acme-fileflow"}, "uploadApi": {"tokens": {"existingSecret": "fileflow-upload-api"}}}
 
 
 
@@ -900,3 +900,34 @@ def test_scaling_model_has_the_server_and_the_charts_limits_in_it(tmp_path):
     capped = run("--set", "limits.converters=2")
     assert capped["limits"]["peak_held_in_mediator"], capped["limits"]
     assert capped["drained_after_last_arrival_s"] > free["drained_after_last_arrival_s"]
+
+
+def test_upload_api_deployment_service_probes_and_network_policy(full_objects, full_values):
+    api = full_values["uploadApi"]
+    deployment = of_kind(full_objects, "Deployment")["fileflow-prod-upload-api"]
+    assert deployment["spec"]["replicas"] == api["replicas"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "fileflow.server.api"] and "8081" in container["command"]
+    env = env_of(container)
+    assert env["FILEFLOW_API_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "fileflow-upload-api", "key": "api-tokens"}
+    assert env["FILEFLOW_API_MAX_UPLOAD_BYTES"]["value"] == "10737418240"
+    assert env["FILEFLOW_API_PUBLIC_URL"]["value"] == "https://uploads.example.com"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    tmp = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"]["sizeLimit"] == "24Gi"
+    service = of_kind(full_objects, "Service")["fileflow-prod-upload-api"]
+    assert service["spec"]["ports"][0]["port"] == 8081
+    policy = of_kind(full_objects, "NetworkPolicy")["fileflow-prod-upload-api"]["spec"]
+    assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8081}]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "upload-service"}}} in policy["ingress"][0]["from"]
+    assert len(policy["egress"]) == 3  # DNS, the Prefect API, storage
+
+
+def test_upload_api_needs_its_token_secret_or_to_be_disabled(default_objects):
+    with pytest.raises(Exception, match="uploadApi.tokens.existingSecret"):
+        render({"storage": {"bucket": "acme-fileflow"}})
+    off = render({"storage": {"bucket": "acme-fileflow"}, "uploadApi": {"enabled": False}})
+    assert not any("upload-api" in o["metadata"]["name"] for o in off)
+    # the default: nobody may call it until you say who (no ingress rule)
+    assert of_kind(default_objects, "NetworkPolicy")["ff-fileflow-upload-api"]["spec"]["ingress"] == []

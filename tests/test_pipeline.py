@@ -68,7 +68,7 @@ def test_every_file_and_member_has_a_valid_manifest_in_storage(batch):
         on_disk = json.loads((out / "manifests" / f"{manifest['file_id']}.json").read_text())
         assert on_disk["status"] == manifest["status"]
     # nothing written outside the store's own layout
-    assert {p.name for p in out.iterdir()} <= {"originals", "derived", "manifests", "results"}
+    assert {p.name for p in out.iterdir()} <= {"originals", "derived", "manifests", "results", "uploads", "uploads-by-file"}
 
 
 def test_expected_files_complete_and_bad_ones_fail_with_their_reason(batch):

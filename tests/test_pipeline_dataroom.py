@@ -87,7 +87,7 @@ def test_every_file_and_member_has_a_valid_manifest_and_nothing_escapes(batch):
     assert sorted(m["name"] for m in manifests if m["parent"] is None) == sorted(f.name for f in files)
     for manifest in manifests:
         jsonschema.validate(manifest, SCHEMA)
-    assert {p.name for p in out.iterdir()} <= {"originals", "derived", "manifests", "results"}
+    assert {p.name for p in out.iterdir()} <= {"originals", "derived", "manifests", "results", "uploads", "uploads-by-file"}
     assert {p.name for p in root.iterdir()} == {"in", "scratch", "out"}
     assert not list(root.rglob("evil.txt"))
 

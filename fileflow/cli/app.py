@@ -171,6 +171,7 @@ def up(
     ] = None,
     out: Annotated[Path, typer.Option(help="local storage folder shared by every worker")] = Path("fileflow-out"),
     exporter_port: Annotated[int, typer.Option(help="port of the pending-work exporter")] = 9464,
+    api_port: Annotated[int, typer.Option(help="port of the upload API (fileflow api); 0: a free one")] = 0,
     home: Annotated[Path, typer.Option(help="state and logs of the stack")] = DEFAULT_HOME,
     redis: Annotated[
         Optional[str],
@@ -188,7 +189,7 @@ def up(
     stack = Stack(home=home.resolve(), port=port, workers_per_pool=workers, database_url=database,
                   storage_path=out, exporter_port=exporter_port, worker_type=worker_type,
                   mediator_type=mediator_type, mediator_limit=mediator_limit, redis_url=redis,
-                  server_workers=server_workers)
+                  server_workers=server_workers, api_port=api_port)
     for problem in stack.problems():
         console.print(f"[red]{problem}[/red]")
     if stack.problems():
@@ -208,8 +209,36 @@ def up(
     console.print(
         f"[green]ready[/green]: Prefect UI and API at http://127.0.0.1:{port} "
         f"(export PREFECT_API_URL={stack.api_url}), exporter at http://127.0.0.1:{exporter_port}/metrics, "
-        f"logs in {home / 'logs'}; {len(stack.processes)} processes"
+        f"upload API at http://127.0.0.1:{stack.api_port}/uploads "
+        + (f"(its token in {stack.api_token_file}), " if not os.environ.get("FILEFLOW_API_TOKENS") else "(FILEFLOW_API_TOKENS), ")
+        + f"logs in {home / 'logs'}; {len(stack.processes)} processes"
     )
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    home: Annotated[Path, typer.Option(help="the stack started by `fileflow up`, if PREFECT_API_URL is unset")] = DEFAULT_HOME,
+) -> None:
+    """Serve the upload API: POST /uploads, GET /uploads/{id} (FILEFLOW_API_TOKENS: its bearer tokens)."""
+    use_stack(home)  # before anything imports Prefect, whose settings are read once
+    from pydantic import ValidationError
+
+    from fileflow.settings import ApiSettings
+
+    try:
+        settings = ApiSettings()
+    except ValidationError as exc:
+        console.print(f"[red]FILEFLOW_API_* settings: {exc}[/red]")
+        raise typer.Exit(2)
+    if not settings.tokens:
+        console.print("[red]the upload API needs a bearer token: set FILEFLOW_API_TOKENS, e.g. "
+                      "'[\"<a long random string>\"]'[/red]")
+        raise typer.Exit(2)
+    from fileflow.server.api import serve
+
+    serve(host, port)
 
 
 @app.command()
@@ -399,7 +428,13 @@ def show(
     if as_json:
         typer.echo(json.dumps(shown.as_json(), indent=2, ensure_ascii=False))
         return
+    if shown.upload:
+        Console().print_json(data={"upload": shown.upload})
     Console().print_json(data=shown.manifest)
+    for row in shown.uploads or []:
+        parent = f", inside upload {row['parent']}" if row["parent"] else ""
+        shared = ", work shared with an earlier upload" if row["shared"] else ""
+        typer.echo(f"upload {row['upload_id']}: {row['name']} ({row['status']}{parent}{shared})")
     typer.echo(f"run: {shown.run_url}" if shown.run_url else "run: none recorded in this Prefect (no manifest artifact)")
 
 

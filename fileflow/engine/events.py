@@ -10,7 +10,10 @@ one Prefect event:
 - payload: ``file_id``, ``name``, ``kind``, ``status``, ``parent``, ``error`` (``type``,
   ``message``, ``step`` of the first failed step, or null), ``manifest`` (``key`` in storage
   and ``url``: ``file://...`` or ``s3://bucket/prefix/...``) and ``steps`` (name, status,
-  duration in seconds, cached) for the exporter's per-step latency.
+  duration in seconds, cached) for the exporter's per-step latency; ``upload``: the upload
+  that reached its end (:func:`fileflow.engine.uploads.summary`: its id, name, parent upload,
+  batch, status, whether its work was shared, its record's location), or null for a file
+  processed outside an upload (``fileflow reprocess``).
 
 With ``FILEFLOW_NOTIFY_WEBHOOK_URL`` set, the same payload is put in the callback outbox
 (:func:`enqueue_webhook`, :mod:`fileflow.engine.callbacks`), from where the deliverer POSTs it,
@@ -52,19 +55,25 @@ def first_error(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def terminal_event(manifest: dict[str, Any], storage: StorageConfig) -> dict[str, Any]:
-    """The keyword arguments of ``emit_event`` for a finished manifest."""
+def terminal_event(manifest: dict[str, Any], storage: StorageConfig,
+                   upload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``emit_event`` for a finished manifest (of ``upload``)."""
     status = manifest["status"]
     key = manifest_key(manifest["file_id"])
+    resource = {
+        "prefect.resource.id": f"{RESOURCE_PREFIX}{manifest['file_id']}",
+        "prefect.resource.name": upload["name"] if upload else manifest["name"],
+        "fileflow.kind": manifest["kind"],
+        "fileflow.ops.status": status,
+    }
+    if upload:
+        resource["fileflow.upload"] = upload["upload_id"]
+        resource["fileflow.shared"] = "true" if upload["shared"] else "false"
     return {
         "event": COMPLETED if status == "completed" else FAILED,
-        "resource": {
-            "prefect.resource.id": f"{RESOURCE_PREFIX}{manifest['file_id']}",
-            "prefect.resource.name": manifest["name"],
-            "fileflow.kind": manifest["kind"],
-            "fileflow.ops.status": status,
-        },
+        "resource": resource,
         "payload": {
+            "upload": upload,
             "file_id": manifest["file_id"],
             "name": manifest["name"],
             "kind": manifest["kind"],
@@ -80,12 +89,12 @@ def terminal_event(manifest: dict[str, Any], storage: StorageConfig) -> dict[str
     }
 
 
-def emit_terminal(manifest: dict[str, Any], storage: StorageConfig) -> str | None:
-    """Emit the file's terminal event, its id; never lets a failure to emit fail the file."""
+def emit_terminal(manifest: dict[str, Any], storage: StorageConfig, upload: dict[str, Any] | None = None) -> str | None:
+    """Emit the file's terminal event (of ``upload``), its id; never lets a failure to emit fail the file."""
     from prefect.events import emit_event
 
     try:
-        event = emit_event(**terminal_event(manifest, storage))
+        event = emit_event(**terminal_event(manifest, storage, upload))
     except Exception:  # the manifest is written: the event is a notification, not the record
         log.warning("could not emit the terminal event of %s", manifest["file_id"], exc_info=True)
         return None
@@ -99,15 +108,28 @@ def webhook_body(event: dict[str, Any], *, event_id: str, flow_run_id: str | Non
 
 
 def enqueue_webhook(store: Store, notify: NotifySettings, manifest: dict[str, Any], *, event_id: str | None,
-                    flow_run_id: str | None) -> bool:
-    """Put the file's terminal event in the callback outbox for the global webhook, if one is set
-    and wants this event; whether a delivery was added. One delivery per file and flow run: a
-    resumed run finishing the file again adds none, a new run (reprocessing) adds one."""
-    event = terminal_event(manifest, store.config)
+                    flow_run_id: str | None, upload: dict[str, Any] | None = None) -> bool:
+    """Put the file's terminal event (of ``upload``) in the callback outbox for the global webhook,
+    if one is set and wants this event; whether a delivery was added. One delivery per file (or
+    upload) and flow run: a resumed run finishing the file again adds none, a new run adds one."""
+    event = terminal_event(manifest, store.config, upload)
     if not notify.webhook_url or event["event"] not in notify.events:
         return False
     event_id = event_id or str(uuid.uuid4())
-    delivery_id = f"webhook:{manifest['file_id']}:{flow_run_id or event_id}"
+    subject = f"{manifest['file_id']}:{upload['upload_id']}" if upload else manifest["file_id"]
+    delivery_id = f"webhook:{subject}:{flow_run_id or event_id}"
     body = webhook_body(event, event_id=event_id, flow_run_id=flow_run_id,
                         occurred=datetime.now(timezone.utc).isoformat())
     return enqueue(store, delivery_id=delivery_id, url=notify.webhook_url, body=body, channel="webhook")
+
+
+def enqueue_callback(store: Store, url: str, manifest: dict[str, Any], upload: dict[str, Any], *,
+                     event_id: str | None, flow_run_id: str | None) -> bool:
+    """Put the upload's answer in the callback outbox for its own ``callback_url``: the same body
+    as the webhook's (docs/callbacks.md), every terminal status. One delivery per upload and
+    flow run, like the webhook's."""
+    event = terminal_event(manifest, store.config, upload)
+    event_id = event_id or str(uuid.uuid4())
+    body = webhook_body(event, event_id=event_id, flow_run_id=flow_run_id,
+                        occurred=datetime.now(timezone.utc).isoformat())
+    return enqueue(store, delivery_id=f"callback:{upload['upload_id']}:{flow_run_id or event_id}", url=url, body=body)

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 import converters
 from blocks.storage import StorageConfig, Store, derived_prefix, make_block, manifest_key, original_key
 from fileflow.errors import FileflowError, ToolError, is_transient
+from fileflow.engine import uploads
 from fileflow.engine.events import emit_terminal, enqueue_webhook
 from fileflow.engine.isolation import ChildPool
 from fileflow.engine.locks import Bounded, held, lock_manager
@@ -81,6 +82,15 @@ class FileRef(BaseModel):
     ext: str = "bin"
     parent: str | None = None
     depth: int = 0
+    upload_id: str | None = None
+    """This arrival's upload (:mod:`fileflow.engine.uploads`); None: content processed outside an
+    upload (``fileflow reprocess``), which writes the manifest but no upload record."""
+    parent_upload: str | None = None
+    batch: str | None = None
+    callback_url: str | None = None
+    options: dict[str, Any] = {}
+    """The upload's own options (``ocr_languages``, ``preview_sizes``): over the settings, for the
+    steps that read them; archive members inherit them."""
 
     @property
     def token(self) -> str:
@@ -407,7 +417,7 @@ class Mediation:
         if any(n is None for n in needs):
             return None
         source = source or self.original
-        opts = {**self.rt.pipeline.converter_options(), "mime": self.file.mime, "depth": self.file.depth, **(options or {})}
+        opts = self.options_for(converter, options)
         key = step_cache_key(converter, source, opts, self.rt.pipeline.module_of(converter))
         task = await step_task(converter, self.rt, key)
         # untagged: Prefect's engine asks the server for a concurrency slot of every tag a task
@@ -427,6 +437,14 @@ class Mediation:
         exc = await _exception_of(state)
         self.fail(converter, exc, index=index)
         return None
+
+    def options_for(self, converter: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What ``converter`` is given, and so what its cache key holds: the file's MIME type,
+        of the run-wide options (settings, then the upload's own) only those its spec
+        ``reads``, then the flow's ``options`` for this step."""
+        reads = converters.implementation(converter, self.rt.pipeline.module_of(converter)).SPEC.reads
+        shared = {**self.rt.pipeline.converter_options(), **self.file.options, "depth": self.file.depth}
+        return {"mime": self.file.mime, **{k: v for k, v in shared.items() if k in reads}, **(options or {})}
 
     def _record(self, index: int, converter: str, result: dict[str, Any], *, cached: bool) -> None:
         self.steps[index] = StepRecord(
@@ -450,8 +468,11 @@ class Mediation:
             self.language_confidence = result["language_confidence"]
         for entry in result.get("members") or ():
             name = f"{self.file.name}/{entry['name']}"
+            upload = uploads.member_upload_id(self.file.upload_id, name) if self.file.upload_id else None
             self.members.append(FileRef(file_id=entry["sha256"], name=display_name(name), key=original_key(entry["sha256"]),
-                                        size=entry["size"], parent=self.file.file_id, depth=self.file.depth + 1))
+                                        size=entry["size"], parent=self.file.file_id, depth=self.file.depth + 1,
+                                        upload_id=upload, parent_upload=self.file.upload_id, batch=self.file.batch,
+                                        options=self.file.options))
 
     def fail(self, converter: str, exc: BaseException, *, index: int | None = None) -> None:
         """Record a failed step (``index`` of a reserved slot, else a new one)."""
@@ -501,12 +522,32 @@ class Mediation:
                 markdown=manifest.markdown(),
                 description=f"fileflow manifest of {self.file.name}",
             )
-        event_id = emit_terminal(data, self.rt.storage)  # tells the upload service (docs/events.md)
-        context = FlowRunContext.get()
-        run_id = str(context.flow_run.id) if context is not None and context.flow_run is not None else None
-        # the global webhook, through the callback outbox (signed, retried): a storage failure
-        # here fails the run, which is run again, rather than losing the answer
-        await asyncio.to_thread(enqueue_webhook, self.rt.store, self.rt.notify, data, event_id=event_id,
-                                flow_run_id=run_id)
+        run_id = _flow_run_id()
+        if self.file.upload_id:
+            record = uploads.finished(await asyncio.to_thread(self.upload_record), data, run_id)
+            await asyncio.to_thread(uploads.write, self.rt.store, record)
+            # tells the upload service: the event, the webhook and the upload's own callback
+            await asyncio.to_thread(uploads.announce, self.rt.store, self.rt.notify, record, data, run_id)
+        else:
+            event_id = emit_terminal(data, self.rt.storage)  # docs/events.md
+            # the global webhook, through the callback outbox (signed, retried): a storage failure
+            # here fails the run, which is run again, rather than losing the answer
+            await asyncio.to_thread(enqueue_webhook, self.rt.store, self.rt.notify, data, event_id=event_id,
+                                    flow_run_id=run_id)
         self.rt.tracker.finished(self.file.token, data)
         return data
+
+    def upload_record(self) -> uploads.UploadRecord:
+        """The upload's record in storage, or a new one (an upload the router was told of alone)."""
+        f = self.file
+        record = uploads.read(self.rt.store, f.upload_id)
+        if record is None:
+            record = uploads.received(f.upload_id, name=f.name, file_id=f.file_id, size=f.size, parent=f.parent_upload,
+                                      parent_file_id=f.parent, batch=f.batch, callback_url=f.callback_url,
+                                      options=f.options)
+        return record
+
+
+def _flow_run_id() -> str | None:
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None

@@ -19,7 +19,13 @@ What it reports (each a *finding*; any finding makes the command exit 1):
   (:data:`REQUIRED_ROLES`), or one listing a rendition that is not in storage;
 - ``callback_failed``: a delivery of the callback outbox (a per-upload callback or the global
   webhook, :mod:`fileflow.engine.callbacks`) that was retried for its whole window and given up
-  (``name`` is its delivery id); ``fileflow deliver --retry-failed`` sends it again.
+  (``name`` is its delivery id); ``fileflow deliver --retry-failed`` sends it again;
+- ``upload_unfinished``: an upload record (``uploads/<id>.json``) still ``received`` or
+  ``processing`` after ``stuck_after`` while no run works on it.
+
+Uploads are counted apart from contents: the same bytes uploaded twice (top-level and inside
+an archive) are one original and one manifest but two uploads; ``shared`` counts the uploads
+whose every step came from earlier work on the same content.
 
 Files with no manifest yet but a run younger than the threshold are ``in_flight``, not findings.
 Router runs for files whose original is not in this storage (another ``--out`` folder on the
@@ -88,6 +94,12 @@ class AuditReport:
     """router runs for files whose original is not in this storage (ignored)"""
     callbacks_pending: int = 0
     """deliveries in the callback outbox still being tried (not findings)"""
+    uploads: int = 0
+    uploads_completed: int = 0
+    uploads_failed: int = 0
+    uploads_in_flight: int = 0
+    uploads_shared: int = 0
+    """uploads whose work was done for an earlier upload of the same content"""
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -138,6 +150,38 @@ def _manifests(store: Store) -> dict[str, dict[str, Any]]:
                 continue  # unreadable: the file counts as not terminal
             found[manifest.get("file_id") or key[len("manifests/") : -len(".json")]] = manifest
     return found
+
+
+def _upload_records(store: Store) -> list[dict[str, Any]]:
+    found = []
+    for key, _ in _stored(store, "uploads/"):
+        if key.endswith(".json"):
+            try:
+                found.append(json.loads(store.get_bytes(key)))
+            except (ValueError, OSError):
+                continue
+    return found
+
+
+def _audit_uploads(report: AuditReport, records: list[dict[str, Any]], live_runs: set[str], now: datetime,
+                   stuck_after: timedelta) -> None:
+    report.uploads = len(records)
+    for record in records:
+        status = record.get("status")
+        if status in ("completed", "failed"):
+            report.uploads_completed += status == "completed"
+            report.uploads_failed += status == "failed"
+            report.uploads_shared += bool(record.get("shared"))
+            continue
+        since = datetime.fromisoformat(record["updated_at"]) if record.get("updated_at") else now
+        if record.get("flow_run_id") in live_runs or now - since <= stuck_after:
+            report.uploads_in_flight += 1
+        else:
+            report.findings.append(Finding(
+                "upload_unfinished", record.get("file_id"), record.get("name"),
+                f"upload {record.get('upload_id')} is {status} since {since:%Y-%m-%d %H:%M:%S} UTC "
+                f"({_age(now - since)}) and no run works on it", record.get("flow_run_id"),
+            ))
 
 
 def rendition_problems(manifest: dict[str, Any], store: Store) -> list[str]:
@@ -260,6 +304,7 @@ async def audit(store: Store, *, stuck_after: timedelta, heartbeat_after: timede
                     str(run.id),
                 ))
 
+    _audit_uploads(report, _upload_records(store), {str(r.id) for r in live}, now, stuck_after)
     for file_id, stamp in sorted(originals.items()):
         manifest = manifests.get(file_id)
         if manifest and manifest.get("status") in ("completed", "failed"):
@@ -302,6 +347,12 @@ def print_report(report: AuditReport, console) -> None:
         f"{report.in_flight} in flight, {report.lost} lost, {report.callbacks_pending} callbacks pending"
         + (f" ({report.runs_elsewhere} router runs for files stored elsewhere ignored)" if report.runs_elsewhere else "")
     )
+    if report.uploads:
+        console.print(
+            f"uploads {report.uploads}: {report.uploads_completed} completed, {report.uploads_failed} failed "
+            f"({report.uploads_shared} shared the work of an earlier upload of the same content), "
+            f"{report.uploads_in_flight} in flight"
+        )
     if report.ok:
         console.print("[green]nothing lost, nothing stuck[/green]")
         return

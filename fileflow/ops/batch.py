@@ -24,6 +24,7 @@ from rich.text import Text
 
 from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
+from fileflow.engine import uploads
 from fileflow.engine.mediator import FileRef, Runtime, display_name, runtime
 from fileflow.engine.session import prefect_session
 from fileflow.engine.progress import Tracker
@@ -73,14 +74,16 @@ def _render(tracker: Tracker, started: float) -> Group:
     return Group(head, bar, table)
 
 
-async def _one(path: Path, rt: Runtime, gate: asyncio.Semaphore, batch_id: str, name: str) -> None:
+async def _one(path: Path, rt: Runtime, gate: asyncio.Semaphore, batch_id: str, name: str,
+               options: dict[str, Any]) -> None:
     from prefect import tags
 
     from flows.router import process_to_terminal
 
     async with gate:
         digest, size = await asyncio.to_thread(ingest, path, rt.store)
-        file = FileRef(file_id=digest, name=display_name(name), key=original_key(digest), size=size)
+        file = FileRef(file_id=digest, name=display_name(name), key=original_key(digest), size=size,
+                       upload_id=uploads.new_upload_id(), batch=batch_id, options=options)
         with tags(f"batch:{batch_id}"):
             await process_to_terminal(file, name, delay_s=rt.pipeline.retry_delay_s)
 
@@ -94,12 +97,16 @@ async def run_batch(
     out: Path | None = None,
     batch_id: str | None = None,
     names: Mapping[Path, str] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Process ``files``; the manifests of every file and archive member, in completion order.
 
     Runs are tagged ``batch:<batch_id>`` (a new id when none is given). ``names`` gives the
     upload's own name for a file whose name on disk differs (an upload service receives names
-    no file system would hold: ``../x``, more than 255 bytes)."""
+    no file system would hold: ``../x``, more than 255 bytes). Each file is an upload of its own
+    (a record under ``uploads/``); ``options`` are the uploads' own options
+    (:func:`fileflow.engine.uploads.check_options`)."""
+    options = uploads.check_options(options)
     batch_id = batch_id or new_batch_id()
     tracker = Tracker(keep_manifests=True)
     tracker.expect(len(files))
@@ -108,7 +115,7 @@ async def run_batch(
         gate = asyncio.Semaphore(pipeline.max_active_files)
         names = names or {}
         async with prefect_session(rt):
-            work = asyncio.gather(*(_one(path, rt, gate, batch_id, names.get(path, path.name)) for path in files))
+            work = asyncio.gather(*(_one(path, rt, gate, batch_id, names.get(path, path.name), options) for path in files))
             if console is None:
                 await work
             else:

@@ -365,6 +365,7 @@ async def _one(rt, item: Item, job: str) -> str:
         state = await process_file(
             key=original_key(item.file_id), file_id=item.file_id, name=item.name, size=item.size,
             parent=item.parent, depth=item.depth, return_state=True,
+            upload_id=None,  # content processed again, not an upload: no record, no claim to find taken
         )
     status = "completed" if state.is_completed() else "failed"
     marker = {"file_id": item.file_id, "status": status, "steps": item.steps, "at": time.time()}

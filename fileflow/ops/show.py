@@ -1,7 +1,11 @@
 """``fileflow show FILE``: one file's manifest (from storage) and its run in the Prefect UI.
 
-``FILE`` is a SHA-256 (the file id), a prefix of one (at least 4 hex digits), or the name the
-file was uploaded with (an archive member's name is ``<archive>/<member path>``):
+``FILE`` is an upload id (``uploads/<id>.json``), a SHA-256 (the file id), a prefix of one (at
+least 4 hex digits), or the name the file was uploaded with (an archive member's name is
+``<archive>/<member path>``):
+
+- an upload id shows that upload's record (its name, parent upload, batch, status) with the
+  manifest of its content;
 
 - an id or prefix is looked up among the manifests in storage (``manifests/<prefix>*``);
 - a name is looked up among the router runs named ``file:<name>`` in Prefect, whose
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blocks.storage import Store, manifest_key
+from fileflow.engine import uploads
 from fileflow.errors import AmbiguousFile, UnknownFile
 
 HEX = re.compile(r"[0-9a-f]{4,64}")
@@ -35,10 +40,14 @@ class Shown:
     manifest: dict[str, Any]
     flow_run_id: str | None
     run_url: str | None
+    upload: dict[str, Any] | None = None
+    """the upload asked for by its id, else None"""
+    uploads: list[dict[str, Any]] | None = None
+    """every upload of this content (name, parent, status, shared): the same bytes arrive under several names"""
 
     def as_json(self) -> dict[str, Any]:
         return {"file_id": self.file_id, "flow_run_id": self.flow_run_id, "run_url": self.run_url,
-                "manifest": self.manifest}
+                "upload": self.upload, "uploads": self.uploads or [], "manifest": self.manifest}
 
 
 def ui_url() -> str:
@@ -77,10 +86,11 @@ async def find(query: str, store: Store) -> Shown:
 
     query = query.strip()
     if not query:
-        raise UnknownFile("no file given: pass a file id (SHA-256 or a prefix of 4+ hex digits) or a name")
+        raise UnknownFile("no file given: pass an upload id, a file id (SHA-256 or a prefix of 4+ hex digits) or a name")
+    upload = await asyncio.to_thread(_upload, store, query)
     async with get_client() as client:
-        ids: list[str] = []
-        if HEX.fullmatch(query.lower()):
+        ids: list[str] = [upload["file_id"]] if upload else []
+        if not ids and HEX.fullmatch(query.lower()):
             ids = await asyncio.to_thread(_ids_by_prefix, store, query.lower())
         if not ids:
             ids = await _ids_by_name(client, query)
@@ -98,5 +108,30 @@ async def find(query: str, store: Store) -> Shown:
             raise UnknownFile(f"{query!r} is file {file_id}, but its manifest is not in {store.config.describe()} "
                               "(still processing, or another storage)")
         manifest = json.loads(await asyncio.to_thread(store.get_bytes, key))
-        run_id = await _run_of(client, file_id)
-    return Shown(file_id, manifest, run_id, f"{ui_url()}/runs/flow-run/{run_id}" if run_id else None)
+        run_id = (upload or {}).get("flow_run_id") or await _run_of(client, file_id)
+    others = await asyncio.to_thread(_uploads_of, store, file_id)
+    named = [row for row in others if row["name"] == query]
+    if upload is None and len(named) == 1:  # asked by name: that upload, not the last to write the manifest
+        upload = await asyncio.to_thread(_upload, store, named[0]["upload_id"])
+        run_id = upload.get("flow_run_id") or run_id
+    return Shown(file_id, manifest, run_id, f"{ui_url()}/runs/flow-run/{run_id}" if run_id else None,
+                 upload=upload, uploads=others)
+
+
+def _upload(store: Store, query: str) -> dict[str, Any] | None:
+    """The record of the upload ``query`` names, if it is one."""
+    try:
+        record = uploads.read(store, query)
+    except ValueError:  # not an upload id
+        return None
+    return uploads.dumps(record) if record else None
+
+
+def _uploads_of(store: Store, file_id: str) -> list[dict[str, Any]]:
+    """A line for every upload of the content: id, name, parent upload, batch, status, shared."""
+    rows = []
+    for upload_id in uploads.uploads_of(store, file_id):
+        record = uploads.read(store, upload_id)
+        if record is not None:
+            rows.append({k: getattr(record, k) for k in ("upload_id", "name", "parent", "batch", "status", "shared")})
+    return rows

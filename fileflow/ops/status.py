@@ -149,7 +149,8 @@ async def oldest_waiting(client, now: datetime) -> dict[str, Any] | None:
 
 async def finished(client, now: datetime, window: timedelta) -> dict[str, Any]:
     """Files that reached a terminal state in the window, and failures by error type."""
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+    from prefect.events.schemas.events import ResourceSpecification
 
     since = now - window
     occurred = EventOccurredFilter(since=since, until=now)
@@ -164,6 +165,13 @@ async def finished(client, now: datetime, window: timedelta) -> dict[str, Any]:
     counts = Counter()
     for row in response.json():
         counts[row["value"]] += row["count"]
+    shared_filter = EventFilter(occurred=occurred, event=EventNameFilter(name=[COMPLETED, FAILED]),
+                                resource=EventResourceFilter(labels=ResourceSpecification({"fileflow.shared": "true"})))
+    response = await client.request(
+        "POST", "/events/count-by/{countable}", path_params={"countable": "event"},
+        json={"filter": shared_filter.model_dump(mode="json"), "time_unit": "hour", "time_interval": 1},
+    )
+    shared = sum(row["count"] for row in response.json())
     failures: Counter[str] = Counter()
     partial = False
     if counts[FAILED]:
@@ -180,7 +188,7 @@ async def finished(client, now: datetime, window: timedelta) -> dict[str, Any]:
                 break
             page = await client.read_events_page(page.next_page)
             pages += 1
-    return {"since": since.isoformat(), "completed": counts[COMPLETED], "failed": counts[FAILED],
+    return {"since": since.isoformat(), "completed": counts[COMPLETED], "failed": counts[FAILED], "shared": shared,
             "failures": dict(failures.most_common()), "failures_partial": partial}
 
 
@@ -270,8 +278,9 @@ def render(status: dict[str, Any], console) -> None:
     done = status["finished"]
     failures = ", ".join(f"{k}: {v}" for k, v in done["failures"].items())
     console.print(
-        f"since {done['since'][11:19]}Z: [green]{done['completed']} completed[/green], "
+        f"uploads since {done['since'][11:19]}Z: [green]{done['completed']} completed[/green], "
         f"[red]{done['failed']} failed[/red]" + (f" ({failures}{', partial' if done['failures_partial'] else ''})" if failures else "")
+        + (f"; {done['shared']} of them shared the work of an earlier upload of the same content" if done.get("shared") else "")
     )
     callbacks = status.get("callbacks")
     if callbacks is not None:

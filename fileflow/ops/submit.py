@@ -2,8 +2,8 @@
 
 The file's bytes go to storage under their SHA-256 (for a local path; an ``s3://`` object is
 copied into that layout), then the ``process-file`` deployment is started with an idempotency
-key made of the upload's identity (digest and name): the same upload notified twice starts
-one run. The runs of one ``submit`` are tagged ``batch:<id>``.
+key made of the upload's id (:func:`fileflow.engine.uploads.upload_id_for`: digest and name):
+the same upload notified twice starts one run. The runs of one ``submit`` are tagged ``batch:<id>``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from blocks.storage import StorageConfig, Store, manifest_key, original_key
 from converters.inspect import sha256_of
+from fileflow.engine import uploads
 from fileflow.names import ROUTER_DEPLOYMENT
 
 
@@ -30,8 +31,9 @@ class Submitted:
     flow_run_name: str
 
 
-def idempotency_key(file_id: str, name: str) -> str:
-    return f"upload:{file_id}:{name}"
+def idempotency_key(upload_id: str) -> str:
+    """Prefect's idempotency key of an upload's router run: one run per upload, whoever asks."""
+    return f"upload:{upload_id}"
 
 
 def _fetch_s3(url: str, dest: Path, config: StorageConfig) -> Path:
@@ -53,6 +55,26 @@ def _fetch_s3(url: str, dest: Path, config: StorageConfig) -> Path:
     return dest
 
 
+async def start_upload(client, deployment_id, *, key: str, file_id: str, name: str, size: int, batch_id: str | None,
+                       upload_id: str, callback_url: str | None = None, options: dict[str, Any] | None = None):
+    """Create the router run of one upload whose bytes are in storage under ``key``: one run
+    per upload id (Prefect's idempotency key; the router refuses a second run of an upload too).
+    The ``upload`` API and ``submit`` start runs this one way."""
+    from prefect.states import Scheduled
+
+    from fileflow.engine.mediator import display_name
+
+    return await client.create_flow_run_from_deployment(
+        deployment_id,
+        parameters={"key": key, "file_id": file_id, "name": name, "size": size, "upload_id": upload_id,
+                    "batch": batch_id, "callback_url": callback_url, "options": options or {}},
+        state=Scheduled(),
+        name=f"file:{display_name(name)}",  # named while it waits, not only once it starts
+        tags=["fileflow", "upload"] + ([f"batch:{batch_id}"] if batch_id else []),
+        idempotency_key=idempotency_key(upload_id),
+    )
+
+
 #: router runs created at once by one ``submit``: run creation is one API call that waits on the
 #: server's database, so a few in flight keep it busy; more only queue in the server (bench/analysis.md)
 SUBMIT_CONCURRENCY = 8
@@ -64,8 +86,7 @@ async def submit(sources: list[str], store: Store, batch_id: str | None = None, 
     the order of ``sources``. Every local path is checked before anything is uploaded, so a
     missing one starts nothing. ``on_submitted(Submitted)`` is called as each run is created."""
     from prefect.client.orchestration import get_client
-    from prefect.states import Scheduled
-
+    from fileflow.engine.mediator import display_name
     from fileflow.ops.batch import new_batch_id
 
     if concurrency < 1:
@@ -94,14 +115,9 @@ async def submit(sources: list[str], store: Store, batch_id: str | None = None, 
                     key = original_key(digest)
                     if not await asyncio.to_thread(store.exists, key):
                         await asyncio.to_thread(store.put_file, path, key)
-                    run = await client.create_flow_run_from_deployment(
-                        deployment.id,
-                        parameters={"key": key, "file_id": digest, "name": name, "size": path.stat().st_size},
-                        state=Scheduled(),
-                        name=f"file:{name}",  # named while it waits, not only once it starts
-                        tags=["fileflow", "upload", f"batch:{batch_id}"],
-                        idempotency_key=idempotency_key(digest, name),
-                    )
+                    run = await start_upload(client, deployment.id, key=key, file_id=digest, name=name,
+                                             size=path.stat().st_size, batch_id=batch_id,
+                                             upload_id=uploads.upload_id_for(digest, display_name(name)))
                     if source.startswith("s3://"):
                         path.unlink()
                     done = Submitted(name, digest, str(run.id), run.name)
@@ -157,7 +173,10 @@ async def wait_for(runs: list[Submitted], store: Store, *, on_progress=None, tim
     manifests = []
     for run in runs:
         if await asyncio.to_thread(store.exists, manifest_key(run.file_id)):
-            manifests.append(json.loads(await asyncio.to_thread(store.get_bytes, manifest_key(run.file_id))))
+            manifest = json.loads(await asyncio.to_thread(store.get_bytes, manifest_key(run.file_id)))
+            # the content's manifest names whichever upload of it wrote it last (an archive's member,
+            # say): the table speaks of this upload, submitted at the top level
+            manifests.append({**manifest, "name": run.name, "parent": None})
         else:
             manifests.append({"name": run.name, "file_id": run.file_id, "status": states.get(run.flow_run_id, "lost"),
                               "kind": "unknown", "steps": [], "renditions": [], "language": None})

@@ -15,6 +15,8 @@ Started, each in a session of its own with its log under ``<home>/logs/``:
 - N workers per converter pool: N warm workers, each serving every converter pool, or with
   ``worker_type="process"`` N of Prefect's process workers per pool;
 - the pending-work exporter;
+- the upload API (:mod:`fileflow.server.api`) on ``api_port``, with the tokens of
+  ``FILEFLOW_API_TOKENS``, else one made for the stack and kept in ``<home>/api-token`` (mode 0600);
 - the resumer of crashed router runs;
 - the callback deliverer (:mod:`fileflow.server.deliverer`), and with S3 storage and
   ``FILEFLOW_S3_EVENTS_QUEUE_URL`` set, the consumer of the bucket's notifications
@@ -114,6 +116,8 @@ class Stack:
     database_url: str | None = None
     storage_path: Path | None = None
     exporter_port: int = 9464
+    #: port of the upload API; 0: a free one, chosen by ``up`` and recorded in stack.json
+    api_port: int = 0
     worker_type: str = "warm"
     #: API processes of the Prefect server; more than one needs PostgreSQL and ``redis_url``
     server_workers: int = 1
@@ -145,6 +149,22 @@ class Stack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.home / "api-token"
+
+    def _api_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The upload API's environment: the caller's FILEFLOW_API_TOKENS, else a token of the stack's own."""
+        if env.get("FILEFLOW_API_TOKENS"):
+            return env
+        if not self.api_token_file.exists():
+            import secrets
+
+            fd = os.open(self.api_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        return {**env, "FILEFLOW_API_TOKENS": json.dumps([self.api_token_file.read_text().strip()])}
 
     @property
     def state_file(self) -> Path:
@@ -187,6 +207,7 @@ class Stack:
 
     def _save(self) -> None:
         state = {"api_url": self.api_url, "port": self.port, "exporter_port": self.exporter_port,
+                 "upload_api_url": f"http://127.0.0.1:{self.api_port}", "api_port": self.api_port,
                  "storage_path": str(self.storage_path.resolve()) if self.storage_path else None,
                  "database": _without_password(self.database_url), "server_workers": self.server_workers,
                  "redis": _without_password(self.redis_url), "processes": self.processes}
@@ -312,6 +333,11 @@ class Stack:
             self._start("exporter", [python, "-m", "fileflow.server.exporter", "--host", "127.0.0.1", "--port",
                                      str(self.exporter_port), "--api-url", self.api_url], env)
             self._wait_http(f"http://127.0.0.1:{self.exporter_port}/healthz", 60, "the exporter")
+            self.api_port = self.api_port or free_port()
+            progress(f"starting the upload API on port {self.api_port}")
+            self._start("api", [python, "-m", "fileflow.server.api", "--host", "127.0.0.1", "--port",
+                                str(self.api_port)], self._api_env(env))
+            self._wait_http(f"http://127.0.0.1:{self.api_port}/healthz", 60, "the upload API")
             # resumes crashed router runs whose Crashed event the automation missed (fileflow/server/resumer.py)
             self._start("resumer", [python, "-m", "fileflow.server.resumer"], env)
             # POSTs the callback outbox (the webhook, per-upload callbacks), signed and retried (docs/callbacks.md)
@@ -355,6 +381,7 @@ class Stack:
         state = stack_state(home)
         storage = Path(state["storage_path"]) if state.get("storage_path") else None
         return cls(home=home, port=state["port"], exporter_port=state["exporter_port"],
+                   api_port=state.get("api_port", 0),
                    storage_path=storage, database_url=database_url or state.get("database"),
                    redis_url=redis_url or state.get("redis"), server_workers=state.get("server_workers", 1),
                    processes=state["processes"])
