@@ -110,14 +110,13 @@ def webhook_body(event: dict[str, Any], *, event_id: str, flow_run_id: str | Non
 def enqueue_webhook(store: Store, notify: NotifySettings, manifest: dict[str, Any], *, event_id: str | None,
                     flow_run_id: str | None, upload: dict[str, Any] | None = None) -> bool:
     """Put the file's terminal event (of ``upload``) in the callback outbox for the global webhook,
-    if one is set and wants this event; whether a delivery was added. One delivery per file (or
-    upload) and flow run: a resumed run finishing the file again adds none, a new run adds one."""
+    if one is set and wants this event; whether a delivery was added. One delivery per file and
+    flow run: a resumed run finishing the file again adds none, a new run adds one."""
     event = terminal_event(manifest, store.config, upload)
     if not notify.webhook_url or event["event"] not in notify.events:
         return False
     event_id = event_id or str(uuid.uuid4())
-    subject = f"{manifest['file_id']}:{upload['upload_id']}" if upload else manifest["file_id"]
-    delivery_id = f"webhook:{subject}:{flow_run_id or event_id}"
+    delivery_id = f"webhook:{manifest['file_id']}:{flow_run_id or event_id}"  # an upload is one run
     body = webhook_body(event, event_id=event_id, flow_run_id=flow_run_id,
                         occurred=datetime.now(timezone.utc).isoformat())
     return enqueue(store, delivery_id=delivery_id, url=notify.webhook_url, body=body, channel="webhook")
