@@ -30,6 +30,7 @@ from tests.conftest import _free_port
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SAMPLES = Path(__file__).parent / "samples"
+SECRET = "stack-test-secret-0123456789"
 FILEFLOW = Path(sys.executable).parent / "fileflow"
 BATCH = ["photo.jpg", "notes-de.txt", "table.csv", "report.docx", "scan.pdf", "plan.dxf", "clip.mp4", "bundle.zip"]
 
@@ -43,18 +44,72 @@ def fileflow(*args: str, env: dict[str, str], timeout: float = 900) -> subproces
 BUCKET = "fileflow-stack"
 
 
+class Receiver:
+    """An upload service's endpoint, down for the first ``refuse`` attempts of each delivery
+    (503), then answering 204; it keeps every POST."""
+
+    def __init__(self, refuse: int = 2):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.refuse, self.received, owner = refuse, [], self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                delivery = self.headers.get("X-Fileflow-Delivery", self.path)
+                before = sum(1 for r in owner.received if r["headers"].get("X-Fileflow-Delivery", r["path"]) == delivery)
+                code = 503 if before < owner.refuse else 204
+                owner.received.append({"path": self.path, "headers": dict(self.headers), "body": body, "code": code})
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def accepted(self, path: str) -> list[dict]:
+        return [r for r in self.received if r["path"] == path and r["code"] == 204]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def stack(postgres_url, s3_endpoint, tmp_path_factory):
+    import boto3
+
     root = tmp_path_factory.mktemp("stack")
     port, exporter_port = _free_port(), _free_port()
+    receiver = Receiver()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
     env.update({
         "FILEFLOW_STORAGE_KIND": "s3", "FILEFLOW_STORAGE_BUCKET": BUCKET, "FILEFLOW_STORAGE_PREFIX": "prod",
         "FILEFLOW_STORAGE_ENDPOINT_URL": s3_endpoint, "FILEFLOW_STORAGE_REGION": "us-east-1",
         "FILEFLOW_STORAGE_ACCESS_KEY_ID": "testing", "FILEFLOW_STORAGE_SECRET_ACCESS_KEY": "testing",
+        # answers: the webhook and per-upload callbacks to a receiver down at first, retried fast
+        "FILEFLOW_NOTIFY_WEBHOOK_URL": f"{receiver.base}/webhook", "FILEFLOW_CALLBACK_SECRET": SECRET,
+        "FILEFLOW_CALLBACK_FIRST_RETRY_S": "1", "FILEFLOW_CALLBACK_MAX_RETRY_S": "2",
     })
     prepared = fileflow("storage", "prepare-bucket", env=env, timeout=60)
     assert prepared.returncode == 0, prepared.stderr
+    # the bucket notifies a queue of objects created under prod/incoming/ (docs/callbacks.md)
+    aws = dict(endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+               region_name="us-east-1")
+    sqs = boto3.client("sqs", **aws)
+    queue_url = sqs.create_queue(QueueName="stack-uploads")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    boto3.client("s3", **aws).put_bucket_notification_configuration(
+        Bucket=BUCKET, NotificationConfiguration={"QueueConfigurations": [{
+            "QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "prod/incoming/"}]}}}]})
+    env.update({"FILEFLOW_S3_EVENTS_QUEUE_URL": queue_url, "FILEFLOW_S3_EVENTS_SQS_ENDPOINT_URL": s3_endpoint,
+                "FILEFLOW_S3_EVENTS_WAIT_S": "2"})
     up = fileflow(
         "up", "--workers", "2", "--database", postgres_url, "--home", str(root / "home"), "--out", str(root / "out"),
         "--port", str(port), "--exporter-port", str(exporter_port), env=env, timeout=600,
@@ -65,7 +120,8 @@ def stack(postgres_url, s3_endpoint, tmp_path_factory):
     storage = StorageConfig(kind="s3", bucket=BUCKET, prefix="prod", endpoint_url=s3_endpoint, region="us-east-1",
                             access_key_id="testing", secret_access_key="testing")
     yield {"root": root, "env": env, "exporter": f"http://127.0.0.1:{exporter_port}", "state": state,
-           "store": Store(storage)}
+           "store": Store(storage), "receiver": receiver, "s3_endpoint": s3_endpoint}
+    receiver.close()
     down = fileflow("down", "--home", str(root / "home"), env=env, timeout=120)
     assert down.returncode == 0, down.stderr
     time.sleep(1)
@@ -387,3 +443,51 @@ def test_submit_an_object_already_in_s3(stack):
                       env=stack["env"])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "memo.md" in result.stdout and "completed" in result.stdout
+
+
+def test_every_trigger_path_ends_with_a_signed_answer_to_a_receiver_down_at_first(stack, tmp_path):
+    """An upload through the API (with its own callback URL), one through ``submit`` and one
+    through an S3 notification: each ends with its answer delivered, signed, to an endpoint
+    that refused its first two attempts (the webhook for all three, the callback for the API's)."""
+    import boto3
+    import httpx
+
+    from fileflow.engine.callbacks import verify
+
+    receiver, env = stack["receiver"], stack["env"]
+    stamp = str(time.time_ns())
+    token = (stack["root"] / "home" / "api-token").read_text().strip()
+    with httpx.Client(base_url=stack["state"]["upload_api_url"], headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as client:
+        answer = client.post("/uploads", params={"name": "via-api.txt", "callback_url": f"{receiver.base}/cb/api"},
+                             content=f"Uploaded through the API at {stamp}.".encode(),
+                             headers={"Content-Type": "application/octet-stream", "Idempotency-Key": f"api-{stamp}"})
+    assert answer.status_code == 202, answer.text
+    submitted = tmp_path / "via-submit.txt"
+    submitted.write_text(f"Uploaded through fileflow submit at {stamp}.")
+    result = fileflow("submit", str(submitted), "--home", str(stack["root"] / "home"), env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    s3 = boto3.client("s3", endpoint_url=stack["s3_endpoint"], aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3.put_object(Bucket=BUCKET, Key="prod/incoming/via-s3.txt", Body=f"Uploaded into the bucket at {stamp}.".encode())
+
+    def webhook_for(name: str) -> list[dict]:
+        return [r for r in receiver.accepted("/webhook") if json.loads(r["body"])["file"]["name"] == name]
+
+    deadline = time.monotonic() + 600
+    names = ("via-api.txt", "via-submit.txt", "via-s3.txt")
+    while time.monotonic() < deadline and not (receiver.accepted("/cb/api") and all(webhook_for(n) for n in names)):
+        time.sleep(1)
+    callback = receiver.accepted("/cb/api")
+    assert callback, [(r["path"], r["code"]) for r in receiver.received]
+    body = json.loads(callback[0]["body"])
+    assert body["file"]["upload"]["upload_id"] == f"api-{stamp}" and body["file"]["status"] == "completed"
+    for name in names:
+        delivered = webhook_for(name)
+        assert delivered, f"no webhook for {name}: {[(r['path'], r['code']) for r in receiver.received]}"
+        upload = json.loads(delivered[0]["body"])["file"]["upload"]
+        assert upload and upload["name"] == name
+    # down for the first two attempts of each delivery, then delivered; every POST signed
+    assert [r["code"] for r in receiver.received if r["path"] == "/cb/api"][:3] == [503, 503, 204]
+    for r in receiver.received:
+        assert verify(SECRET, r["headers"], r["body"]), r["path"]

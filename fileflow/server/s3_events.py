@@ -81,6 +81,11 @@ class Created:
         return f"s3:{self.bucket}/{self.key}#{self.version}"
 
     @property
+    def upload_id(self) -> str:
+        """The upload this object version is (:mod:`fileflow.engine.uploads`): its record, its answers."""
+        return "s3-" + hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:32]
+
+    @property
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
 
@@ -202,7 +207,8 @@ class Consumer:
             self._deployment_id = (await client.read_deployment_by_name(ROUTER_DEPLOYMENT)).id
         run = await client.create_flow_run_from_deployment(
             self._deployment_id,
-            parameters={"key": original_key(sha), "file_id": sha, "name": obj.name, "size": size},
+            parameters={"key": original_key(sha), "file_id": sha, "name": obj.name, "size": size,
+                        "upload_id": obj.upload_id},
             state=Scheduled(), name=f"file:{obj.name}", tags=TAGS, idempotency_key=obj.idempotency_key,
         )
         log.info("s3://%s/%s (%s): run %s for %s", obj.bucket, obj.key, obj.version, run.id, sha[:12])
