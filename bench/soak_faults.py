@@ -272,7 +272,11 @@ def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float =
     os.environ["TMPDIR"] = str(scratch)
     server = proxy = None
     if use_s3:
+        import logging
+
         from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per S3 request otherwise
 
         sys.path.insert(0, str(ROOT))
         from tests.tcp_proxy import TcpProxy
