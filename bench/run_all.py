@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--soak-fault-every", type=float, default=60.0, help="soak with faults: seconds between faults")
     parser.add_argument("--soak-faults-cycle", default="worker,child,mediator,server,s3",
                         help="soak with faults: the faults, cycled")
+    parser.add_argument("--soak-fault-count", type=int, default=10, help="soak with faults: faults in all")
     parser.add_argument("--soak-s3", action=argparse.BooleanOptionalAction, default=True,
                         help="soak with faults: storage in S3 on moto (an S3 outage among the faults)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["dispatch", "efficiency", "efficiency-realistic",
@@ -139,7 +140,8 @@ def main() -> None:
         if args.soak_faults:
             say("== soak with faults (issue 20)")
             item("soak_faults", soak_faults.run, args.work / "soak_faults", files=args.soak_files,
-                 fault_every_s=args.soak_fault_every, faults=args.soak_faults_cycle.split(","), use_s3=args.soak_s3)
+                 fault_every_s=args.soak_fault_every, faults=args.soak_faults_cycle.split(","), fault_count=args.soak_fault_count or None,
+                 use_s3=args.soak_s3)
     save()
     say(f"wrote {args.json} and {args.doc} in {results['machine']['duration_min']} min")
 

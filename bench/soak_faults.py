@@ -6,7 +6,7 @@ mediator's warm children, heavy ones on their pools), storage in an S3 bucket on
 reached through a TCP proxy that can be cut (``--s3``, the default; ``--no-s3``: a local folder).
 ``--files`` distinct light files of every kind (``tests/samplegen/corpus``, in the proportions of
 ``common.MIX``) are submitted in waves of ``--wave``; every ``--fault-every`` seconds the next
-fault of ``--faults`` (cycled) is injected while files remain:
+fault of ``--faults`` (cycled) is injected while files remain, ``--fault-count`` in all:
 
 =========  ==================================================================================
 worker     SIGKILL a warm converter worker (its keeper starts it again)
@@ -63,10 +63,10 @@ def mix(files: int) -> dict[str, int]:
     return {kind: n for kind, n in counts.items() if n}
 
 
-def schedule(kinds: list[str], every_s: float, until_s: float) -> list[tuple[float, str]]:
-    """``(seconds after the first submit, fault)``: every ``every_s``, ``kinds`` cycled."""
+def schedule(kinds: list[str], every_s: float, until_s: float, count: int | None = None) -> list[tuple[float, str]]:
+    """``(seconds after the first submit, fault)``: every ``every_s``, ``kinds`` cycled, at most ``count``."""
     out, t, i = [], every_s, 0
-    while kinds and t < until_s:
+    while kinds and t < until_s and (count is None or i < count):
         out.append((t, kinds[i % len(kinds)]))
         t, i = t + every_s, i + 1
     return out
@@ -244,6 +244,15 @@ def restarts(home: Path) -> dict[str, int]:
             for log in sorted((home / "logs").glob("worker-*.log"))}
 
 
+def _tried(fn, fallback):
+    """``fn()``, or ``fallback`` with the error noted (a broken end must not cost the figures)."""
+    try:
+        return fn()
+    except Exception as exc:
+        say(f"{type(exc).__name__}: {exc}")
+        return fallback
+
+
 def audit(home: Path, env: dict[str, str]) -> dict:
     proc = subprocess.run([str(FILEFLOW), "audit", "--home", str(home), "--json"], env=env,
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -257,7 +266,7 @@ def audit(home: Path, env: dict[str, str]) -> dict:
 # -- the run ---------------------------------------------------------------------------------
 
 def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float = 60.0,
-        faults: list[str] = list(FAULTS), use_s3: bool = True, s3_outage_s: float = 30.0, sample_s: float = 10.0,
+        faults: list[str] = list(FAULTS), fault_count: int | None = 10, use_s3: bool = True, s3_outage_s: float = 30.0, sample_s: float = 10.0,
         timeout_s: float = 3 * 3600, seed: int = 20) -> dict:
     from blocks.storage import StorageConfig, Store
     from fileflow.ops.submit import submit
@@ -303,13 +312,13 @@ def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float =
     home = work / "home"
     injected: list[dict] = []
     result: dict = {"machine": machine(), "files_in": files, "kinds": mix(files), "s3": use_s3,
-                    "fault_every_s": fault_every_s, "faults_cycle": faults}
+                    "fault_every_s": fault_every_s, "faults_cycle": faults, "fault_count": fault_count}
     started = time.monotonic()
     try:
         with stack(home, db_name="bench_soak_faults", storage=work / "storage") as s:
             env = s.env()
             with RssLog(lambda: s.processes, sample_s) as rss:
-                plan = schedule(faults, fault_every_s, timeout_s)
+                plan = schedule(faults, fault_every_s, timeout_s, fault_count)
                 submitted = 0
                 t0 = time.monotonic()
                 done = 0
@@ -337,10 +346,10 @@ def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float =
                 if proxy is not None:
                     proxy.restore()
                 result["unfinished_runs"] = unfinished(300)
-                result["audit"] = audit(home, env)
+                result["audit"] = _tried(lambda: audit(home, env), {"exit_code": None})
             result["restarts"] = restarts(home)
             result["files_submitted"] = submitted
-            manifests = [json.loads(store.get_bytes(k)) for k in store.keys("manifests/")]
+            manifests = _tried(lambda: [json.loads(store.get_bytes(k)) for k in store.keys("manifests/")], [])
             result["manifests_out"] = len(manifests)
             result["statuses"] = {st: sum(m["status"] == st for m in manifests) for st in {m["status"] for m in manifests}}
             s.down()
@@ -404,6 +413,8 @@ def main() -> None:
     parser.add_argument("--wave", type=int, default=100, help="files kept in flight (submitted ahead)")
     parser.add_argument("--fault-every", type=float, default=60.0, help="seconds between two faults")
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"the faults, cycled (of {', '.join(FAULTS)})")
+    parser.add_argument("--fault-count", type=int, default=10,
+                        help="faults in all (then the files drain undisturbed); 0: no limit")
     parser.add_argument("--s3", action=argparse.BooleanOptionalAction, default=True,
                         help="storage in an S3 bucket on moto's server (faults may cut it)")
     parser.add_argument("--s3-outage-s", type=float, default=30.0)
@@ -418,6 +429,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
     result = run(args.work.resolve(), files=args.files, wave=args.wave, fault_every_s=args.fault_every, faults=kinds,
+                 fault_count=args.fault_count or None,
                  use_s3=args.s3, s3_outage_s=args.s3_outage_s, sample_s=args.sample_s, timeout_s=args.timeout_s,
                  seed=args.seed)
     result["command"] = "python bench/soak_faults.py " + " ".join(sys.argv[1:])
