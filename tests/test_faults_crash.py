@@ -436,7 +436,16 @@ def test_a_restarted_mediator_settles_its_predecessors_step_task_runs_at_once(st
         states = {t["id"]: t for t in task_runs_of(stack, router["id"])}
         return [states[t["id"]] for t in left] if all(states[t["id"]]["state_type"] == "CRASHED" for t in left) else None
 
-    crashed = wait_until(settled, 30, "the killed mediator's step task runs Crashed", interval_s=0.5)
+    try:
+        crashed = wait_until(settled, 120, "the killed mediator's step task runs Crashed", interval_s=0.5)
+    except pytest.fail.Exception:
+        now = {t["id"]: (t["name"], t["state_type"], t["state"]["timestamp"], (t["state"].get("message") or "")[:100])
+               for t in task_runs_of(stack, router["id"])}
+        states = [(s_["type"], s_["timestamp"], (s_.get("message") or "")[:100])
+                  for s_ in api(stack, f"/flow_run_states/?flow_run_id={router['id']}")]
+        settled_lines = [line[:600] for line in log.read_text(errors="replace").splitlines() if SETTLED in line]
+        pytest.fail(f"task runs at the kill: {[now.get(t['id']) for t in left]}; router states: {states}; "
+                    f"settle log: {settled_lines}")
     assert all("settled by a worker starting" in t["state"]["message"] for t in crashed), crashed
     done = wait_for_manifests(stack, files, 300)
     after_ready_s = time.time() - ready_at
