@@ -3,7 +3,9 @@
 
 Order: one stack (PostgreSQL, one warm worker) for dispatch (item 2), efficiency (item 1, on
 the light corpus and on the realistic one) and first preview (item 4); the embedded mediator's memory (item 5); then one stack per worker
-count for throughput (item 3) and the stack processes' memory (item 5). Every stack is
+count for throughput (item 3) and the stack processes' memory (item 5); with ``--soak-faults``
+(off by default: it lasts as long as its files), the soak with faults of issue 20
+(bench/soak_faults.py) on a stack of its own. Every stack is
 stopped and its database dropped before the next starts.
 
 The defaults finished in 17.5 minutes on this 2-core machine (load average 0.5-6.4); every size is a flag (see
@@ -58,6 +60,15 @@ def main() -> None:
     parser.add_argument("--calls-files", type=int, default=20, help="server calls: files per placement")
     parser.add_argument("--calls-before", type=Path,
                         help="server calls: another checkout's .venv/bin/fileflow, measured side by side")
+    parser.add_argument("--soak-faults", action="store_true",
+                        help="also run the soak with faults (bench/soak_faults.py; long, so off by default)")
+    parser.add_argument("--soak-files", type=int, default=300, help="soak with faults: files")
+    parser.add_argument("--soak-fault-every", type=float, default=60.0, help="soak with faults: seconds between faults")
+    parser.add_argument("--soak-faults-cycle", default="worker,child,mediator,server,s3",
+                        help="soak with faults: the faults, cycled")
+    parser.add_argument("--soak-fault-count", type=int, default=10, help="soak with faults: faults in all")
+    parser.add_argument("--soak-s3", action=argparse.BooleanOptionalAction, default=True,
+                        help="soak with faults: storage in S3 on moto (an S3 outage among the faults)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["dispatch", "efficiency", "efficiency-realistic",
                                                                  "preview", "memory", "throughput", "server-calls"])
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
@@ -69,6 +80,7 @@ def main() -> None:
     import memory
     import report
     import server_calls
+    import soak_faults
     import throughput
 
     shutil.rmtree(args.work, ignore_errors=True)
@@ -125,6 +137,11 @@ def main() -> None:
 
             item("throughput", throughput.run, args.work / "throughput", workers=args.workers,
                  files=args.throughput_files, py_spy=args.py_spy, on_result=partial, placements=args.placements)
+        if args.soak_faults:
+            say("== soak with faults (issue 20)")
+            item("soak_faults", soak_faults.run, args.work / "soak_faults", files=args.soak_files,
+                 fault_every_s=args.soak_fault_every, faults=args.soak_faults_cycle.split(","), fault_count=args.soak_fault_count or None,
+                 use_s3=args.soak_s3)
     save()
     say(f"wrote {args.json} and {args.doc} in {results['machine']['duration_min']} min")
 

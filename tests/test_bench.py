@@ -110,3 +110,45 @@ def test_ocr_accuracy_counts_each_found_word_at_most_as_often_as_it_occurs():
            "eng": {"accuracy": 0.5, "non_ascii_accuracy": 0.0, "seconds_per_page": 0.25, "languages": "eng"},
            "auto": {"accuracy": 1.0, "non_ascii_accuracy": 1.0, "seconds_per_page": 1.1, "languages": "deu"}}
     assert ocr_accuracy.table([row]).splitlines()[-1] == "| de | 6 (3) | 50 % | 0 % | 0.25 | 100 % | 100 % | 1.10 | deu |"
+
+
+def test_soak_with_faults_plans_its_mix_and_schedule_and_reports_leftovers():
+    """bench/soak_faults.py's own arithmetic and table (its real run needs a stack: docs/reliability.md)."""
+    import soak_faults
+
+    assert soak_faults.mix(14) == common.MIX  # one of each kind's share
+    assert sum(soak_faults.mix(300).values()) == 300 and set(soak_faults.mix(300)) == set(common.MIX)
+    assert soak_faults.schedule(["worker", "server"], 60, 200) == [(60, "worker"), (120, "server"), (180, "worker")]
+    figures = {
+        "files_in": 3, "manifests_out": 3, "statuses": {"completed": 3}, "wall_s": 61.2,
+        "faults_injected": [{"fault": "mediator"}, {"fault": "s3"}, {"fault": "mediator"}],
+        "restarts": {"worker-mediator": 2, "worker-warm-0": 0}, "audit": {"exit_code": 0, "report": {
+            "submitted": 3, "terminal": 3, "lost": 0, "findings": []}},
+        "unfinished_runs": {"flow_runs": 0, "task_runs": 0}, "orphan_processes": [], "scratch_left": ["fileflow-step-1-x"],
+        "rss": {"server": {"first_mib": 200.0, "peak_mib": 260.0, "final_mib": 220.0, "samples": 7, "pids": 2}},
+    }
+    lines = soak_faults.table(figures).splitlines()
+    assert lines[2] == ("| 3 | 3 | completed 3 | mediator 2, s3 1 | worker-mediator 2 | exit 0 (3 submitted, 3 terminal, "
+                        "0 lost, 0 findings) | 0 flow, 0 task | 0 | 1 | 61 s |")
+    assert lines[-1] == "| server | 200.0 | 260.0 | 220.0 | 1.10 | 7 | 2 |"
+
+
+def test_soak_with_faults_sees_the_long_running_processes_and_their_memory():
+    import soak_faults
+
+    keeper = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run(['sleep', '30'])"])
+    try:
+        for _ in range(100):
+            found = soak_faults.long_running({"worker-mediator": keeper.pid, "server": os.getpid()})
+            if "worker-mediator/worker" in found:
+                break
+            import time
+
+            time.sleep(0.05)
+        assert set(found) == {"worker-mediator", "worker-mediator/worker", "server"}
+        with soak_faults.RssLog(lambda: {"server": os.getpid()}, interval_s=0.05) as rss:
+            pass
+        assert rss.per_process()["server"]["pids"] == 1 and rss.per_process()["server"]["peak_mib"] > 10
+    finally:
+        keeper.kill()
+        keeper.wait()

@@ -1,5 +1,5 @@
 """fileflow/server/prefect_private.py against the installed Prefect: every private name it fences
-still exists with the kind and signature used, Prefect still calls the two hooks, and no other
+still exists with the kind and signature used, Prefect still calls the hooks, and no other
 module uses a private Prefect name. A Prefect upgrade that renames or removes one fails here."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SIGNATURES = {
     "_record_work_pool_snapshot": (["self", "work_pool"], False),
     "_get_scheduled_flow_runs": (["self"], True),
+    "_propose_pending_state": (["self", "flow_run"], True),
     "_sync_and_initialize": (["self"], True),
 }
 

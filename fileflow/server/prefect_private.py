@@ -2,8 +2,9 @@
 
 The warm worker (:mod:`fileflow.server.worker`) is a Prefect ``BaseWorker`` that changes what
 Prefect offers no public hook for: how a poll asks for runs (a batch, not 200), what a pool's
-snapshot does (no warning about its ``process`` type), waiting until a claimed batch has
-started. That takes Prefect's private names. Each is used here and nowhere else, through one
+snapshot does (no warning about its ``process`` type), what a claim writes (the claiming process
+named in the ``Pending`` state), waiting until a claimed batch has started. That takes Prefect's
+private names. Each is used here and nowhere else, through one
 accessor of a name of our own:
 
 ====================================  ==============================================
@@ -11,6 +12,7 @@ Prefect (``BaseWorker``)              here (:class:`HookedWorker`)
 ====================================  ==============================================
 ``_record_work_pool_snapshot`` hook   :meth:`HookedWorker.on_work_pool`
 ``_get_scheduled_flow_runs`` hook     :meth:`HookedWorker.scheduled_flow_runs`
+``_propose_pending_state`` hook       :meth:`HookedWorker.claim`
 ``_sync_and_initialize()``            :meth:`HookedWorker.sync`
 ``_work_pool_name``                   :attr:`HookedWorker.pool_name`
 ``_work_queues``                      :attr:`HookedWorker.queue_names`
@@ -21,7 +23,7 @@ Prefect (``BaseWorker``)              here (:class:`HookedWorker`)
 ====================================  ==============================================
 
 ``tests/test_prefect_private.py`` checks on the installed Prefect that each still exists with
-the kind and signature used here and that Prefect still calls the two hooks, and that no other
+the kind and signature used here and that Prefect still calls the hooks, and that no other
 module of fileflow uses a private Prefect name: an upgrade that renames or removes one fails
 there, not in a worker that silently stops claiming runs.
 """
@@ -45,6 +47,7 @@ R = TypeVar("R", bound=BaseWorkerResult)
 PRIVATE_NAMES: dict[str, str] = {
     "_record_work_pool_snapshot": "hook",
     "_get_scheduled_flow_runs": "hook",
+    "_propose_pending_state": "hook",
     "_sync_and_initialize": "method",
     "_work_pool_name": "attribute",
     "_work_queues": "attribute",
@@ -77,6 +80,9 @@ class HookedWorker(BaseWorker[C, V, R], abc.ABC):
     async def _get_scheduled_flow_runs(self) -> list[Any]:
         return await self.scheduled_flow_runs()
 
+    async def _propose_pending_state(self, flow_run: Any) -> bool:
+        return await self.claim(flow_run)
+
     def on_work_pool(self, work_pool: Any) -> None:
         """The pool as the server sent it at a sync (default: Prefect's own handling)."""
         BaseWorker._record_work_pool_snapshot(self, work_pool)
@@ -84,6 +90,10 @@ class HookedWorker(BaseWorker[C, V, R], abc.ABC):
     async def scheduled_flow_runs(self) -> list[Any]:
         """The runs one poll claims from (default: Prefect's own query)."""
         return await BaseWorker._get_scheduled_flow_runs(self)
+
+    async def claim(self, flow_run: Any) -> bool:
+        """Propose ``Pending`` for a run this worker takes; whether it won (default: Prefect's own)."""
+        return await BaseWorker._propose_pending_state(self, flow_run)
 
     # -- accessors -----------------------------------------------------------------------------
     async def sync(self) -> None:

@@ -20,9 +20,13 @@ Scale-in: SIGTERM (or Ctrl-C) stops taking new runs at once, lets the steps in p
 within ``--grace`` seconds, then stops; a step still running after that is cancelled and its
 run ends Crashed, which the mediator retries elsewhere. No run is left Running.
 
-Killed outright (SIGKILL, OOM): Prefect's engine sends each run's heartbeats from a thread of
-this process, so they stop with it, and the setup's liveness automation marks the runs
-``Crashed`` (:mod:`deployments.liveness`); the mediator retries them on another worker.
+Killed outright (SIGKILL, OOM): the worker started in its place (by its keeper, or a container
+restarted in its pod) settles what it left before taking work: its flow runs, ``Running`` or
+claimed, and their step task runs end ``Crashed`` at once (:mod:`fileflow.server.worker.settle`).
+A worker nobody starts again (the machine lost) is caught by the heartbeats: Prefect's engine
+sends them from a thread of this process, so they stop with it, and the setup's liveness
+automation marks the runs ``Crashed`` (:mod:`deployments.liveness`). Either way the mediator
+retries a step on another worker.
 
 One process serves any number of pools (``--pool`` repeated); ``--limit`` bounds the steps of
 each pool in flight, ``--children`` the warm child processes shared by all of them.
@@ -61,6 +65,7 @@ from fileflow.engine.isolation import ChildPool
 from fileflow.names import MEDIATOR_POOL, STEP_FLOW
 from fileflow.server.prefect_private import HookedWorker, described
 from fileflow.server.supervise import PREDECESSOR_ENV
+from fileflow.server.worker.settle import claim_message, settle as settle_left_runs
 
 logger = logging.getLogger("fileflow.server.worker")
 
@@ -151,6 +156,24 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
         except Exception as again:
             logger.error("could not record run %s as crashed for %g s (%s); the liveness automation "
                          "or `fileflow audit` will find it", flow_run.name, give_up_s, again)
+
+    async def claim(self, flow_run: FlowRun) -> bool:
+        """Prefect's claim (``Pending`` proposed; only one worker wins) with this process named in
+        the state's message, so that a worker starting after this one died finds the runs it had
+        claimed and not yet started (:mod:`fileflow.server.worker.settle`)."""
+        from prefect.exceptions import Abort
+        from prefect.states import Pending
+        from prefect.utilities.engine import propose_state
+
+        try:
+            state = await propose_state(self.client, Pending(message=claim_message()), flow_run_id=flow_run.id)
+        except Abort as exc:
+            logger.info("claim of run %s aborted by the server: %s", flow_run.id, exc)
+            return False
+        except Exception:
+            logger.exception("could not claim run %s", flow_run.id)
+            return False
+        return state.is_pending()
 
     async def kill_infrastructure(self, infrastructure_pid: str, configuration, grace_seconds: int = 30) -> None:
         from prefect.exceptions import InfrastructureNotFound
@@ -260,13 +283,16 @@ async def _serve(pools: list[str], stop: asyncio.Event, *, limit: int, children:
                    for p in pools]
         for w in workers:
             await w.__aenter__()
+        # runs and step task runs a dead predecessor left Running or claimed, settled now rather
+        # than by the liveness automations' silence windows (fileflow/server/worker/settle.py)
         predecessor = os.environ.get(PREDECESSOR_ENV)
-        if predecessor:
-            try:
-                names = await crash_runs_of_dead_worker(pools, predecessor)
-                logger.warning("crashed %d run(s) of the dead worker %s: %s", len(names), predecessor, ", ".join(names))
-            except Exception as exc:  # the heartbeat automation still catches them
-                logger.warning("could not crash the runs of the dead worker %s: %s", predecessor, exc)
+        try:
+            flow_runs, task_runs = await settle_left_runs(pools, predecessor)
+            if flow_runs or task_runs:
+                logger.warning("settled what dead workers left: crashed %d run(s) (%s) and %d step task run(s) (%s)",
+                               len(flow_runs), ", ".join(flow_runs), len(task_runs), ", ".join(task_runs))
+        except Exception as exc:  # the liveness automations still catch them
+            logger.warning("could not settle the runs of dead workers (predecessor %s): %s", predecessor, exc)
         loops = []
         try:
             for w in workers:
@@ -360,31 +386,6 @@ async def serve_health(workers: list[WarmWorker], port: int, host: str = "0.0.0.
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-async def crash_runs_of_dead_worker(pools: list[str], predecessor: str) -> list[str]:
-    """Set ``Crashed`` the runs of ``pools`` that a dead worker process held (its
-    ``host:pid:run`` infrastructure pid), so the mediator retries a step and the resume
-    automation resumes a router run now, rather than after ``crashed_after_s`` without heartbeats
-    (:mod:`deployments.liveness`, which remains the net for a death no keeper saw). The names."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, WorkPoolFilter, WorkPoolFilterName)
-    from prefect.client.schemas.objects import StateType
-    from prefect.states import Crashed
-
-    who, _, how = predecessor.partition("|")
-    crashed = []
-    async with get_client() as client:
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
-                any_=[StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]))),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=pools)))
-        for run in runs:
-            if (run.infrastructure_pid or "").startswith(f"{who}:"):
-                message = f"its worker process {who} died ({how}); crashed by the worker started in its place"
-                await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-                crashed.append(run.name)
-    return crashed
 
 
 def _block_stop_signals() -> None:

@@ -1,0 +1,180 @@
+"""fileflow/server/worker/settle.py against a real Prefect server: a worker that starts crashes the
+flow runs its dead predecessor held (``Running``, or claimed ``Pending`` and not started) and the
+task runs of attempts that are over, and leaves alone what a live process holds."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import fileflow.server.worker.settle as settling
+
+HOST = socket.gethostname()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _on(api_url: str, make):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def go():
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            async with get_client() as client:
+                return await make(client)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def pool(prefect_server):
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    name = f"settle-{uuid.uuid4().hex[:6]}"
+
+    async def make(client):
+        await client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+        flow_id = await client.create_flow_from_name("settle-test")
+        return await client.create_deployment(flow_id=flow_id, name=name, work_pool_name=name,
+                                              entrypoint="flows/step.py:converter_step")
+
+    return {"name": name, "deployment": _on(prefect_server, make), "api": prefect_server}
+
+
+async def _run(client, pool, name: str, state, infrastructure_pid: str | None = None):
+    run = await client.create_flow_run_from_deployment(pool["deployment"], name=name)
+    await client.set_flow_run_state(run.id, state, force=True)
+    if infrastructure_pid:
+        await client.update_flow_run(run.id, infrastructure_pid=infrastructure_pid)
+    return run
+
+
+async def _task(client, flow_run, name: str):
+    """A task run of ``flow_run`` set Running now (the server stamps states with its own time)."""
+    from prefect.states import Running
+
+    task = await client.create_task_run(_noop_task(name), flow_run_id=flow_run.id, dynamic_key=name)
+    await client.set_task_run_state(task.id, Running(), force=True)
+    return task
+
+
+def _noop_task(name: str):
+    from prefect import task
+
+    @task(name=name)
+    def noop() -> None:
+        return None
+
+    return noop
+
+
+def test_a_starting_worker_settles_what_dead_holders_left_and_only_that(pool):
+    from prefect.states import Pending, Running
+
+    dead = _dead_pid()
+    live = subprocess.Popen(["sleep", "120"])
+
+    async def scene(client):
+        runs = {
+            "claimed-by-dead": await _run(client, pool, "claimed-by-dead",
+                                          Pending(message=f"{settling.CLAIMED_BY}{HOST}:{dead}")),
+            "running-dead": await _run(client, pool, "running-dead", Running(),
+                                       f"{HOST}:{dead}:x"),
+            "running-live": await _run(client, pool, "running-live", Running(), f"{HOST}:{live.pid}:x"),
+            "claimed-by-live": await _run(client, pool, "claimed-by-live",
+                                          Pending(message=f"{settling.CLAIMED_BY}{HOST}:{live.pid}")),
+            "elsewhere": await _run(client, pool, "elsewhere", Running(), f"another-host:{dead}:x"),
+            "claimed-unnamed": await _run(client, pool, "claimed-unnamed", Pending()),
+        }
+        tasks = {
+            "dead-step": await _task(client, runs["running-dead"], "dead-step"),
+            # a task of an earlier attempt of the live run (its attempt is over) ...
+            "stale-step": await _task(client, runs["running-live"], "stale-step"),
+        }
+        await asyncio.sleep(settling.CLOCK_MARGIN_S + 0.2)
+        await client.set_flow_run_state(runs["running-live"].id, Running(), force=True)  # ... the next attempt
+        tasks["live-step"] = await _task(client, runs["running-live"], "live-step")
+        return runs, tasks
+
+    try:
+        runs, tasks = _on(pool["api"], scene)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: pool["api"]}):
+            flows, steps = asyncio.run(settling.settle([pool["name"]]))
+        assert sorted(flows) == ["claimed-by-dead", "running-dead"]
+
+        async def states(client):
+            out = {}
+            for name, run in runs.items():
+                out[name] = (await client.read_flow_run(run.id)).state
+            for name, task in tasks.items():
+                out[name] = (await client.read_task_run(task.id)).state
+            return out
+
+        found = _on(pool["api"], states)
+        assert {name: state.type.value for name, state in found.items()} == {
+            "claimed-by-dead": "CRASHED", "running-dead": "CRASHED", "running-live": "RUNNING",
+            "claimed-by-live": "PENDING", "elsewhere": "RUNNING", "claimed-unnamed": "PENDING",
+            "dead-step": "CRASHED", "live-step": "RUNNING", "stale-step": "CRASHED"}
+        assert "crashed by the worker started in its place" in found["running-dead"].message
+        assert sorted(steps) == [f"running-dead/{tasks['dead-step'].name}", f"running-live/{tasks['stale-step'].name}"]
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_the_keepers_word_names_the_predecessor_even_on_a_pid_that_lives_again(pool):
+    """The keeper's ``host:pid|how`` is believed as it is: the pid may already be another process."""
+    from prefect.states import Running
+
+    live = subprocess.Popen(["sleep", "120"])
+    try:
+        run = _on(pool["api"], lambda c: _run(c, pool, "kept", Running(), f"{HOST}:{live.pid}:x"))
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: pool["api"]}):
+            flows, _ = asyncio.run(settling.settle([pool["name"]], f"{HOST}:{live.pid}|signal SIGKILL"))
+        assert flows == ["kept"]
+        state = _on(pool["api"], lambda c: c.read_flow_run(run.id)).state
+        assert state.type.value == "CRASHED" and "(signal SIGKILL)" in state.message
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_the_warm_worker_names_itself_in_the_pending_state_it_claims_with(pool):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from fileflow.server.worker import WarmWorker
+
+    run = _on(pool["api"], lambda c: c.create_flow_run_from_deployment(pool["deployment"], name="to-claim"))
+
+    async def claim():
+        with temporary_settings({PREFECT_API_URL: pool["api"]}):
+            async with WarmWorker(pool["name"]) as worker:
+                return await worker.claim(run), await worker.claim(run)  # the second loses
+
+    assert asyncio.run(claim()) == (True, False)
+    claimed = _on(pool["api"], lambda c: c.read_flow_run(run.id))
+    assert claimed.state.type.value == "PENDING"
+    assert settling.holder_of(claimed) == settling.identity()
+
+
+def test_a_task_of_a_finished_run_waits_for_late_events():
+    from prefect.states import Completed, Running
+
+    now = datetime.now(timezone.utc)
+    task_started = now - timedelta(seconds=40)
+    assert not settling.attempt_over(task_started, Completed(timestamp=now - timedelta(seconds=5)), now)
+    assert settling.attempt_over(task_started, Completed(timestamp=now - timedelta(seconds=35)), now)
+    assert not settling.attempt_over(now, Running(timestamp=now - timedelta(seconds=0.5)), now)
