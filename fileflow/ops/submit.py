@@ -54,7 +54,7 @@ def _fetch_s3(url: str, dest: Path, config: StorageConfig) -> Path:
 
 
 #: router runs created at once by one ``submit``: run creation is one API call that waits on the
-#: server's database, so a few in flight keep it busy; more only queue in the server (bench/analysis.md)
+#: server's database, so a few in flight keep it busy; more only queue in the server
 SUBMIT_CONCURRENCY = 8
 
 
