@@ -105,7 +105,7 @@ def test_mixed_batch_of_every_kind_completes_on_the_stack_like_the_embedded_mode
     ones in the mediator), and its manifest equals the embedded mode's for the same file."""
     import boto3
 
-    from tests.samplegen import corpus
+    from fileflow.testing.samplegen import corpus
 
     store = stack["store"]
     generated = corpus.make(tmp_path / "corpus", PER_KIND)
