@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `python bench/x.py` finds fileflow, tests.samplegen ...
+sys.path.insert(0, str(ROOT))  # `python bench/x.py` finds fileflow, fileflow.testing.samplegen ...
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -297,7 +297,7 @@ def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: in
 MIX = {"image": 4, "pdf": 3, "office": 2, "text": 2, "drawing": 1, "video": 1, "archive": 1}
 
 
-#: the corpora: ``light`` (tests.samplegen.corpus: test-sized files), ``realistic``
+#: the corpora: ``light`` (fileflow.testing.samplegen.corpus: test-sized files), ``realistic``
 #: (bench/realistic.py: the sizes users upload)
 CORPORA = ("light", "realistic")
 
@@ -309,7 +309,7 @@ def make_files(folder: Path, counts: dict[str, int], offset: int = 0, corpus: st
 
         makers = realistic.MAKERS
     else:
-        from tests.samplegen import corpus as light
+        from fileflow.testing.samplegen import corpus as light
 
         makers = light._MAKERS
     folder.mkdir(parents=True, exist_ok=True)

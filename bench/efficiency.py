@@ -3,7 +3,7 @@
 Per round, a fresh deterministic corpus (``common.MIX`` times ``--scale``: pictures, PDFs,
 office documents, text, a drawing, a video, an archive; numbered past the previous rounds so
 nothing is a cache hit) is processed three ways, in an order that rotates every round. The
-corpus is ``light`` (``tests.samplegen.corpus``: test-sized files, where the converters cost
+corpus is ``light`` (``fileflow.testing.samplegen.corpus``: test-sized files, where the converters cost
 least and any price per file weighs most) or ``realistic`` (``bench/realistic.py``: the sizes
 users upload: 12-megapixel photos, 12-page PDFs, 10-second 720p videos):
 

@@ -23,7 +23,7 @@ PREVIEW_STEP = {"jpeg": "image_renditions", "docx": "pdf_preview", "video": "vid
 
 
 def make(kind: str, folder: Path, i: int) -> Path:
-    from tests.samplegen import corpus, media
+    from fileflow.testing.samplegen import corpus, media
 
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "jpeg":

@@ -1,6 +1,6 @@
 """The hostile-input table of docs/reliability.md, from a real run.
 
-Every case of ``tests/samplegen/hostile.py`` plus the committed good samples go through the
+Every case of ``fileflow/testing/samplegen/hostile.py`` plus the committed good samples go through the
 embedded pipeline as ONE batch (``fileflow.ops.batch.run_batch``, as ``fileflow process`` runs it,
 against a fresh Prefect server on SQLite started on a free port by Prefect's test harness, as
 the tests do: the ephemeral server's fixed port collides with other runs on a shared machine);
@@ -43,7 +43,7 @@ def main() -> None:
         from blocks.storage import StorageConfig
         from fileflow.ops.batch import run_batch
         from fileflow.settings import PipelineSettings
-        from tests.samplegen import hostile
+        from fileflow.testing.samplegen import hostile
 
         files, names = hostile.write_batch(tmp / "in", tmp / "scratch")
         hostile_count = len(files)

@@ -3,7 +3,7 @@ in its own language), on generated scans, with the time each costs.
 
     .venv/bin/python bench/ocr_accuracy.py [--sizes 30,24] [--json out.json]
 
-Scans: ``tests.samplegen.images.scan`` draws each language's paragraph (DejaVu Sans, greyscale,
+Scans: ``fileflow.testing.samplegen.images.scan`` draws each language's paragraph (DejaVu Sans, greyscale,
 slightly soft, as a 200 dpi scanner gives body text) at every font size in ``--sizes``. Each
 scan goes through the ``ocr`` converter twice, ``ocr_languages=eng`` and ``auto``, in this
 process (engines are opened per file, as the converter does in production).
@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from converters import ocr  # noqa: E402
-from tests.samplegen.images import SCAN_TEXTS, scan  # noqa: E402
+from fileflow.testing.samplegen.images import SCAN_TEXTS, scan  # noqa: E402
 
 MODES = ("eng", "auto")
 _STRIP = ".,;:!?()\"'«»„“”"

@@ -1,6 +1,6 @@
 """The ``realistic`` corpus of the efficiency benchmark: files the size users upload.
 
-``tests.samplegen.corpus`` (the ``light`` corpus) makes files small enough for a test: 640x420
+``fileflow.testing.samplegen.corpus`` (the ``light`` corpus) makes files small enough for a test: 640x420
 pictures, one-page PDFs, one-second 160x120 clips. On those the converters cost about 0.17
 CPU-s a file, so any fixed price per file dominates the ratio. This corpus keeps the same mix
 of kinds and the same content sources, at the sizes the product is for:
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from tests.samplegen import corpus as light
-from tests.samplegen import documents, media
-from tests.samplegen.images import FONT
+from fileflow.testing.samplegen import corpus as light
+from fileflow.testing.samplegen import documents, media
+from fileflow.testing.samplegen.images import FONT
 
 _SENTENCES = tuple(light._TEXTS.values())
 

@@ -46,7 +46,7 @@ def _side_by_side(title: str, a: dict, b: dict) -> list[str]:
 
 
 CORPUS_TEXT = {
-    "light": "the `light` corpus (`tests/samplegen/corpus.py`: test-sized files: 640x420 pictures, one-page PDFs, "
+    "light": "the `light` corpus (`fileflow/testing/samplegen/corpus.py`: test-sized files: 640x420 pictures, one-page PDFs, "
              "one-second 160x120 clips), where the converters cost least and any price per file weighs most",
     "realistic": "the `realistic` corpus (`bench/realistic.py`: the sizes users upload: 12-megapixel photos, "
                  "12-page PDFs, five-page DOCX, 10-second 720p videos, archives of a photo, a PDF and a text)",

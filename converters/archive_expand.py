@@ -33,7 +33,7 @@ Streaming: ``zipfile`` parses the central directory; the compressed bytes of eac
 from the archive in chunks and decompressed here with a bound on every call's output, counting the
 REAL bytes. ``ZipFile.open()`` is deliberately not used for the data: it silently truncates an
 entry at its declared size (hiding a header that lies) and it decompresses bzip2/LZMA with no
-output bound (177 bytes of bzip2 expand to 200 MB in ONE call, measured). An entry producing more
+output bound (177 bytes of bzip2 can expand to 200 MB in ONE call). An entry producing more
 bytes than it declares fails with :class:`CorruptInput` ("header lies"), the real per-entry and
 total counts are checked against the limits as they grow (:class:`LimitExceeded`), and the CRC is
 checked at the end (:class:`CorruptInput`). On any failure every member file already written is

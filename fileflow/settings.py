@@ -153,16 +153,14 @@ class LivenessSettings(BaseSettings):
 #: the environment sets them. Prefect's task-run recorder writes the task runs of every
 #: step from their state events; by default it writes each event in a transaction of its own,
 #: three per step. Here it writes what arrived in the last second together: on SQLite those
-#: single writes met the API's own, and every "database is locked" is answered 503 and retried
-#: by Prefect's client only after 2 s (bench/analysis.md, "Measured on 2026-11-27, 07:20-08:00
-#: UTC": 71 such answers for 42 files before, 31 after). A step's state reaches the database up
-#: to a second later; the server, stopped at the end of the batch, writes what it holds first.
-#: On the PostgreSQL server of ``fileflow up`` the same setting made no difference that could be
-#: measured, so the stack keeps Prefect's default.
+#: single writes meet the API's own, and every "database is locked" is answered 503 and retried
+#: by Prefect's client only after 2 s; batched, there are about half as many. A step's state
+#: reaches the database up to a second later; the server, stopped at the end of the batch,
+#: writes what it holds first. On the PostgreSQL server of ``fileflow up`` the setting makes no
+#: difference, so the stack keeps Prefect's default.
 #: The embedded server gets 120 s to answer, not Prefect's 20: its first start migrates a new
-#: SQLite database, and on a slow disk (45 % I/O wait, the make bench of 08:00 UTC) that took
-#: longer, and `fileflow process` failed with "Timed out while attempting to connect to
-#: ephemeral Prefect API server".
+#: SQLite database, which on a slow disk takes longer than 20 s, and `fileflow process` would
+#: fail with "Timed out while attempting to connect to ephemeral Prefect API server".
 EMBEDDED_SERVER_DEFAULTS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",

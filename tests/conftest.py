@@ -4,11 +4,61 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 import pytest
+
+#: ``make test-parallel`` runs modules side by side (pytest-xdist, ``-n 3 --dist loadfile``): each module is
+#: one unit of work on one worker, so its module-scoped stack or batch is built once. Every worker
+#: is a pytest session of its own: its own Prefect test server, moto server, PostgreSQL database
+#: (``postgres_url``) and temporary folders, and every port is a free one; what a module leaves in
+#: its session's server is seen only by the modules after it on that worker, as in a serial run.
+#: Modules named here share one unit of work, so they run one after the other on one worker:
+SERIAL_GROUPS = {
+    # a whole `fileflow up` stack each (server, exporter, workers, mediator, LibreOffice): two at
+    # once beside the rest oversubscribe two cores until the stacks' own timeouts trip
+    "test_distributed": "stacks", "test_faults_crash": "stacks", "test_faults_stack": "stacks",
+    "test_stack_redis": "stacks",
+}
+#: units of work that take longest (the stacks about half the serial suite), handed out first so
+#: that no worker is left alone with one at the end; every other module follows in file order
+LONGEST_FIRST = ["stacks", "test_deployments_setup", "test_pipeline_dataroom", "test_hostile", "test_pipeline",
+                 "test_reprocess", "test_worker", "test_browser", "test_events", "test_audit",
+                 "test_converters_media", "test_converters_documents", "test_exporter", "test_cli"]
+
+
+def _unit_of(module_path: str) -> str:
+    return SERIAL_GROUPS.get(Path(module_path).stem, module_path)
+
+
+def _rank(module_path: str) -> int:
+    unit = SERIAL_GROUPS.get(Path(module_path).stem, Path(module_path).stem)
+    return LONGEST_FIRST.index(unit) if unit in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile``, with the modules of :data:`SERIAL_GROUPS` as one unit. (xdist's own
+    ``loadgroup`` marks do not group under pytest 9.2: xdist 3.8 renames ``item._nodeid``, which
+    pytest no longer reads.)"""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleGroupScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit_of(nodeid.split("::", 1)[0])
+
+    return ModuleGroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In xdist's workers: the units of :data:`LONGEST_FIRST` first (xdist hands units out in
+    collection order under ``--no-loadscope-reorder``); a module's tests keep their order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: _rank(item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,11 @@
 Layers, lowest first; a module may import its own layer and those below, never one above:
 
     errors (and retry) < {converters, blocks} < {settings, names, home} < engine < flows < ops
-           < deployments < server < cli
+           < deployments < server < cli < testing
 
 Converters depend on nothing above their own contract: ``converters.*`` and the error tree.
+``fileflow.testing`` (what the tests and the benchmarks share) is the top layer, so nothing of the
+product imports it; ``bench/`` imports it, never ``tests/``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("deployments",),
     ("fileflow.server",),
     ("fileflow.cli",),
+    ("fileflow.testing",),
 ]
 PACKAGES = ("fileflow", "flows", "converters", "blocks", "deployments")
 
@@ -100,6 +103,7 @@ def test_converters_depend_only_on_their_contract():
     ("fileflow.ops.status", "fileflow.server.exporter", False),
     ("converters.ocr", "fileflow.settings", False),
     ("fileflow.cli.app", "fileflow.server.stack", True),
+    ("fileflow.cli.app", "fileflow.testing.samplegen", False),
     ("flows.router", "fileflow.engine.mediator", True),
 ])
 def test_the_rule_itself(module, imported, ok):
@@ -120,3 +124,15 @@ def test_no_module_beside_an_entrypoint_shadows_the_standard_library():
     shadowing = [str(p.relative_to(ROOT)) for folder in folders for p in folder.glob("*.py")
                  if p.stem in sys.stdlib_module_names]
     assert shadowing == []
+
+
+def test_bench_never_imports_the_tests():
+    """bench/ takes what it shares with the tests from fileflow.testing; tests/ is not a library."""
+    found = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                      if n == "tests" or n.startswith("tests.")]
+    assert found == [], "bench/ imports tests/:\n" + "\n".join(found)

@@ -14,10 +14,7 @@ from converters import archive_expand
 from converters.base import ConversionResult
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
-try:
-    from tests.samplegen import archives as gen
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen import archives as gen
+from fileflow.testing.samplegen import archives as gen
 
 SAMPLES = Path(__file__).parent / "samples"
 

@@ -12,12 +12,8 @@ from converters import audio_probe, audio_transcode, audio_waveform
 from converters.video_transcode import faststart
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
-try:
-    from tests.samplegen import audio as gen
-    from tests.samplegen import media
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen import audio as gen
-    from samplegen import media
+from fileflow.testing.samplegen import audio as gen
+from fileflow.testing.samplegen import media
 
 CODECS = {"mp3": "mp3", "m4a": "aac", "wav": "pcm_s16le", "ogg": "vorbis", "flac": "flac"}
 

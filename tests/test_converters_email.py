@@ -12,10 +12,7 @@ import pytest
 from converters import email_parse, html_clean
 from fileflow.errors import CorruptInput, LimitExceeded
 
-try:
-    from tests.samplegen import emails as gen
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen import emails as gen
+from fileflow.testing.samplegen import emails as gen
 
 
 def parse(src: Path, out: Path, **options):
@@ -128,7 +125,7 @@ def test_sanitiser_keeps_structure_and_drops_every_attribute() -> None:
     assert html_clean.plain_text(dirty) == "a & b\n\nt\nlink\n"
 
 
-# --- Outlook .msg (built byte by byte by tests/samplegen/msg.py: no free tool writes them) ----------
+# --- Outlook .msg (built byte by byte by fileflow/testing/samplegen/msg.py: no free tool writes them) ----------
 
 
 def test_outlook_msg_headers_body_and_attachment(tmp_path: Path) -> None:

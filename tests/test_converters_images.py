@@ -1,6 +1,6 @@
 """Converters for images and text: image_renditions, ocr, language, text_extract.
 
-Inputs are generated deterministically by tests.samplegen.images (plus three committed samples
+Inputs are generated deterministically by fileflow.testing.samplegen.images (plus three committed samples
 under tests/samples/); assertions are on content: exact preview sizes, upright pixels, words
 found by OCR, detected languages, decoded text.
 """
@@ -17,7 +17,7 @@ from PIL import Image
 import converters
 from converters import image_renditions, language, ocr, text_extract
 from fileflow.errors import CorruptInput, LimitExceeded, ToolError, UnsupportedInput
-from tests.samplegen import images as gen
+from fileflow.testing.samplegen import images as gen
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 RED = (220, 0, 0)

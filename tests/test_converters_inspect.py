@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from converters import inspect, text_extract
-from tests.samplegen import documents as docs
-from tests.samplegen import images as gen
+from fileflow.testing.samplegen import documents as docs
+from fileflow.testing.samplegen import images as gen
 
 SEMICOLON_CSV = (
     "Name;Straße;Ort;Betrag\n"

@@ -12,10 +12,7 @@ from converters import archive_libarchive
 from converters.base import ConversionResult
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
-try:
-    from tests.samplegen import libarchives as gen
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen import libarchives as gen
+from fileflow.testing.samplegen import libarchives as gen
 
 
 def expand(src: Path, out: Path, **options) -> ConversionResult:

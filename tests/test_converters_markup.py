@@ -13,12 +13,8 @@ from PIL import Image
 from converters import markup_text, svg_render
 from fileflow.errors import CorruptInput, LimitExceeded, UnsupportedInput
 
-try:
-    from tests.samplegen import markup as gen
-    from tests.samplegen.emails import BODY_DE
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen import markup as gen
-    from samplegen.emails import BODY_DE
+from fileflow.testing.samplegen import markup as gen
+from fileflow.testing.samplegen.emails import BODY_DE
 
 RSVG = shutil.which("rsvg-convert")
 needs_rsvg = pytest.mark.skipif(RSVG is None, reason="rsvg-convert missing (apt-get install librsvg2-bin)")

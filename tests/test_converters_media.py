@@ -1,6 +1,6 @@
 """Converters for drawings and videos: drawing_render, video_probe, video_transcode, video_poster.
 
-Inputs are generated deterministically by tests.samplegen.media (ezdxf for DXF, Debian's ffmpeg
+Inputs are generated deterministically by fileflow.testing.samplegen.media (ezdxf for DXF, Debian's ffmpeg
 lavfi sources for video) plus two committed samples (tests/samples/plan.dxf, clip.mp4).
 Assertions are on content: the SVG's strokes and colours, the drawing's extents and layers,
 visible pixels where the missing-layer line lies, exact preview sizes, the transcoded codecs,
@@ -29,7 +29,7 @@ from PIL import Image, ImageChops, ImageStat
 import converters
 from converters import drawing_render, language, video_poster, video_probe, video_transcode
 from fileflow.errors import CorruptInput, LimitExceeded, ToolCrashed, ToolError, UnsupportedInput
-from tests.samplegen import media as gen
+from fileflow.testing.samplegen import media as gen
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 ROOT = Path(__file__).resolve().parent.parent
@@ -561,7 +561,7 @@ def test_mp4_beyond_the_limits_is_transcoded_and_says_why(videos, tmp_path):
 
 
 def test_animated_gif_becomes_a_looping_mp4(tmp_path):
-    from tests.samplegen import images
+    from fileflow.testing.samplegen import images
 
     src = images.gif_animated(tmp_path / "input.gif", frames=6)  # 6 frames of 200 ms
     result, back = _transcode(src, tmp_path / "out", loop=True, mime="image/gif")

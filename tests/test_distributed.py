@@ -25,7 +25,7 @@ from blocks.storage import StorageConfig, Store
 from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
 from fileflow.server.stack import members
-from tests.conftest import _free_port
+from tests.conftest import _free_port, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -161,7 +161,7 @@ def test_mixed_batch_of_every_kind_completes_on_the_stack_like_the_embedded_mode
     ones in the mediator), and its manifest equals the embedded mode's for the same file."""
     import boto3
 
-    from tests.samplegen import corpus
+    from fileflow.testing.samplegen import corpus
 
     store = stack["store"]
     generated = corpus.make(tmp_path / "corpus", PER_KIND)
@@ -273,17 +273,9 @@ def test_paused_converter_holds_its_steps_until_resume(stack, tmp_path):
     try:
         result = fileflow("submit", str(sample), "--home", str(stack["root"] / "home"), env=stack["env"])
         assert result.returncode == 0, result.stderr
-        body = json.dumps({"flow_runs": {"name": {"any_": [f"file:{sample.name}"]},
-                                         "state": {"type": {"any_": ["RUNNING"]}}}}).encode()
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            request = urllib.request.Request(f"{api}/flow_runs/filter", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                if json.loads(response.read()):
-                    break
-            time.sleep(1)
-        time.sleep(15)  # time enough for its steps up to text_extract, which must wait
+        # the file's text_extract step says in its run's log that it waits for the paused pool
+        wait_until(lambda: _run_logs(api, f"file:{sample.name}", "waiting: converter text_extract is paused"),
+                   240, "the text_extract step waiting for its paused pool")
         assert not stack["store"].exists(f"manifests/{digest}.json")
         assert get_json(f"{stack['exporter']}/pools/{pool}")["pending"] == 0  # held, not queued
     finally:
@@ -291,6 +283,22 @@ def test_paused_converter_holds_its_steps_until_resume(stack, tmp_path):
     run = _wait_for_run(api, f"file:{sample.name}", timeout_s=300)
     assert run["state"]["type"] == "COMPLETED"
     assert json.loads(stack["store"].get_bytes(f"manifests/{digest}.json"))["status"] == "completed"
+
+
+def _run_logs(api_url: str, run_name: str, text: str) -> list[str]:
+    """The log lines of the flow run named ``run_name`` (its task runs' too) that contain ``text``."""
+    runs = _post(api_url, "flow_runs/filter", {"flow_runs": {"name": {"any_": [run_name]}}})
+    if not runs:
+        return []
+    logs = _post(api_url, "logs/filter", {"logs": {"flow_run_id": {"any_": [runs[0]["id"]]}}, "limit": 200})
+    return [log["message"] for log in logs if text in log["message"]]
+
+
+def _post(api_url: str, path: str, body: dict):
+    request = urllib.request.Request(f"{api_url}/{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def _store_original(stack, sample: Path) -> tuple[str, str, int]:

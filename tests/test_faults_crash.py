@@ -151,7 +151,7 @@ def seconds_between(start: float, iso: str) -> float:
 def make_batch(folder: Path, tag: str, width: int) -> list[Path]:
     """A 60 s 720p-class video (its transcode takes seconds: long enough to be killed in the
     middle) and two small text files."""
-    from tests.samplegen import media
+    from fileflow.testing.samplegen import media
 
     folder.mkdir(parents=True, exist_ok=True)
     video = media.video(folder / f"{tag}-long.mp4", width, 720, seconds=60, fps=25,
@@ -323,7 +323,7 @@ def test_fault3_a_file_that_kills_its_mediator_every_time_ends_failed_not_loopin
     its next run writes a failed manifest (``ToolCrashed`` in step ``router``) and ends Failed,
     which is not resumed; no run of the file stays Running (a step left by a
     killed process would be crashed by the automation)."""
-    from tests.samplegen import media
+    from fileflow.testing.samplegen import media
 
     video = media.video(tmp_path / "f3x-killer.mp4", 1248, 720, seconds=60, fps=25,
                         vcodec=["-c:v", "mpeg4", "-q:v", "5"])

@@ -1,6 +1,6 @@
 """Hostile and broken input through the whole embedded pipeline, as ONE batch (issue 4).
 
-Every case of :mod:`tests.samplegen.hostile` goes through ``run_batch`` (what ``fileflow
+Every case of :mod:`fileflow.testing.samplegen.hostile` goes through ``run_batch`` (what ``fileflow
 process`` runs) in the same batch as good files. Each must end in its manifest with the
 expected status and typed error; nothing may be written outside the storage layout (nor
 outside the storage folder); no converter process may die or hang on any of them; macros never
@@ -23,7 +23,7 @@ import pytest
 from blocks.storage import StorageConfig
 from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
-from tests.samplegen import hostile
+from fileflow.testing.samplegen import hostile
 
 SAMPLES = Path(__file__).parent / "samples"
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "manifest.schema.json").read_text())

@@ -20,10 +20,7 @@ from blocks.storage import StorageConfig
 from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
 
-try:
-    from tests.samplegen import audio, emails, libarchives, markup
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen import audio, emails, libarchives, markup
+from fileflow.testing.samplegen import audio, emails, libarchives, markup
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "manifest.schema.json").read_text())
 SETTINGS = PipelineSettings(child_processes=2, max_active_files=4, retry_delay_s=0.1)

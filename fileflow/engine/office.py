@@ -49,8 +49,8 @@ _PROFILE_SETTINGS = """<?xml version="1.0" encoding="UTF-8"?>
 # main() after adding two properties to every document unoserver loads:
 # - Hidden=True: unoserver 3.7 loads without it; with Debian's LibreOffice 7.4 (-nogui packages)
 #   a spreadsheet then gets a visible frame in headless mode, loadComponentFromURL returns None
-#   ("Could not load document") and soffice.bin aborts a moment later (measured here with a
-#   plain openpyxl XLSX). Writer and Impress documents were not affected.
+#   ("Could not load document") and soffice.bin aborts a moment later (even for a plain
+#   openpyxl XLSX). Writer and Impress documents are not affected.
 # - MacroExecutionMode=NEVER_EXECUTE (0): say at the API level what the profile settings say.
 _LAUNCHER = '''"""unoserver's server, run by fileflow.engine.office with two load properties added; it and
 LibreOffice end at once when the process holding them dies (SIGKILL included)."""

@@ -10,9 +10,10 @@ retried by the step task like any transient failure.
 Waiting: ``run_deployment``'s own wait polls at a fixed interval (5 s by default). Here the run
 is created without waiting, and the mediator waits for the run's end event (one event stream
 per mediator process, :class:`_RunEnds`), reading the run back when woken, at 0.25, 0.5 and 1 s,
-and then every ``poll_s`` (5 s) in case an event was missed (a server restart). An earlier
-adaptive poll (50 ms, growing to 1 s) cost the server most of its work once 32 files waited
-on busy pools (docs/benchmarks.md).
+and then every ``poll_s`` (5 s) in case an event was missed (a server restart). Waiting on
+the event rather than polling keeps the server's work per waiting step at a few reads: polls
+fast enough for low latency would be most of the server's work when many files wait on busy
+pools.
 """
 
 from __future__ import annotations

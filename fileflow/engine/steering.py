@@ -78,9 +78,10 @@ class Steering:
         if fresh:
             await self._refresh()
         elif time.monotonic() - self._snap.taken >= self.refresh_s:
-            # one read for every step that finds the snapshot stale: 300 steps held by a paused
-            # converter, waking each second, made up to 300 reads a second of the saturated
-            # server. Shared per event loop, since the runtime outlives loops (embedded batches)
+            # one read for every step that finds the snapshot stale: every step held by a paused
+            # converter wakes each second, and a read each would cost the server as many reads a
+            # second as steps are held. Shared per event loop, since the runtime outlives loops
+            # (embedded batches)
             loop = asyncio.get_running_loop()
             current = self._refreshing
             if current is None or current[0] is not loop or current[1].done():

@@ -76,7 +76,7 @@ async def start_upload(client, deployment_id, *, key: str, file_id: str, name: s
 
 
 #: router runs created at once by one ``submit``: run creation is one API call that waits on the
-#: server's database, so a few in flight keep it busy; more only queue in the server (bench/analysis.md)
+#: server's database, so a few in flight keep it busy; more only queue in the server
 SUBMIT_CONCURRENCY = 8
 
 

@@ -55,8 +55,8 @@ from fileflow.server.supervise import PREDECESSOR_ENV
 #: after that ends Crashed and is resumed by the next mediator (its finished steps are cached)
 MEDIATOR_GRACE_S = 10
 
-# Latency: a worker asks for due runs every second (Prefect's default is 10 s) and may claim
-# them slightly early; see docs/distributed.md for the measured dispatch time.
+# Latency: a worker asks for due runs every second and may claim them up to 2 s early; Prefect's
+# default of 10 s would add up to 10 s before every step on a pool starts.
 WORKER_ENV = {
     # riding out a server restart: Prefect's client retries a refused connection (once it had
     # connected) with backoff 2, 4, 8 ... s; 8 retries wait about 8 minutes in all, the default
@@ -85,8 +85,8 @@ def redis_env(url: str) -> dict[str, str]:
 
 
 #: connections each Redis client of the server may open, unless the URL says (``max_connections``):
-#: redis-py's default of 100 ran out with 300 files held in one mediator ("Too many connections",
-#: the API's requests failing; bench/analysis.md)
+#: redis-py's default of 100 runs out when a few hundred files wait in one mediator, and the API's
+#: requests then fail with "Too many connections"
 REDIS_MAX_CONNECTIONS = 1000
 
 
@@ -177,7 +177,7 @@ class Stack:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_HOME": str(self.home / "prefect-home"),
             # the design's placement: heavy converters on their pools, light ones in the warm
-            # mediator's children (3.07x the files per hour of every step on a pool, bench/analysis.md);
+            # mediator's children, where a step costs no flow run, no worker pickup and no process start;
             # a FILEFLOW_PLACEMENT of the caller's own replaces the light ones' list, "{}" puts all on pools
             "FILEFLOW_DEFAULT_PLACEMENT": os.environ.get("FILEFLOW_DEFAULT_PLACEMENT", "pool"),
             "FILEFLOW_PLACEMENT": os.environ.get("FILEFLOW_PLACEMENT", json.dumps(converters.design_placement())),

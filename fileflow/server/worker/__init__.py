@@ -71,10 +71,9 @@ logger = logging.getLogger("fileflow.server.worker")
 
 DEFAULT_FALLBACK_POLL_S = 10.0
 #: runs claimed per poll. Prefect's worker sets each claimed run Pending, then starts them all at
-#: once, each with about six API calls before it runs; a mediator with a large limit claimed 200
-#: in one poll, which on a saturated server stayed Pending for over two minutes, so the
-#: stranded-Pending automation crashed runs that were about to start (a 1,000-file burst, bench/
-#: analysis.md). Claiming a few at a time, the next few once these have started, keeps a
+#: once, each with about six API calls before it runs: a large claim on a saturated server stays
+#: Pending past the grace of the stranded-Pending automation, which then crashes runs that were
+#: about to start. Claiming a few at a time, the next few once these have started, keeps a
 #: claimed run's wait short whatever the limit
 CLAIM_BATCH = 8
 #: longest wait for a claimed batch to start before the next claim (an API outage mid-submission)

@@ -11,10 +11,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
-try:
-    from tests.samplegen import archives, documents
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen import archives, documents
+from fileflow.testing.samplegen import archives, documents
 
 DATE = "Fri, 17 May 2024 10:30:00 +0200"
 BODY_EN = (
@@ -119,10 +116,7 @@ def _write(path: Path, msg: EmailMessage) -> Path:
 
 def outlook(path: Path, scratch: Path, attachment_name: str = "contract.pdf") -> Path:
     """The HTML-with-PDF message's content as an Outlook .msg (plain body), built byte by byte."""
-    try:
-        from tests.samplegen import msg
-    except ImportError:
-        from samplegen import msg
+    from fileflow.testing.samplegen import msg
     return msg.message(
         path, subject="Signed supply contract", sender_name="Anna Weber", sender_email="anna.weber@example.com",
         to=[("Board", "board@example.com"), ("Ben Ode", "ben@example.org")], cc=[("Legal", "legal@example.com")],

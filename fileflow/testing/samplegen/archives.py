@@ -4,7 +4,7 @@ Every generator writes ``path`` and returns what a test needs to check the resul
 variants are made with ``zipfile`` writing raw :class:`zipfile.ZipInfo` records (``writestr`` keeps
 the name as given, unlike ``write``), then, where ``zipfile`` refuses to write the lie (NUL in a
 name, sizes, flags, offsets), by patching the local header and the central directory with
-``struct``. Run ``python -m tests.samplegen.archives`` (or this file) to rewrite
+``struct``. Run ``python -m fileflow.testing.samplegen.archives`` (or this file) to rewrite
 ``tests/samples/bundle.zip``.
 """
 
@@ -313,6 +313,8 @@ def make_zero_byte_member(path: Path) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover - regenerates the committed sample
-    target = Path(__file__).resolve().parents[1] / "samples" / "bundle.zip"
+    from fileflow.testing.samplegen import SAMPLES
+
+    target = SAMPLES / "bundle.zip"
     make_bundle(target)
     print(target, target.stat().st_size, "bytes")

@@ -8,12 +8,8 @@ import json
 import zipfile
 from pathlib import Path
 
-try:
-    from tests.samplegen import archives
-    from tests.samplegen.emails import BODY_DE, BODY_EN, HOSTILE_HTML
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen import archives
-    from samplegen.emails import BODY_DE, BODY_EN, HOSTILE_HTML
+from fileflow.testing.samplegen import archives
+from fileflow.testing.samplegen.emails import BODY_DE, BODY_EN, HOSTILE_HTML
 
 FRENCH = ("La réunion de coordination a eu lieu jeudi matin avec l'équipe électrique. Les câbles du "
           "deuxième étage seront posés la semaine prochaine, après la réception des gaines.")

@@ -4,7 +4,7 @@ Every generator writes one file and returns its path. Texts are real English sen
 test can look for them in what LibreOffice, PDFium or Tesseract give back; scanned pages carry
 large black words drawn with DejaVu Sans and have no text layer at all.
 
-Run ``python -m tests.samplegen.documents`` to (re)write the small committed samples under
+Run ``python -m fileflow.testing.samplegen.documents`` to (re)write the small committed samples under
 ``tests/samples/`` (report.docx, scan.pdf).
 """
 
@@ -15,8 +15,9 @@ import re
 import zipfile
 from pathlib import Path
 
+from fileflow.testing.samplegen import SAMPLES
+
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 HEADING = "Quarterly Report"
 SENTENCES = (

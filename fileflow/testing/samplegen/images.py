@@ -3,7 +3,7 @@
 Every generator writes one file and returns its path. Pictures carry large black words on
 white (DejaVu Sans) so that OCR has something real to find; texts are real sentences.
 
-Run ``python -m tests.samplegen.images`` once to (re)write the small committed samples under
+Run ``python -m fileflow.testing.samplegen.images`` once to (re)write the small committed samples under
 ``tests/samples/`` (photo.jpg, notes-de.txt, table.csv).
 """
 
@@ -326,7 +326,9 @@ def write_committed_samples(folder: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written in write_committed_samples(Path(__file__).resolve().parent.parent / "samples"):
+    from fileflow.testing.samplegen import SAMPLES
+
+    for written in write_committed_samples(SAMPLES):
         print(written, written.stat().st_size)
 
 

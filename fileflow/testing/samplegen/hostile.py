@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tests.samplegen import archives, audio, documents, emails, images, libarchives, markup, media
+from fileflow.testing.samplegen import SAMPLES, archives, audio, documents, emails, images, libarchives, markup, media
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 GOOD_TEXT = (
     "The inspection of the north pump found no leaks and the filters were replaced on Monday.\n"
     "The next inspection is planned for the end of the month.\n"

@@ -4,7 +4,7 @@ Drawings are written with ezdxf; videos with Debian's ``ffmpeg`` from its ``lavf
 (``testsrc`` pictures with a frame counter, ``sine`` tones), with bit-exact flags so that the
 same call writes the same bytes. Every generator writes one file and returns its path.
 
-Run ``python -m tests.samplegen.media`` once to (re)write the small committed samples under
+Run ``python -m fileflow.testing.samplegen.media`` once to (re)write the small committed samples under
 ``tests/samples/`` (plan.dxf, clip.mp4).
 """
 
@@ -277,5 +277,7 @@ def write_committed_samples(folder: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written in write_committed_samples(Path(__file__).resolve().parent.parent / "samples"):
+    from fileflow.testing.samplegen import SAMPLES
+
+    for written in write_committed_samples(SAMPLES):
         print(written, os.path.getsize(written), "bytes")

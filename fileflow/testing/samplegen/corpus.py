@@ -14,7 +14,7 @@ import io
 import zipfile
 from pathlib import Path
 
-from tests.samplegen import documents, images, media
+from fileflow.testing.samplegen import documents, images, media
 
 KINDS = ("image", "pdf", "office", "drawing", "video", "archive", "text")
 

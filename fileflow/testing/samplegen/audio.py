@@ -7,10 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-try:
-    from tests.samplegen.media import ffmpeg_path
-except ImportError:  # tests/ is not a package: pytest puts tests/ itself on sys.path
-    from samplegen.media import ffmpeg_path
+from fileflow.testing.samplegen.media import ffmpeg_path
 
 TITLE, ARTIST = "Board call", "Anna Weber"
 #: suffix -> encoder arguments
