@@ -4,7 +4,7 @@ killed on a schedule; nothing may be lost or left behind (issue 20, item 6).
 ``fileflow up`` on a PostgreSQL database of its own (the design's placement: light steps in the
 mediator's warm children, heavy ones on their pools), storage in an S3 bucket on moto's server
 reached through a TCP proxy that can be cut (``--s3``, the default; ``--no-s3``: a local folder).
-``--files`` distinct light files of every kind (``tests/samplegen/corpus``, in the proportions of
+``--files`` distinct light files of every kind (``fileflow/testing/samplegen/corpus``, in the proportions of
 ``common.MIX``) are submitted in waves of ``--wave``; every ``--fault-every`` seconds the next
 fault of ``--faults`` (cycled) is injected while files remain, ``--fault-count`` in all:
 

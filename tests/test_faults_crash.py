@@ -407,7 +407,7 @@ def test_a_restarted_mediator_settles_its_predecessors_step_task_runs_at_once(st
     them before it takes work, and the file completes within 85 s of that, sooner than the
     heartbeat automation (90 s of silence) could have noticed anything. (The new mediator's own
     start-up is timed apart: on a loaded machine its cold import took minutes.)"""
-    from tests.samplegen import media
+    from fileflow.testing.samplegen import media
 
     # a shorter video than make_batch's (its transcode still runs for seconds): generating the
     # 60 s one took over 120 s on a loaded machine
