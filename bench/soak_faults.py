@@ -294,7 +294,7 @@ def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float =
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per S3 request otherwise
 
         sys.path.insert(0, str(ROOT))
-        from tests.tcp_proxy import TcpProxy
+        from fileflow.testing.tcp_proxy import TcpProxy
 
         from fileflow.server.stack import free_port
 

@@ -2,7 +2,7 @@
 
 One `fileflow up` for the whole module: a Prefect server on PostgreSQL, the mediator worker, a
 warm converter worker, storage in an S3 bucket on moto's server reached through a TCP proxy the
-test can cut (tests/tcp_proxy.py; moto would lose its data if stopped). The stack runs
+test can cut (fileflow/testing/tcp_proxy.py; moto would lose its data if stopped). The stack runs
 ``text_extract`` from ``tests.extra_converters.faulty_text`` through the documented
 ``FILEFLOW_CONVERTER_MODULES`` setting: the real converter, except that it segfaults or hangs
 on a file carrying a marker. Every test submits a few files with ``fileflow submit --wait``,
@@ -26,7 +26,7 @@ from blocks.storage import StorageConfig, Store, manifest_key
 from converters.inspect import sha256_of
 from tests.conftest import _free_port, wait_until
 from tests.extra_converters.faulty_text import HANG_MARKER, SEGFAULT_MARKER, SPEC as FAULTY
-from tests.tcp_proxy import TcpProxy
+from fileflow.testing.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

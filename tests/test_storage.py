@@ -81,7 +81,7 @@ def test_an_outage_shorter_than_the_retry_window_is_waited_out(tmp_path, s3_endp
     operation begun meanwhile waits and succeeds once it is back, with the data intact."""
     from urllib.parse import urlsplit
 
-    from tests.tcp_proxy import TcpProxy
+    from fileflow.testing.tcp_proxy import TcpProxy
 
     upstream = urlsplit(s3_endpoint)
     proxy = TcpProxy(upstream.hostname, upstream.port)

@@ -22,7 +22,7 @@ from blocks.storage import StorageConfig, Store, original_key
 from converters.inspect import sha256_of
 from fileflow.server.stack import live_processes
 from tests.conftest import _free_port, wait_until
-from tests.tcp_proxy import TcpProxy
+from fileflow.testing.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 SLEEPY = "tests.extra_converters.sleepy"
