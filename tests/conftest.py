@@ -39,6 +39,7 @@ def _rank(module_path: str) -> int:
     return LONGEST_FIRST.index(unit) if unit in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: a run without xdist installed ignores it
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--dist loadfile``, with the modules of :data:`SERIAL_GROUPS` as one unit. (xdist's own
     ``loadgroup`` marks do not group under pytest 9.2: xdist 3.8 renames ``item._nodeid``, which

@@ -83,3 +83,49 @@ def test_the_same_file_twice_at_once_runs_the_step_once_on_lock_files(prefect_se
 def test_the_same_file_twice_at_once_runs_the_step_once_on_redis(prefect_server, redis_url, tmp_path):
     counts, results = _twice_at_once(prefect_server, tmp_path, {"FILEFLOW_LOCK_REDIS_URL": redis_url})
     _check(counts, results)
+
+
+def test_steps_of_one_converter_on_different_files_do_not_share_a_lock_file(tmp_path):
+    """Prefect's lock files are named ``Path(key).with_suffix(".lock")``: a cache key with the
+    converter's version in it (``inspect-1.1.0-<digest>``) would be cut at its last dot, and every
+    inspect step on the machine would wait for every other one."""
+    from prefect.locking.filesystem import FileSystemLockManager
+
+    from fileflow.engine.locks import Bounded
+
+    locks = Bounded(FileSystemLockManager(lock_files_directory=tmp_path), hold_s=60)
+    assert locks.acquire_lock("inspect-1.1.0-aaaa", "first", acquire_timeout=1)
+    assert locks.acquire_lock("inspect-1.1.0-bbbb", "second", acquire_timeout=0.5)  # not held by "first"
+    assert locks.is_lock_holder("inspect-1.1.0-aaaa", "first") and not locks.is_lock_holder("inspect-1.1.0-bbbb", "first")
+    assert not locks.acquire_lock("inspect-1.1.0-aaaa", "third", acquire_timeout=0.3)  # the same key waits
+    assert len(list(tmp_path.glob("*.lock"))) == 2
+    locks.release_lock("inspect-1.1.0-aaaa", "first")
+    assert locks.acquire_lock("inspect-1.1.0-aaaa", "third", acquire_timeout=1)
+
+
+def test_a_lock_file_read_while_its_creator_writes_it_is_read_again(tmp_path):
+    """Prefect creates a lock file empty, then writes its JSON: a reader in between must wait for
+    the JSON rather than fail the step with ``EOF while parsing``."""
+    import threading
+    import time
+
+    from prefect.locking.filesystem import FileSystemLockManager
+
+    from fileflow.engine.locks import Bounded, lock_name
+
+    inner = FileSystemLockManager(lock_files_directory=tmp_path)
+    locks = Bounded(inner, hold_s=60)
+    key = "ocr-2.0.0-cccc"
+    path = tmp_path / f"{lock_name(key)}.lock"
+    path.touch()  # created, not written yet
+    with pytest.raises(ValueError, match="EOF while parsing"):
+        inner.is_locked(lock_name(key))  # what Prefect alone does
+
+    def write_late():
+        time.sleep(0.2)
+        path.write_text(json.dumps({"holder": "creator", "expiration": None}))
+
+    writer = threading.Thread(target=write_late)
+    writer.start()
+    assert locks.is_locked(key)
+    writer.join()

@@ -30,15 +30,44 @@ from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 
+#: how long a lock file being written by another process may read as empty (Prefect's
+#: ``FileSystemLockManager`` creates the file, then writes its JSON: a reader in between gets
+#: ``ValueError: EOF while parsing``) before it counts as an error
+HALF_WRITTEN_RETRY_S = 2.0
+
+
+def lock_name(key: str) -> str:
+    """The name a lock is taken under: the key without dots. Prefect's ``FileSystemLockManager``
+    names the file ``Path(key).with_suffix(".lock")``, which cuts a key at its last dot: every
+    ``inspect-1.1.0-<digest>`` would share the one file ``inspect-1.1.lock``, so every step of a
+    converter on the machine would wait for every other."""
+    return key.replace(".", "_")
+
+
+def _tolerant(call, *args):
+    """``call(*args)``, read again while the lock file it reads is half-written by its creator."""
+    import time
+
+    deadline = time.monotonic() + HALF_WRITTEN_RETRY_S
+    while True:
+        try:
+            return call(*args)
+        except ValueError as exc:
+            if "EOF while parsing" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Bounded:
-    """A lock manager whose every lock expires after ``hold_s`` seconds unless told otherwise."""
+    """A lock manager whose every lock expires after ``hold_s`` seconds unless told otherwise,
+    under a name without dots (:func:`lock_name`), reading past a lock file being written."""
 
     def __init__(self, inner: Any, hold_s: float) -> None:
         self.inner, self.hold_s = inner, hold_s
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:
-        return self.inner.acquire_lock(key, holder, acquire_timeout, hold_timeout or self.hold_s)
+        return _tolerant(self.inner.acquire_lock, lock_name(key), holder, acquire_timeout, hold_timeout or self.hold_s)
 
     async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                             hold_timeout: float | None = None) -> bool:
@@ -48,23 +77,25 @@ class Bounded:
         # second run waited for its expiry). One thread per waiting step, from anyio's own pool
         import anyio.to_thread
 
-        return await anyio.to_thread.run_sync(self.inner.acquire_lock, key, holder, acquire_timeout,
-                                              hold_timeout or self.hold_s, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(self.acquire_lock, key, holder, acquire_timeout, hold_timeout,
+                                              abandon_on_cancel=True)
 
     def release_lock(self, key: str, holder: str) -> None:
-        self.inner.release_lock(key, holder)
+        _tolerant(self.inner.release_lock, lock_name(key), holder)
 
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        return self.inner.wait_for_lock(key, timeout)
+        return _tolerant(self.inner.wait_for_lock, lock_name(key), timeout)
 
     async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        return await self.inner.await_for_lock(key, timeout)
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(self.wait_for_lock, key, timeout, abandon_on_cancel=True)
 
     def is_locked(self, key: str) -> bool:
-        return self.inner.is_locked(key)
+        return _tolerant(self.inner.is_locked, lock_name(key))
 
     def is_lock_holder(self, key: str, holder: str) -> bool:
-        return self.inner.is_lock_holder(key, holder)
+        return _tolerant(self.inner.is_lock_holder, lock_name(key), holder)
 
 
 def lock_manager(redis_url: str | None, lock_dir: Path | None) -> Any:
@@ -95,12 +126,14 @@ async def held(locks: Any, key: str, *, hold_s: float, wait_s: float) -> AsyncIt
     import anyio.to_thread
 
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-    taken = await anyio.to_thread.run_sync(locks.acquire_lock, key, holder, wait_s, hold_s, abandon_on_cancel=True)
+    name = lock_name(key)
+    taken = await anyio.to_thread.run_sync(_tolerant, locks.acquire_lock, name, holder, wait_s, hold_s,
+                                           abandon_on_cancel=True)
     try:
         yield taken
     finally:
         if taken:
             try:
-                locks.release_lock(key, holder)
+                locks.release_lock(name, holder)
             except ValueError:  # it expired and another process holds it now
                 pass
