@@ -129,3 +129,23 @@ def test_a_lock_file_read_while_its_creator_writes_it_is_read_again(tmp_path):
     writer.start()
     assert locks.is_locked(key)
     writer.join()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_at_once(tmp_path):
+    """A mediator killed mid-step leaves its lock file: its resumed run takes the lock at once,
+    not after the lock's hold time (as long as the step may run)."""
+    import socket
+
+    from prefect.locking.filesystem import FileSystemLockManager
+
+    from fileflow.engine.locks import Bounded
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    locks = Bounded(FileSystemLockManager(lock_files_directory=tmp_path), hold_s=3600)
+    key = "video_transcode-1.1.0-dddd"
+    assert locks.acquire_lock(key, f"{socket.gethostname()}:{dead.pid}:1:MainThread", acquire_timeout=1)
+    assert locks.acquire_lock(key, "resumed", acquire_timeout=0.5)
+    # a live holder keeps it
+    assert not Bounded(FileSystemLockManager(lock_files_directory=tmp_path), hold_s=3600).acquire_lock(
+        key, "third", acquire_timeout=0.3)

@@ -58,6 +58,41 @@ def _tolerant(call, *args):
             time.sleep(0.02)
 
 
+def _holder_is_dead(holder: str) -> bool:
+    """Whether ``holder`` (Prefect's ``host:pid:thread...``) is a process of this host that is gone."""
+    host, _, rest = holder.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: its lock expires (hold_s)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def break_dead_lock(inner: Any, name: str) -> bool:
+    """Remove the lock file ``name`` of a lock manager on lock files when the process that holds it
+    is gone (a mediator killed mid-step): its resumed run would otherwise wait for the lock to
+    expire, for as long as the step may run. Whether it was removed. Redis locks only expire."""
+    import json
+
+    folder = getattr(inner, "lock_files_directory", None)
+    if folder is None:
+        return False
+    path = Path(folder) / f"{name}.lock"
+    try:
+        holder = json.loads(path.read_bytes() or b"{}").get("holder") or ""
+    except (FileNotFoundError, ValueError):
+        return False
+    if not _holder_is_dead(holder):
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
 class Bounded:
     """A lock manager whose every lock expires after ``hold_s`` seconds unless told otherwise,
     under a name without dots (:func:`lock_name`), reading past a lock file being written."""
@@ -67,6 +102,7 @@ class Bounded:
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:
+        break_dead_lock(self.inner, lock_name(key))
         return _tolerant(self.inner.acquire_lock, lock_name(key), holder, acquire_timeout, hold_timeout or self.hold_s)
 
     async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
