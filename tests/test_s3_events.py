@@ -112,7 +112,9 @@ def test_moto_delivers_the_notification_and_one_run_starts_per_object_version(no
     outcomes = drain(ctx)
     assert "test" in outcomes and outcomes.count("started") == 1  # moto sends s3:TestEvent on configuration too
     (run,) = runs_with_key_prefix(sha)
+    upload_id = run.parameters.pop("upload_id")  # the object version's own upload (fileflow.engine.uploads)
     assert run.parameters == {"key": original_key(sha), "file_id": sha, "name": "a contract.txt", "size": len(data)}
+    assert upload_id.startswith("s3-") and len(upload_id) == 35
     assert run.name == "file:a contract.txt" and run.idempotency_key.startswith(
         f"s3:{ctx['bucket']}/{PREFIX}/incoming/a contract.txt#")
     stored = ctx["s3"].get_object(Bucket=ctx["bucket"], Key=f"{PREFIX}/{original_key(sha)}")["Body"].read()
