@@ -34,6 +34,8 @@ SHA = r"[0-9a-f]{64}"
 LAYOUT = re.compile(
     rf"originals/(?P<p>[0-9a-f]{{2}})/(?P<o>{SHA})|derived/(?P<d>{SHA})/[a-z_]+/[^/]+"
     rf"|manifests/(?P<m>{SHA})\.json|results/[^/]+|tmp/.+"
+    # each upload's record and claim, and the index of the uploads of one content (fileflow/engine/uploads.py)
+    rf"|uploads/[A-Za-z0-9][A-Za-z0-9._:-]*\.(?:json|run)|uploads-by-file/(?P<u>{SHA})/[^/]+"
 )
 
 
@@ -90,7 +92,7 @@ def test_nothing_is_written_outside_each_files_own_prefix(batch):
         assert match, f"unexpected object in storage: {rel!r}"
         if match["o"]:
             assert match["o"].startswith(match["p"]) and match["o"] in known, rel
-        for group in ("d", "m"):
+        for group in ("d", "m", "u"):
             assert match[group] is None or match[group] in known, rel
     assert not list(out.rglob("*.part"))  # no half-written object left
     # nothing beside the storage: the inputs are untouched, the scratch folder only holds what
