@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import fileflow.server.worker.settle as settling
+from fileflow.testing.api import call_api
 
 HOST = socket.gethostname()
 
@@ -23,16 +24,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _on(api_url: str, make):
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    async def go():
-        with temporary_settings({PREFECT_API_URL: api_url}):
-            async with get_client() as client:
-                return await make(client)
-
-    return asyncio.run(go())
+_on = call_api  # fileflow/testing/api.py
 
 
 @pytest.fixture

@@ -23,21 +23,13 @@ from converters.inspect import sha256_of
 from fileflow.server.stack import live_processes
 from tests.conftest import _free_port, wait_until
 from fileflow.testing.tcp_proxy import TcpProxy
+from fileflow.testing.api import call_api
 
 ROOT = Path(__file__).resolve().parents[1]
 SLEEPY = "tests.extra_converters.sleepy"
 
 
-def _client_call(api_url: str, make):
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    async def go():
-        with temporary_settings({PREFECT_API_URL: api_url}):
-            async with get_client() as client:
-                return await make(client)
-
-    return asyncio.run(go())
+_client_call = call_api  # fileflow/testing/api.py
 
 
 @pytest.fixture
