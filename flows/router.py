@@ -105,14 +105,22 @@ async def _claim_upload(m: Mediation) -> str | None:
 
 
 async def _refuse_upload(m: Mediation, reason: str):
-    """End an upload that cannot be processed as asked: its record ``failed`` (step ``options``)."""
+    """End an upload that cannot be processed as asked: its record ``failed`` (step ``options``),
+    and its sender told so like for any other end (event, webhook, the upload's callback). The
+    content's manifest is not written: it is not this upload's to fail."""
     if m.file.upload_id is None:
         raise ValueError(reason)
     record = await asyncio.to_thread(m.upload_record)
     at = uploads.now()
-    record = record.model_copy(update={"status": "failed", "finished_at": at,
-                                       "error": {"type": "UnsupportedInput", "message": reason, "step": "options"}})
+    error = {"type": "UnsupportedInput", "message": reason}
+    record = record.model_copy(update={"status": "failed", "finished_at": at, "error": {**error, "step": "options"}})
     await asyncio.to_thread(uploads.write, m.rt.store, record)
+    answer = {"file_id": m.file.file_id, "name": m.file.name, "size": m.file.size, "kind": m.file.kind or "unknown",
+              "status": "failed", "parent": m.file.parent,
+              "steps": [{"name": "options", "status": "failed", "error": error}]}
+    ctx = FlowRunContext.get()
+    run_id = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
+    await asyncio.to_thread(uploads.announce, m.rt.store, m.rt.notify, record, answer, run_id)
     return Failed(message=f"{m.file.name}: UnsupportedInput: {reason}")
 
 

@@ -114,11 +114,18 @@ def test_the_same_upload_routed_twice_is_processed_by_one_run(prefect_server, tm
     async def bad_options():
         with runtime(Runtime(settings(), storage)):
             return await process_file(key=original_key(digest), file_id=digest, name="twice.txt", size=size,
-                                      upload_id="bad-opts", options={"colour": "red"}, return_state=True)
+                                      upload_id="bad-opts", options={"colour": "red"},
+                                      callback_url="http://127.0.0.1:9/answers", return_state=True)
 
     assert asyncio.run(bad_options()).is_failed()
     record = uploads.read(store, "bad-opts")
     assert record.status == "failed" and record.error["step"] == "options" and "colour" in record.error["message"]
+    # ... and its sender hears so: the answer waits in the callback outbox for its URL
+    [pending] = [record for p in (tmp_path / "out" / "callbacks" / "pending").glob("*.json")
+                 if (record := json.loads(p.read_text()))["delivery_id"].startswith("callback:bad-opts:")]
+    assert pending["url"] == "http://127.0.0.1:9/answers"
+    answer = json.loads(pending["body"])["file"]
+    assert (answer["status"], answer["upload"]["upload_id"], answer["error"]["step"]) == ("failed", "bad-opts", "options")
     assert json.loads((tmp_path / "out" / "manifests" / f"{digest}.json").read_text())["status"] == "completed"
 
 
