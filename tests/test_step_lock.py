@@ -131,21 +131,39 @@ def test_a_lock_file_read_while_its_creator_writes_it_is_read_again(tmp_path):
     writer.join()
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_at_once(tmp_path):
-    """A mediator killed mid-step leaves its lock file: its resumed run takes the lock at once,
-    not after the lock's hold time (as long as the step may run)."""
-    import socket
+_TAKE_AND_DIE = """
+import os, signal, sys, uuid
+from fileflow.engine.locks import Bounded, lock_manager
+from pathlib import Path
+redis_url, lock_dir, key = sys.argv[1] or None, Path(sys.argv[2]), sys.argv[3]
+locks = Bounded(lock_manager(redis_url, lock_dir), hold_s=3600)
+# a bare UUID, the holder Prefect's transactions pass
+assert locks.acquire_lock(key, str(uuid.uuid4()), acquire_timeout=5)
+os.kill(os.getpid(), signal.SIGKILL)  # a mediator killed mid-step
+"""
 
-    from prefect.locking.filesystem import FileSystemLockManager
 
-    from fileflow.engine.locks import Bounded
+@pytest.mark.parametrize("where", ["files", "redis"])
+def test_a_lock_left_by_a_killed_process_is_taken_at_once(where, tmp_path, request):
+    """A mediator SIGKILLed mid-step leaves its step's lock held (a lock file, or a Redis key with
+    an hour's expiry): its resumed run, in the process started in its place, takes the lock at
+    once, not after the lock's hold time (as long as the step may run with its retries)."""
+    import uuid
 
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    locks = Bounded(FileSystemLockManager(lock_files_directory=tmp_path), hold_s=3600)
-    key = "video_transcode-1.1.0-dddd"
-    assert locks.acquire_lock(key, f"{socket.gethostname()}:{dead.pid}:1:MainThread", acquire_timeout=1)
-    assert locks.acquire_lock(key, "resumed", acquire_timeout=0.5)
+    from fileflow.engine.locks import Bounded, lock_manager
+
+    redis_url = request.getfixturevalue("redis_url") if where == "redis" else ""
+    key = f"video_transcode-1.1.0-{uuid.uuid4().hex}"
+    dead = subprocess.run([sys.executable, "-c", _TAKE_AND_DIE, redis_url, str(tmp_path), key], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert dead.returncode == -9, dead.stderr
+    locks = Bounded(lock_manager(redis_url or None, tmp_path), hold_s=3600)
+    assert locks.is_locked(key)  # what it left
+    resumed = str(uuid.uuid4())
+    assert locks.acquire_lock(key, resumed, acquire_timeout=2)
+    assert locks.is_lock_holder(key, resumed)
     # a live holder keeps it
-    assert not Bounded(FileSystemLockManager(lock_files_directory=tmp_path), hold_s=3600).acquire_lock(
-        key, "third", acquire_timeout=0.3)
+    other = Bounded(lock_manager(redis_url or None, tmp_path), hold_s=3600)
+    assert not other.acquire_lock(key, str(uuid.uuid4()), acquire_timeout=0.3)
+    locks.release_lock(key, resumed)
+    assert not locks.is_locked(key)

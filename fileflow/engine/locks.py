@@ -73,12 +73,31 @@ def _holder_is_dead(holder: str) -> bool:
     return False
 
 
+#: deletes a Redis lock only while it still names the holder that was judged dead
+_DELETE_IF_HELD_BY = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def own_holder(holder: str) -> str:
+    """The holder a lock is taken under: ``<host>:<pid>:<holder>``. Prefect's transactions name
+    their holder with a bare UUID, which says nothing of who holds the lock; with the process in
+    it, :func:`break_dead_lock` can tell a holder that is gone."""
+    return f"{socket.gethostname()}:{os.getpid()}:{holder}"
+
+
 def break_dead_lock(inner: Any, name: str) -> bool:
-    """Remove the lock file ``name`` of a lock manager on lock files when the process that holds it
-    is gone (a mediator killed mid-step): its resumed run would otherwise wait for the lock to
-    expire, for as long as the step may run. Whether it was removed. Redis locks only expire."""
+    """Remove the lock ``name`` when the process that holds it is a process of this host that is
+    gone (a mediator killed mid-step): its resumed run would otherwise wait for the lock to
+    expire, for as long as the step may run. Whether it was removed. A holder on another host
+    (a Kubernetes pod that died) is not judged: its lock expires after its hold time."""
     import json
 
+    client = getattr(inner, "client", None)
+    if client is not None and hasattr(inner, "_locks"):  # prefect_redis.RedisLockManager
+        key = f"lock:{name}"
+        holder = client.get(key)
+        if holder is None or not _holder_is_dead(holder.decode(errors="replace")):
+            return False
+        return bool(client.eval(_DELETE_IF_HELD_BY, 1, key, holder))
     folder = getattr(inner, "lock_files_directory", None)
     if folder is None:
         return False
@@ -103,7 +122,8 @@ class Bounded:
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:
         break_dead_lock(self.inner, lock_name(key))
-        return _tolerant(self.inner.acquire_lock, lock_name(key), holder, acquire_timeout, hold_timeout or self.hold_s)
+        return _tolerant(self.inner.acquire_lock, lock_name(key), own_holder(holder), acquire_timeout,
+                         hold_timeout or self.hold_s)
 
     async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                             hold_timeout: float | None = None) -> bool:
@@ -117,9 +137,10 @@ class Bounded:
                                               abandon_on_cancel=True)
 
     def release_lock(self, key: str, holder: str) -> None:
-        _tolerant(self.inner.release_lock, lock_name(key), holder)
+        _tolerant(self.inner.release_lock, lock_name(key), own_holder(holder))
 
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        break_dead_lock(self.inner, lock_name(key))
         return _tolerant(self.inner.wait_for_lock, lock_name(key), timeout)
 
     async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
@@ -131,7 +152,7 @@ class Bounded:
         return _tolerant(self.inner.is_locked, lock_name(key))
 
     def is_lock_holder(self, key: str, holder: str) -> bool:
-        return _tolerant(self.inner.is_lock_holder, lock_name(key), holder)
+        return _tolerant(self.inner.is_lock_holder, lock_name(key), own_holder(holder))
 
 
 def lock_manager(redis_url: str | None, lock_dir: Path | None) -> Any:
@@ -161,7 +182,7 @@ async def held(locks: Any, key: str, *, hold_s: float, wait_s: float) -> AsyncIt
     holds it until it expires, and what it guards must stay correct without it)."""
     import anyio.to_thread
 
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    holder = own_holder(uuid.uuid4().hex)
     name = lock_name(key)
     taken = await anyio.to_thread.run_sync(_tolerant, locks.acquire_lock, name, holder, wait_s, hold_s,
                                            abandon_on_cancel=True)
