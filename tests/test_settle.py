@@ -50,12 +50,15 @@ async def _run(client, pool, name: str, state, infrastructure_pid: str | None = 
     return run
 
 
-async def _task(client, flow_run, name: str):
-    """A task run of ``flow_run`` set Running now (the server stamps states with its own time)."""
+async def _task(client, flow_run, name: str, child_flow_run_id=None):
+    """A task run of ``flow_run`` set Running now (the server stamps states with its own time);
+    with ``child_flow_run_id``, as the server sets a subflow's parent task run."""
     from prefect.states import Running
 
     task = await client.create_task_run(_noop_task(name), flow_run_id=flow_run.id, dynamic_key=name)
-    await client.set_task_run_state(task.id, Running(), force=True)
+    state = Running()
+    state.state_details.child_flow_run_id = child_flow_run_id
+    await client.set_task_run_state(task.id, state, force=True)
     return task
 
 
@@ -91,6 +94,9 @@ def test_a_starting_worker_settles_what_dead_holders_left_and_only_that(pool):
             "dead-step": await _task(client, runs["running-dead"], "dead-step"),
             # a task of an earlier attempt of the live run (its attempt is over) ...
             "stale-step": await _task(client, runs["running-live"], "stale-step"),
+            # the parent task run of a pool step's flow run: the server mirrors that run onto it
+            "pool-step": await _task(client, runs["running-dead"], "pool-step",
+                                     child_flow_run_id=runs["running-live"].id),
         }
         await asyncio.sleep(settling.CLOCK_MARGIN_S + 0.2)
         await client.set_flow_run_state(runs["running-live"].id, Running(), force=True)  # ... the next attempt
@@ -117,7 +123,7 @@ def test_a_starting_worker_settles_what_dead_holders_left_and_only_that(pool):
         assert {name: state.type.value for name, state in found.items()} == {
             "claimed-by-dead": "CRASHED", "running-dead": "CRASHED", "running-live": "RUNNING",
             "claimed-by-live": "PENDING", "elsewhere": "RUNNING", "claimed-unnamed": "PENDING",
-            "dead-step": "CRASHED", "live-step": "RUNNING", "stale-step": "CRASHED"}
+            "dead-step": "CRASHED", "live-step": "RUNNING", "stale-step": "CRASHED", "pool-step": "RUNNING"}
         assert "crashed by the worker started in its place" in found["running-dead"].message
         assert sorted(steps) == [f"running-dead/{tasks['dead-step'].name}", f"running-live/{tasks['stale-step'].name}"]
     finally:

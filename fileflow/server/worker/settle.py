@@ -33,6 +33,11 @@ the pools, started before its flow run left
 over)
 ====================================================  ========================================
 
+A task run that stands for a pool step's flow run (``run_deployment``'s parent task run, its state
+naming a child flow run) is left alone: the server copies that flow run's every state onto it, so
+it ends when the step's run ends (a step run on a pool outlives the mediator that started it and
+is re-attached by the resumed file), and a flow run whose holder is gone is crashed above.
+
 A task run of a flow run that ended ``Completed``, ``Failed`` or ``Cancelled`` is settled only
 once that end is ``EVENTS_LAG_S`` old: task states arrive as events, possibly after the flow's.
 """
@@ -188,6 +193,8 @@ async def _settle_task_runs(client, pools: list[str]) -> list[str]:
         started = task.state.timestamp if task.state is not None else None
         if flow_run is None or started is None or not attempt_over(started, flow_run.state, now):
             continue
+        if task.state.state_details.child_flow_run_id is not None:
+            continue  # a pool step's parent task run: the server mirrors its flow run's state onto it
         message = (f"its flow run {flow_run.name} left this attempt ({flow_run.state.type.value} since "
                    f"{flow_run.state.timestamp:%H:%M:%S}): the process running it is gone; settled by a worker "
                    "starting")
