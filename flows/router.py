@@ -64,8 +64,12 @@ async def process_file(
         upload_id = uploads.upload_id_for(file_id, display_name(name))
     try:
         options, bad_options = uploads.check_options(options), None
-    except ValueError as exc:  # a caller's mistake (REST, event): the upload fails saying so, never silently
+    except ValueError as exc:  # a caller's mistake (REST, event, S3 metadata): the upload fails saying so
         options, bad_options = {}, exc
+    try:
+        callback_url = uploads.check_callback_url(callback_url)
+    except ValueError as exc:  # never delivered to: the upload fails, told through the webhook and event
+        callback_url, bad_options = None, bad_options or exc
     file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth,
                    upload_id=upload_id, parent_upload=parent_upload, batch=batch or _batch_tag(),
                    callback_url=callback_url or None, options=options)
@@ -75,7 +79,7 @@ async def process_file(
         if owner is not None:  # this upload is another run's: notified twice, processed once
             return Completed(message=f"{file.name}: upload {upload_id} is processed by run {owner}; nothing to do")
     if bad_options is not None:  # the upload's record says why; the content's manifest is not this upload's to fail
-        return await _refuse_upload(m, f"bad per-upload options: {bad_options}")
+        return await _refuse_upload(m, f"bad upload parameters: {bad_options}")
     m.rt.tracker.started(file.token, file.name)
     crashes = await _mediator_crashes()
     if crashes > LivenessSettings().mediator_resumes:  # it kills its mediator every time: stop here

@@ -113,7 +113,8 @@ def test_moto_delivers_the_notification_and_one_run_starts_per_object_version(no
     assert "test" in outcomes and outcomes.count("started") == 1  # moto sends s3:TestEvent on configuration too
     (run,) = runs_with_key_prefix(sha)
     upload_id = run.parameters.pop("upload_id")  # the object version's own upload (fileflow.engine.uploads)
-    assert run.parameters == {"key": original_key(sha), "file_id": sha, "name": "a contract.txt", "size": len(data)}
+    assert run.parameters == {"key": original_key(sha), "file_id": sha, "name": "a contract.txt", "size": len(data),
+                              "callback_url": None, "options": {}}
     assert upload_id.startswith("s3-") and len(upload_id) == 35
     assert run.name == "file:a contract.txt" and run.idempotency_key.startswith(
         f"s3:{ctx['bucket']}/{PREFIX}/incoming/a contract.txt#")
@@ -121,6 +122,21 @@ def test_moto_delivers_the_notification_and_one_run_starts_per_object_version(no
     assert stored == data
     assert ctx["s3"].head_object(Bucket=ctx["bucket"], Key=f"{PREFIX}/incoming/a contract.txt")  # left where it landed
     assert queue_empty(ctx)
+
+
+def test_an_objects_metadata_carries_its_callback_url_and_options(notified, router_deployment):
+    """What the upload API takes as parameters, an object in the bucket carries as user metadata
+    (``x-amz-meta-fileflow-*``); the router checks them (tests/test_uploads.py)."""
+    ctx = notified
+    data = b"a scan in German, told back to its sender " * 100
+    sha = hashlib.sha256(data).hexdigest()
+    ctx["s3"].put_object(Bucket=ctx["bucket"], Key=f"{PREFIX}/incoming/scan.txt", Body=data, Metadata={
+        "fileflow-callback-url": "https://uploads.example/answers/7", "fileflow-ocr-languages": "deu",
+        "fileflow-preview-sizes": "320,1280", "unrelated": "ignored"})
+    assert drain(ctx).count("started") == 1
+    (run,) = runs_with_key_prefix(sha)
+    assert run.parameters["callback_url"] == "https://uploads.example/answers/7"
+    assert run.parameters["options"] == {"ocr_languages": "deu", "preview_sizes": "320,1280"}
 
 
 def test_duplicate_notifications_start_one_run(notified, router_deployment):

@@ -128,6 +128,20 @@ def test_the_same_upload_routed_twice_is_processed_by_one_run(prefect_server, tm
     assert (answer["status"], answer["upload"]["upload_id"], answer["error"]["step"]) == ("failed", "bad-opts", "options")
     assert json.loads((tmp_path / "out" / "manifests" / f"{digest}.json").read_text())["status"] == "completed"
 
+    # a callback URL that could never be delivered to (an S3 object's metadata, a REST call): the
+    # upload fails saying so, and nothing waits in the outbox for that URL
+    async def bad_callback():
+        with runtime(Runtime(settings(), storage)):
+            return await process_file(key=original_key(digest), file_id=digest, name="twice.txt", size=size,
+                                      upload_id="bad-url", callback_url="ftp://uploads.example/x", return_state=True)
+
+    assert asyncio.run(bad_callback()).is_failed()
+    record = uploads.read(store, "bad-url")
+    assert record.status == "failed" and record.error["step"] == "options" and "ftp://" in record.error["message"]
+    assert record.callback_url is None
+    assert not [p for p in (tmp_path / "out" / "callbacks" / "pending").glob("*.json")
+                if json.loads(p.read_text())["url"].startswith("ftp")]
+
 
 def steps_of(manifest: dict) -> dict[str, bool]:
     return {s["name"]: s["cached"] for s in manifest["steps"]}

@@ -65,7 +65,8 @@ def record_key(state: str, delivery_id: str) -> str:
     return f"{OUTBOX}/{state}/{hashlib.sha256(delivery_id.encode()).hexdigest()}.json"
 
 
-def _check_url(url: str) -> str:
+def check_url(url: str) -> str:
+    """``url`` if a delivery can be made to it (http or https, with a host); ValueError if not."""
     if not isinstance(url, str):
         raise ValueError(f"a callback URL must be a string, not {type(url).__name__}")
     parts = urlsplit(url)
@@ -97,7 +98,7 @@ def enqueue(store: Store, *, delivery_id: str, url: str, body: dict, channel: st
         raise ValueError("a delivery needs a non-empty delivery_id")
     if channel not in ("callback", "webhook"):
         raise ValueError(f"channel is 'callback' or 'webhook', not {channel!r}")
-    _check_url(url)
+    check_url(url)
     payload = encode_body(body).decode()
     if any(store.exists(record_key(state, delivery_id)) for state in (DELIVERED, FAILED)):
         return False

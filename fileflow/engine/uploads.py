@@ -77,6 +77,19 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return options
 
 
+def check_callback_url(url: str | None) -> str | None:
+    """An upload's callback URL as given (None for none); :class:`ValueError` when it is not an
+    http(s) URL with a host, which the callback outbox could never deliver to."""
+    from fileflow.engine.callbacks import check_url
+
+    if url is None or url == "":
+        return None
+    try:
+        return check_url(url)
+    except ValueError:
+        raise ValueError(f"callback_url must be an http:// or https:// URL with a host, got {url!r}") from None
+
+
 def new_upload_id() -> str:
     return f"u-{uuid.uuid4().hex}"
 

@@ -29,7 +29,6 @@ import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
@@ -79,15 +78,6 @@ class UploadStatus(BaseModel):
 
 def _problem(status: int, detail: str, **headers: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail, headers=headers or None)
-
-
-def check_callback(url: str | None) -> str | None:
-    if url is None or url == "":
-        return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"callback_url must be an http:// or https:// URL with a host, got {url!r}")
-    return url
 
 
 def create_app(settings: ApiSettings, store: Store) -> FastAPI:
@@ -193,7 +183,7 @@ def create_app(settings: ApiSettings, store: Store) -> FastAPI:
         try:
             upload_id = uploads.check_upload_id(idempotency_key) if idempotency_key else uploads.new_upload_id()
             options = uploads.check_options(options)
-            callback_url = check_callback(callback_url)
+            callback_url = uploads.check_callback_url(callback_url)
         except ValueError as exc:
             raise _problem(422, str(exc)) from None
         name = display_name(name)

@@ -58,6 +58,19 @@ CHUNK = 1024 * 1024
 TAGS = ["fileflow", "upload", "s3-event"]
 
 
+#: the object's user metadata (``x-amz-meta-<name>``) an upload service sets to hear back about
+#: this upload and to choose its options, as the upload API's parameters of the same names
+META_CALLBACK_URL = "fileflow-callback-url"
+META_OPTIONS = {"fileflow-ocr-languages": "ocr_languages", "fileflow-preview-sizes": "preview_sizes"}
+
+
+def upload_metadata(metadata: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+    """The callback URL and the per-upload options an object's metadata carries, unchecked: the
+    router checks them and refuses the upload, saying why, when one cannot be used."""
+    options = {option: metadata[name] for name, option in META_OPTIONS.items() if metadata.get(name)}
+    return metadata.get(META_CALLBACK_URL) or None, options
+
+
 class Malformed(ValueError):
     """A message that is not an S3 notification fileflow can read."""
 
@@ -160,10 +173,10 @@ class Consumer:
             return {"VersionId": obj.version_id}
         return {"IfMatch": f'"{obj.etag}"'} if obj.etag else {}
 
-    def store_original(self, obj: Created) -> tuple[str, int, Created]:
-        """Hash the object (streamed) and copy it under ``originals/``; its digest, size, and the
+    def store_original(self, obj: Created) -> tuple[str, int, Created, dict[str, str]]:
+        """Hash the object (streamed) and copy it under ``originals/``; its digest, size, the
         object with the version read (a notification without ``versionId`` from a versioned
-        bucket, as moto sends, gets the version S3 answered for its ETag)."""
+        bucket, as moto sends, gets the version S3 answered for its ETag), and its user metadata."""
         from botocore.exceptions import ClientError
 
         try:
@@ -173,6 +186,7 @@ class Consumer:
                 digest.update(chunk)
                 size += len(chunk)
             sha = digest.hexdigest()
+            metadata = {k.lower(): v for k, v in (answer.get("Metadata") or {}).items()}
             if not obj.version_id and answer.get("VersionId") not in (None, "null"):
                 obj = replace(obj, version_id=answer["VersionId"])
             target = self.base + original_key(sha)
@@ -185,7 +199,7 @@ class Consumer:
             if code in ("NoSuchKey", "NoSuchVersion", "404", "PreconditionFailed", "412"):
                 raise Gone(f"{obj.key} ({obj.version}): {code}") from exc
             raise
-        return sha, size, obj
+        return sha, size, obj, metadata
 
     def _exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -202,13 +216,14 @@ class Consumer:
         """The object's ``process-file`` run (created, or the one its idempotency key already has)."""
         from prefect.states import Scheduled
 
-        sha, size, obj = await asyncio.to_thread(self.store_original, obj)
+        sha, size, obj, metadata = await asyncio.to_thread(self.store_original, obj)
+        callback_url, options = upload_metadata(metadata)
         if self._deployment_id is None:
             self._deployment_id = (await client.read_deployment_by_name(ROUTER_DEPLOYMENT)).id
         run = await client.create_flow_run_from_deployment(
             self._deployment_id,
             parameters={"key": original_key(sha), "file_id": sha, "name": obj.name, "size": size,
-                        "upload_id": obj.upload_id},
+                        "upload_id": obj.upload_id, "callback_url": callback_url, "options": options},
             state=Scheduled(), name=f"file:{obj.name}", tags=TAGS, idempotency_key=obj.idempotency_key,
         )
         log.info("s3://%s/%s (%s): run %s for %s", obj.bucket, obj.key, obj.version, run.id, sha[:12])
