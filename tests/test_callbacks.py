@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,44 +17,11 @@ from blocks.storage import StorageConfig, Store
 from fileflow.engine import callbacks
 from fileflow.engine.callbacks import Deliverer, enqueue, record_key, verify
 from fileflow.settings import CallbackSettings
+from fileflow.testing.receiver import Receiver
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "a-shared-secret-of-32-characters"
-
-
-class Receiver:
-    """An upload service's endpoint: refuses (``status``) its first ``refuse`` POSTs, then 204;
-    ``hang_s`` holds every request that long before answering."""
-
-    def __init__(self, refuse: int = 0, status: int = 503, hang_s: float = 0.0):
-        self.refuse, self.status, self.hang_s = refuse, status, hang_s
-        self.received: list[dict] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                owner.received.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                if owner.hang_s:
-                    time.sleep(owner.hang_s)
-                code = owner.status if len(owner.received) <= owner.refuse else 204
-                self.send_response(code)
-                self.end_headers()
-                if code != 204:
-                    self.wfile.write(b"not now")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/fileflow"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from blocks.storage import StorageConfig, Store
 from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
 from fileflow.server.stack import members
+from fileflow.testing.receiver import Receiver
 from tests.conftest import _free_port, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -44,49 +45,14 @@ def fileflow(*args: str, env: dict[str, str], timeout: float = 900) -> subproces
 BUCKET = "fileflow-stack"
 
 
-class Receiver:
-    """An upload service's endpoint, down for the first ``refuse`` attempts of each delivery
-    (503), then answering 204; it keeps every POST."""
-
-    def __init__(self, refuse: int = 2):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.refuse, self.received, owner = refuse, [], self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                delivery = self.headers.get("X-Fileflow-Delivery", self.path)
-                before = sum(1 for r in owner.received if r["headers"].get("X-Fileflow-Delivery", r["path"]) == delivery)
-                code = 503 if before < owner.refuse else 204
-                owner.received.append({"path": self.path, "headers": dict(self.headers), "body": body, "code": code})
-                self.send_response(code)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def accepted(self, path: str) -> list[dict]:
-        return [r for r in self.received if r["path"] == path and r["code"] == 204]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def stack(postgres_url, s3_endpoint, tmp_path_factory):
     import boto3
 
     root = tmp_path_factory.mktemp("stack")
     port, exporter_port = _free_port(), _free_port()
-    receiver = Receiver()
+    # answers meet a receiver down for the first 2 attempts of each delivery
+    receiver = Receiver(refuse=2, per_delivery=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FILEFLOW_"))}
     env.update({
         "FILEFLOW_STORAGE_KIND": "s3", "FILEFLOW_STORAGE_BUCKET": BUCKET, "FILEFLOW_STORAGE_PREFIX": "prod",

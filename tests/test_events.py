@@ -10,7 +10,6 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from blocks.storage import StorageConfig
 from fileflow.ops.batch import run_batch
 from fileflow.settings import PipelineSettings
+from fileflow.testing.receiver import Receiver
 
 SAMPLES = Path(__file__).parent / "samples"
 SETTINGS = PipelineSettings(child_processes=2, max_active_files=4, retry_delay_s=0.1)
@@ -151,28 +151,10 @@ def test_archive_run_has_a_progress_artifact_at_100_percent(batch):
 # -- the webhook automation ---------------------------------------------------------------------
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        type(self).received.append({"path": self.path, "headers": dict(self.headers), "body": body.decode()})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def receiver():
-    _Receiver.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/fileflow/done", _Receiver.received
-    server.shutdown()
-    server.server_close()
+    with Receiver(path="/fileflow/done") as endpoint:
+        yield endpoint.url, endpoint.received
 
 
 def test_the_global_webhook_goes_through_the_outbox_signed(prefect_server, receiver, tmp_path, monkeypatch):
@@ -217,7 +199,7 @@ def test_the_global_webhook_goes_through_the_outbox_signed(prefect_server, recei
         deliverer.drain()
     (call,) = received
     assert call["path"] == "/fileflow/done" and call["headers"].get("X-Fileflow-Token") == "s3cret"
-    assert verify(secret, call["headers"], call["body"].encode())
+    assert verify(secret, call["headers"], call["body"])
     body = json.loads(call["body"])
     assert body["event"] == "fileflow.file.completed" and body["event_id"]
     assert body["file"]["file_id"] == manifest["file_id"] and body["file"]["status"] == "completed"
