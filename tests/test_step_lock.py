@@ -167,3 +167,43 @@ def test_a_lock_left_by_a_killed_process_is_taken_at_once(where, tmp_path, reque
     assert not other.acquire_lock(key, str(uuid.uuid4()), acquire_timeout=0.3)
     locks.release_lock(key, resumed)
     assert not locks.is_locked(key)
+
+_HOLD_ON_A_LEASE = """
+import socket, sys, time, uuid
+socket.gethostname = lambda: "mediator-pod-on-another-node"  # its pid cannot be judged from here
+from fileflow.engine.locks import Bounded, lock_manager
+locks = Bounded(lock_manager(sys.argv[1], None), hold_s=3600, lease_s=float(sys.argv[3]))
+assert locks.acquire_lock(sys.argv[2], str(uuid.uuid4()), acquire_timeout=5)
+print("held", flush=True)
+time.sleep(600)  # a step that runs long, until the test kills this process
+"""
+
+
+def test_a_redis_lock_is_a_lease_renewed_while_its_holder_lives(redis_url, tmp_path):
+    """A mediator pod that dies is on another machine: nobody can see its process is gone. Its
+    Redis lock is a lease (2 s here, 60 s by default) that the holding process renews while it
+    lives: held past many leases while it runs, free within a lease once it is killed."""
+    import time
+    import uuid
+
+    from fileflow.engine.locks import Bounded, lock_manager
+
+    key = f"video_transcode-1.1.0-{uuid.uuid4().hex}"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_ON_A_LEASE, redis_url, key, "2"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+        other = Bounded(lock_manager(redis_url, None), hold_s=3600, lease_s=2)
+        time.sleep(5)  # two and a half leases
+        assert not other.acquire_lock(key, str(uuid.uuid4()), acquire_timeout=0.5)  # renewed
+        holder.kill()  # a pod of another node: only its lease running out frees its lock
+        holder.wait()
+        killed_at = time.monotonic()
+        mine = str(uuid.uuid4())
+        assert other.acquire_lock(key, mine, acquire_timeout=10)
+        assert time.monotonic() - killed_at > 0.5  # not broken as a dead process of this host
+        print(f"\nFIGURES lease: a killed holder's Redis lock free {time.monotonic() - killed_at:.1f} s later (lease 2 s)")
+        other.release_lock(key, mine)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -14,15 +14,24 @@ The lock manager (Prefect's public lock managers):
 | otherwise (the embedded default, a one-machine stack) | Prefect's ``FileSystemLockManager`` on ``FILEFLOW_LOCK_DIR`` (default ``<PREFECT_HOME>/locks``) | the processes of one machine |
 
 Prefect takes these locks without a hold timeout: a mediator killed while it held one would
-leave it held for good (and its resumed run, a new holder, waiting on it forever). Every lock is
-therefore taken for at most ``hold_s`` seconds (:class:`Bounded`), longer than the step may run
-with all its retries; a holder that outlives it only costs a duplicate step, never a deadlock.
+leave it held for good (and its resumed run, a new holder, waiting on it forever). So
+(:class:`Bounded`):
+
+- every lock is held under ``<host>:<pid>:<holder>``, and a lock whose holder is a process of this
+  host that is gone is broken at once (:func:`break_dead_lock`);
+- a Redis lock, shared by machines that cannot see each other's processes, is a lease: taken for
+  ``REDIS_LEASE_S`` and renewed by a thread of the holding process while it holds it
+  (:class:`_Leases`), so the lock of a pod that died expires within a lease;
+- no lock is held longer than ``hold_s``, longer than the step may run with all its retries; a
+  holder that outlives it only costs a duplicate step, never a deadlock.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -46,8 +55,6 @@ def lock_name(key: str) -> str:
 
 def _tolerant(call, *args):
     """``call(*args)``, read again while the lock file it reads is half-written by its creator."""
-    import time
-
     deadline = time.monotonic() + HALF_WRITTEN_RETRY_S
     while True:
         try:
@@ -91,8 +98,8 @@ def break_dead_lock(inner: Any, name: str) -> bool:
     (a Kubernetes pod that died) is not judged: its lock expires after its hold time."""
     import json
 
-    client = getattr(inner, "client", None)
-    if client is not None and hasattr(inner, "_locks"):  # prefect_redis.RedisLockManager
+    client = _redis_client(inner)
+    if client is not None:
         key = f"lock:{name}"
         holder = client.get(key)
         if holder is None or not _holder_is_dead(holder.decode(errors="replace")):
@@ -112,18 +119,86 @@ def break_dead_lock(inner: Any, name: str) -> bool:
     return True
 
 
+#: a Redis lock is taken for this long and renewed while its holder lives
+REDIS_LEASE_S = 60.0
+_RENEW_IF_HELD_BY = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
+                     "end return 0")
+
+
+def _redis_client(inner: Any) -> Any:
+    """The Redis client of a ``prefect_redis.RedisLockManager``, else None."""
+    return getattr(inner, "client", None) if hasattr(inner, "_locks") else None
+
+
+class _Leases:
+    """The Redis locks this process holds, renewed every third of their lease by one daemon
+    thread until released, lost to another holder, or held for their ``hold_s``. A process that
+    dies stops renewing: its locks expire within a lease."""
+
+    TICK_S = 0.25
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], dict[str, Any]] = {}
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, client: Any, key: str, holder: str, lease_s: float, hold_s: float) -> None:
+        now = time.monotonic()
+        with self._guard:
+            self._held[(key, holder)] = {"client": client, "lease_s": lease_s, "renew_at": now + lease_s / 3,
+                                         "until": now + hold_s}
+            if self._thread is None or not self._thread.is_alive():  # also in a forked child
+                self._thread = threading.Thread(target=self._run, name="fileflow-lock-leases", daemon=True)
+                self._thread.start()
+
+    def remove(self, key: str, holder: str) -> None:
+        with self._guard:
+            self._held.pop((key, holder), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK_S)
+            now = time.monotonic()
+            with self._guard:
+                due = [(k, dict(v)) for k, v in self._held.items() if v["renew_at"] <= now]
+            for (key, holder), lease in due:
+                ms = int(min(lease["lease_s"], max(lease["until"] - now, 0.001)) * 1000)
+                try:
+                    kept = lease["client"].eval(_RENEW_IF_HELD_BY, 1, key, holder, ms)
+                except Exception:  # Redis away for a moment: the next tick tries again
+                    continue
+                with self._guard:
+                    if not kept or lease["until"] <= now:  # lost, or held as long as it may be
+                        self._held.pop((key, holder), None)
+                    elif (key, holder) in self._held:
+                        self._held[(key, holder)]["renew_at"] = now + lease["lease_s"] / 3
+
+
+_leases = _Leases()
+
+
 class Bounded:
     """A lock manager whose every lock expires after ``hold_s`` seconds unless told otherwise,
-    under a name without dots (:func:`lock_name`), reading past a lock file being written."""
+    under a name without dots (:func:`lock_name`) and a holder naming its process
+    (:func:`own_holder`), reading past a lock file being written; on Redis a lease of
+    ``lease_s`` renewed while held (see the module's docstring)."""
 
-    def __init__(self, inner: Any, hold_s: float) -> None:
-        self.inner, self.hold_s = inner, hold_s
+    def __init__(self, inner: Any, hold_s: float, lease_s: float = REDIS_LEASE_S) -> None:
+        self.inner, self.hold_s, self.lease_s = inner, hold_s, lease_s
+        self._redis = _redis_client(inner)
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:
-        break_dead_lock(self.inner, lock_name(key))
-        return _tolerant(self.inner.acquire_lock, lock_name(key), own_holder(holder), acquire_timeout,
-                         hold_timeout or self.hold_s)
+        name, own = lock_name(key), own_holder(holder)
+        break_dead_lock(self.inner, name)
+        hold_s = hold_timeout or self.hold_s
+        if self._redis is None:
+            return _tolerant(self.inner.acquire_lock, name, own, acquire_timeout, hold_s)
+        lease_s = min(self.lease_s, hold_s)
+        taken = self.inner.acquire_lock(name, own, acquire_timeout, lease_s)
+        if taken:
+            _leases.add(self._redis, f"lock:{name}", own, lease_s, hold_s)
+        return taken
 
     async def aacquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                             hold_timeout: float | None = None) -> bool:
@@ -137,6 +212,8 @@ class Bounded:
                                               abandon_on_cancel=True)
 
     def release_lock(self, key: str, holder: str) -> None:
+        if self._redis is not None:
+            _leases.remove(f"lock:{lock_name(key)}", own_holder(holder))
         _tolerant(self.inner.release_lock, lock_name(key), own_holder(holder))
 
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
