@@ -931,3 +931,32 @@ def test_upload_api_needs_its_token_secret_or_to_be_disabled(default_objects):
     assert not any("upload-api" in o["metadata"]["name"] for o in off)
     # the default: nobody may call it until you say who (no ingress rule)
     assert of_kind(default_objects, "NetworkPolicy")["ff-fileflow-upload-api"]["spec"]["ingress"] == []
+
+
+def test_step_locks_reach_the_mediator_pods_only_when_set_with_egress_to_their_redis(default_objects, full_objects):
+    """locks.*: without them each mediator pod locks for itself (no variable, no Redis rule); with
+    a Secret-held URL the mediator pods get FILEFLOW_LOCK_REDIS_URL from it, and their
+    NetworkPolicy lets them reach that Redis (and only the mediator's)."""
+    def mediator_env(objects):
+        deployment = of_kind(objects, "Deployment")[next(n for n in of_kind(objects, "Deployment") if n.endswith("-mediator"))]
+        return env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+
+    assert "FILEFLOW_LOCK_REDIS_URL" not in mediator_env(default_objects)
+    assert mediator_env(full_objects)["FILEFLOW_LOCK_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fileflow-locks-redis", "key": "url"}
+    policies = of_kind(full_objects, "NetworkPolicy")
+    redis_rules = {name: [r for r in p["spec"]["egress"] if any(
+        t.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "redis"} for t in r.get("to", []))]
+        for name, p in policies.items()}
+    assert redis_rules.pop("fileflow-prod-mediator") == [{
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "redis"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}],
+        "ports": [{"protocol": "TCP", "port": 6380}]}]
+    assert not any(redis_rules.values()), redis_rules
+    assert len(of_kind(default_objects, "NetworkPolicy")[f"{RELEASE}-fileflow-mediator"]["spec"]["egress"]) == 3
+    # a plain URL, in the release's namespace
+    plain = render({**MINIMAL, "locks": {"redisUrl": "redis://redis.media:6379/3"}})
+    assert mediator_env(plain)["FILEFLOW_LOCK_REDIS_URL"] == {"name": "FILEFLOW_LOCK_REDIS_URL",
+                                                              "value": "redis://redis.media:6379/3"}
+    rule = of_kind(plain, "NetworkPolicy")[f"{RELEASE}-fileflow-mediator"]["spec"]["egress"][-1]
+    assert rule["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}]

@@ -297,6 +297,35 @@ priorityClassName: {{ . }}
     - protocol: TCP
       port: {{ .prefectApi.port }}
 {{- end }}
+{{/* The mediator pods' egress to the Redis of the step locks (networkPolicy.redis); an empty
+namespaceSelector keeps the rule to the release's namespace. */}}
+{{- define "fileflow.egressRedis" -}}
+- to:
+    - {{- with .redis.namespaceSelector }}
+      namespaceSelector:
+        matchLabels:
+          {{- toYaml . | nindent 10 }}
+      {{- end }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .redis.podSelector | nindent 10 }}
+  ports:
+    - protocol: TCP
+      port: {{ .redis.port }}
+{{- end }}
+{{/* FILEFLOW_LOCK_REDIS_URL of the mediator pods (locks.*): the step locks every pod shares. */}}
+{{- define "fileflow.lockEnv" -}}
+{{- if .Values.locks.redisUrlSecret }}
+- name: FILEFLOW_LOCK_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.locks.redisUrlSecret }}
+      key: {{ .Values.locks.redisUrlKey }}
+{{- else if .Values.locks.redisUrl }}
+- name: FILEFLOW_LOCK_REDIS_URL
+  value: {{ .Values.locks.redisUrl | quote }}
+{{- end }}
+{{- end -}}
 {{- define "fileflow.egressStorage" -}}
 - to:
     {{- range .storage.cidrs }}
