@@ -9,18 +9,19 @@ reached through a TCP proxy that can be cut (``--s3``, the default; ``--no-s3``:
 fault of ``--faults`` (cycled) is injected while files remain, ``--fault-count`` in all:
 
 =========  ==================================================================================
-worker     SIGKILL a warm converter worker (its keeper starts it again)
+worker     SIGKILL a warm converter worker (its supervisor starts it again)
 child      SIGKILL a warm child process of the mediator (a light step in it ends ``ToolCrashed``
            and is retried)
-mediator   SIGKILL the warm mediator (its keeper starts it again; the new one settles what the
+mediator   SIGKILL the warm mediator (its supervisor starts it again; the new one settles what the
            dead one left)
-server     SIGKILL the Prefect server's process group, 5 s down, then ``restart_server`` (an
-           operator's restart; the server is not supervised)
+server     SIGKILL the Prefect server's supervisor and with it the server, 5 s down, then
+           ``restart_server`` (an operator's restart)
 s3         the S3 endpoint refuses every connection for ``--s3-outage-s`` seconds
 =========  ==================================================================================
 
-Every ``--sample-s`` seconds each long-running process's RSS is read from /proc (the keepers'
-workers by pid, so a restart shows as a new pid). The end: every file's manifest (or the
+Every ``--sample-s`` seconds each long-running process's RSS is read from /proc (each process
+under its supervisor, found again after a restart, which shows as a new pid; the supervisors as
+``<name>/supervisor``). The end: every file's manifest (or the
 timeout), then up to 5 minutes for every flow and task run to end, ``fileflow audit``, ``fileflow
 down``, and the leftovers: processes of the stack still alive after ``down`` (anything that
 inherited its ``PREFECT_HOME``), ``fileflow-step-*`` scratch folders in the stack's own temporary
@@ -110,15 +111,19 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
+SUPERVISOR = "/supervisor"
+
+
 def long_running(processes: dict[str, int]) -> dict[str, int]:
-    """Name -> pid of every long-running process: the stack's own, and under each keeper
-    (``worker-*``) the worker it keeps, as ``<name>/worker``."""
-    out = dict(processes)
+    """Name -> pid of every long-running process. ``stack.json`` records each process's
+    supervisor (``fileflow/server/supervise.py``); the process itself is the supervisor's child,
+    under its own name, and the supervisor is ``<name>/supervisor``."""
+    out = {}
     for name, pid in processes.items():
-        if name.startswith("worker-"):
-            kids = _children(pid)
-            if kids:
-                out[f"{name}/worker"] = kids[0]
+        out[f"{name}{SUPERVISOR}"] = pid
+        kids = _children(pid)
+        if kids:
+            out[name] = kids[0]
     return out
 
 
@@ -174,15 +179,15 @@ def inject(kind: str, s, proxy, outage_s: float) -> str:
     """Inject one fault; what was done, in words ("" when there was nothing to hit)."""
     procs = long_running(s.processes)
     if kind in ("worker", "mediator"):
-        name = "worker-mediator/worker" if kind == "mediator" else random.choice(
-            [n for n in procs if n.startswith("worker-warm") and n.endswith("/worker")] or [""])
+        name = "worker-mediator" if kind == "mediator" else random.choice(
+            [n for n in procs if n.startswith("worker-warm") and not n.endswith(SUPERVISOR)] or [""])
         pid = procs.get(name)
         if not pid:
             return ""
         os.kill(pid, signal.SIGKILL)
         return f"SIGKILL {name} ({pid})"
     if kind == "child":
-        mediator = procs.get("worker-mediator/worker")
+        mediator = procs.get("worker-mediator")
         children = _descendants(mediator) if mediator else []
         if not children:
             return ""

@@ -134,21 +134,29 @@ def test_soak_with_faults_plans_its_mix_and_schedule_and_reports_leftovers():
 
 
 def test_soak_with_faults_sees_the_long_running_processes_and_their_memory():
+    """stack.json records supervisors: the soak follows each supervised process (the
+    supervisor's child) under its name, and the supervisor as ``<name>/supervisor``."""
+    import time
+
     import soak_faults
 
-    keeper = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run(['sleep', '30'])"])
+    def supervisor():  # a process whose one child is the long-running one
+        return subprocess.Popen([sys.executable, "-c", "import subprocess; subprocess.run(['sleep', '30'])"])
+
+    mediator, server = supervisor(), supervisor()
     try:
         for _ in range(100):
-            found = soak_faults.long_running({"worker-mediator": keeper.pid, "server": os.getpid()})
-            if "worker-mediator/worker" in found:
+            found = soak_faults.long_running({"worker-mediator": mediator.pid, "server": server.pid})
+            if {"worker-mediator", "server"} <= set(found):
                 break
-            import time
-
             time.sleep(0.05)
-        assert set(found) == {"worker-mediator", "worker-mediator/worker", "server"}
-        with soak_faults.RssLog(lambda: {"server": os.getpid()}, interval_s=0.05) as rss:
+        assert set(found) == {"worker-mediator", "worker-mediator/supervisor", "server", "server/supervisor"}
+        assert found["worker-mediator/supervisor"] == mediator.pid and found["worker-mediator"] != mediator.pid
+        with soak_faults.RssLog(lambda: {"server": server.pid}, interval_s=0.05) as rss:
             pass
-        assert rss.per_process()["server"]["pids"] == 1 and rss.per_process()["server"]["peak_mib"] > 10
+        figures = rss.per_process()
+        assert figures["server"]["pids"] == 1 and figures["server/supervisor"]["peak_mib"] > 5
     finally:
-        keeper.kill()
-        keeper.wait()
+        for process in (mediator, server):
+            process.kill()
+            process.wait()
