@@ -303,7 +303,7 @@ def test_mediator_scaled_by_keda_on_the_exporter_and_placement_follows_the_scale
     auto = full_values["mediator"]["autoscaling"]
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (auto["minReplicaCount"], auto["maxReplicaCount"])
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["command"][container["command"].index("--limit") + 1] == str(full_values["mediator"]["runsPerPod"])
+    assert container["args"][container["args"].index("--limit") + 1] == str(full_values["mediator"]["runsPerPod"])
     assert container["resources"] == full_values["mediator"]["resources"]
     assert "/ocr:" in container["image"]
 
@@ -319,7 +319,7 @@ def test_mediator_runs_the_warm_worker_with_its_health_endpoint_as_the_probe(whi
                       if n.endswith("-mediator"))
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    argv = container["command"]
+    argv = container["args"]
     assert argv[:3] == ["python", "-m", "fileflow.server.worker"]
     assert "--keep-alive" not in argv  # the kubelet restarts the container
     assert argv[argv.index("--pool") + 1] == "fileflow-mediator"
@@ -336,7 +336,7 @@ def test_resumer_runs_once_in_the_mediator_image_and_can_be_disabled(default_obj
     assert resumer["spec"]["replicas"] == 1
     (container,) = resumer["spec"]["template"]["spec"]["containers"]
     r = full_values["resumer"]
-    assert container["command"] == ["python", "-m", "fileflow.server.resumer", "--every", str(r["everySeconds"]),
+    assert container["args"] == ["python", "-m", "fileflow.server.resumer", "--every", str(r["everySeconds"]),
                                     "--settle", str(r["settleSeconds"])]
     mediator = of_kind(full_objects, "Deployment")["fileflow-prod-mediator"]["spec"]["template"]["spec"]
     assert container["image"] == mediator["containers"][0]["image"]
@@ -358,7 +358,7 @@ def test_deliverer_runs_once_with_its_secret_and_reaches_the_receivers(default_o
     deliverer = of_kind(full_objects, "Deployment")["fileflow-prod-deliverer"]
     assert deliverer["spec"]["replicas"] == 1 and deliverer["spec"]["strategy"]["type"] == "Recreate"
     (container,) = deliverer["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "fileflow.server.deliverer"]
+    assert container["args"] == ["python", "-m", "fileflow.server.deliverer"]
     env = _env(container)
     c = full_values["callbacks"]
     assert env["FILEFLOW_CALLBACK_SECRET"] == {"secretKeyRef": {"name": c["existingSecret"], "key": c["secretKey"]}}
@@ -381,7 +381,7 @@ def test_s3_events_consumer_is_off_by_default_and_needs_its_queue(default_object
     consumer = of_kind(full_objects, "Deployment")["fileflow-prod-s3-events"]
     assert consumer["spec"]["replicas"] == 2
     (container,) = consumer["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "fileflow.server.s3_events"]
+    assert container["args"] == ["python", "-m", "fileflow.server.s3_events"]
     env = _env(container)
     assert env["FILEFLOW_S3_EVENTS_QUEUE_URL"] == full_values["s3Events"]["queueUrl"]
     assert env["FILEFLOW_S3_EVENTS_UPLOADS_PREFIX"] == "incoming/" and env["FILEFLOW_STORAGE_KIND"] == "s3"
@@ -522,9 +522,9 @@ def test_converter_pods_reach_only_dns_the_prefect_api_and_storage(full_objects,
 def test_hook_jobs_prepare_the_bucket_then_apply_the_deployments(full_objects):
     jobs = of_kind(full_objects, "Job")
     bucket, setup = jobs["fileflow-prod-prepare-bucket"], jobs["fileflow-prod-setup"]
-    assert bucket["spec"]["template"]["spec"]["containers"][0]["command"] == [
+    assert bucket["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "fileflow", "storage", "prepare-bucket", "--tmp-days", "2"]
-    assert setup["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "deployments.setup"]
+    assert setup["spec"]["template"]["spec"]["containers"][0]["args"] == ["python", "-m", "deployments.setup"]
     weights = [int(j["metadata"]["annotations"]["helm.sh/hook-weight"]) for j in (bucket, setup)]
     assert weights[0] < weights[1]
     env = env_of(bucket["spec"]["template"]["spec"]["containers"][0])
@@ -783,7 +783,7 @@ def test_mediator_upgrade_never_lowers_capacity_and_drains_for_the_longest_step(
     probe = container["readinessProbe"]["httpGet"]
     assert (probe["path"], probe["port"]) == ("/ready", "health")
     grace = pod["terminationGracePeriodSeconds"]
-    args = container["command"]
+    args = container["args"]
     assert int(args[args.index("--grace") + 1]) == grace - 10
     if which == "default_objects":  # the full values set their own, shorter grace on purpose
         longest = max(converters.spec(c).timeout_s for c in converters.BUILTINS)
@@ -836,7 +836,7 @@ def test_monitoring_is_optional_and_the_helm_test_is_on_by_default(default_objec
     (pod,) = of_kind(default_objects, "Pod").values()
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = pod["spec"]["containers"]
-    assert container["command"][-1].endswith(":9464")  # the exporter's Service URL
+    assert container["args"][-1].endswith(":9464")  # the exporter's Service URL
     assert not of_kind(render({**MINIMAL, "monitoring": {"helmTest": {"enabled": False}}}), "Pod")
 
 
@@ -907,7 +907,7 @@ def test_upload_api_deployment_service_probes_and_network_policy(full_objects, f
     deployment = of_kind(full_objects, "Deployment")["fileflow-prod-upload-api"]
     assert deployment["spec"]["replicas"] == api["replicas"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["command"][:3] == ["python", "-m", "fileflow.server.api"] and "8081" in container["command"]
+    assert container["args"][:3] == ["python", "-m", "fileflow.server.api"] and "8081" in container["args"]
     env = env_of(container)
     assert env["FILEFLOW_API_TOKENS"]["valueFrom"]["secretKeyRef"] == {"name": "fileflow-upload-api", "key": "api-tokens"}
     assert env["FILEFLOW_API_MAX_UPLOAD_BYTES"]["value"] == "10737418240"
@@ -960,3 +960,14 @@ def test_step_locks_reach_the_mediator_pods_only_when_set_with_egress_to_their_r
                                                               "value": "redis://redis.media:6379/3"}
     rule = of_kind(plain, "NetworkPolicy")[f"{RELEASE}-fileflow-mediator"]["spec"]["egress"][-1]
     assert rule["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}]
+
+
+def test_every_container_keeps_tini_as_pid_1(full_objects, default_objects):
+    """The images' entrypoint is tini (signals forwarded, zombies reaped: LibreOffice, ffmpeg and
+    the warm children fork). A container that sets ``command`` replaces it, so fileflow's
+    containers give ``args`` only, except the converter pods, which name tini themselves."""
+    for objects in (full_objects, default_objects):
+        for name, spec in pod_specs(objects) + [(p["metadata"]["name"], p["spec"]) for p in of_kind(objects, "Pod").values()]:
+            for container in spec["containers"]:
+                command = container.get("command")
+                assert command is None or command[:2] == ["/usr/bin/tini", "--"], (name, command)
