@@ -35,7 +35,21 @@ def make_batch(folder: Path) -> list[Path]:
     (folder / "blob.bin").write_bytes(bytes(range(256)) * 16)
     (folder / "empty.txt").write_bytes(b"")
     (folder / "drawing.dwg").write_bytes(b"AC1015" + bytes(200))
+    # the branches of the flows that only some files of a kind take (flows/image.py, office.py,
+    # drawing.py): an animation, a spreadsheet's cells, a drawing's words
+    from fileflow.testing.samplegen import documents, images, media
+
+    images.gif_animated(folder / "animation.gif")
+    documents.xlsx(folder / "kunden.xlsx", rows=(("Kunde", "Bemerkung"),) + SHEET_ROWS)
+    media.titled_plan_dxf(folder / "grundriss.dxf")
     return sorted(folder.iterdir())
+
+
+#: cells wider than their columns: the printed page cuts them, the cells' own text does not
+SHEET_ROWS = (
+    ("Jürgen Müller", "Die Lieferung ist vollständig angekommen und wurde vom Lager geprüft"),
+    ("Straßenbau Köhler GmbH", "Die Rechnung wird nach der Abnahme der Arbeiten im Januar bezahlt"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +122,7 @@ def test_extension_is_ignored_type_comes_from_content(batch):
 
 def test_office_document_becomes_pdf_and_keeps_its_text(batch):
     _, out, manifests = batch
-    doc = next(m for m in manifests if m["kind"] == "office")
+    doc = by_name(manifests)["report.docx"]
     (pdf,) = renditions(doc, "pdf")
     assert (out / pdf["path"]).read_bytes().startswith(b"%PDF")
     assert len(renditions(doc, "preview")) == 3
@@ -130,10 +144,45 @@ def test_text_language_is_detected(batch):
 
 def test_drawing_gets_svg_and_layers(batch):
     _, out, manifests = batch
-    plan = next(m for m in manifests if m["kind"] == "drawing" and m["status"] == "completed")
+    plan = by_name(manifests)["plan.dxf"]
     (svg,) = renditions(plan, "svg")
     assert b"<svg" in (out / svg["path"]).read_bytes()[:2000]
     assert plan["metadata"]["drawing_render"]["layers"]
+
+
+def test_animated_gif_also_becomes_a_looping_video(batch):
+    import av
+
+    _, out, manifests = batch
+    gif = by_name(manifests)["animation.gif"]
+    assert gif["status"] == "completed" and gif["kind"] == "image"
+    assert [s["name"] for s in gif["steps"] if s["name"] == "video_transcode"] == ["video_transcode"]
+    (web,) = [r for r in renditions(gif, "web") if r["mime"] == "video/mp4"]
+    with av.open(str(out / web["path"])) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+    assert gif["metadata"]["video_transcode"]["loop"] is True
+    assert renditions(gif, "preview")  # the still previews stay
+
+
+def test_spreadsheet_text_comes_whole_from_its_cells_with_its_language(batch):
+    _, out, manifests = batch
+    sheet = by_name(manifests)["kunden.xlsx"]
+    assert sheet["status"] == "completed"
+    steps = [s["name"] for s in sheet["steps"]]
+    assert "pdf_text" not in steps and "language" in steps and "pdf_preview" in steps
+    text = stored_text(out, sheet)
+    for name, remark in SHEET_ROWS:
+        assert name in text and remark in text
+    assert sheet["language"] == "de"
+
+
+def test_drawing_words_give_its_text_and_language(batch):
+    _, out, manifests = batch
+    plan = by_name(manifests)["grundriss.dxf"]
+    assert plan["status"] == "completed"
+    text = stored_text(out, plan)
+    assert "Grundriss EG" in text and "Gezeichnet: Jürgen Weiß" in text
+    assert plan["language"] == "de"
 
 
 def test_video_is_transcoded_to_h264_with_a_poster(batch):
