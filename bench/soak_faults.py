@@ -37,6 +37,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,13 +228,19 @@ async def _unfinished() -> dict[str, int]:
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=open_types))))
         # the client has no count of task runs: read them a page at a time
         open_tasks = TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=open_types)))
-        tasks = 0
+        tasks: list = []
         while True:
-            page = await client.read_task_runs(task_run_filter=open_tasks, limit=200, offset=tasks)
-            tasks += len(page)
+            page = await client.read_task_runs(task_run_filter=open_tasks, limit=200, offset=len(tasks))
+            tasks += page
             if len(page) < 200:
                 break
-    return {"flow_runs": flows, "task_runs": tasks}
+        # which ones, for the report: a task run's flow run and state say who left it open
+        runs = {r.id: r.name for r in await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            id={"any_": list({t.flow_run_id for t in tasks if t.flow_run_id})[:200]}))} if tasks else {}
+        names = [f"{runs.get(t.flow_run_id, t.flow_run_id)}/{t.name}: {t.state_type.value if t.state_type else '?'}"
+                 f"{' (mirrors ' + str(t.state.state_details.child_flow_run_id) + ')' if t.state and t.state.state_details.child_flow_run_id else ''}"
+                 for t in tasks[:50]]
+    return {"flow_runs": flows, "task_runs": len(tasks), "open_task_runs": names}
 
 
 def unfinished(timeout_s: float) -> dict[str, int]:
@@ -321,6 +328,7 @@ def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float =
         config = StorageConfig(kind="local", basepath=str((work / "storage").resolve()))
     store = Store(config)
     home = work / "home"
+    shutil.rmtree(home, ignore_errors=True)  # a former run's logs would add to this run's restarts
     injected: list[dict] = []
     result: dict = {"machine": machine(), "files_in": files, "kinds": mix(files), "s3": use_s3,
                     "fault_every_s": fault_every_s, "faults_cycle": faults, "fault_count": fault_count}
