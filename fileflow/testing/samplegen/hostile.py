@@ -202,7 +202,7 @@ CASES: tuple[Case, ...] = (
     Case("bomb.gz", "single-gzip bomb: one file of 64 MiB of zeros gzipped (64 KiB)",
          _one(lambda p: libarchives.gz(p, bytes(64 * MiB), "zeros.bin")), "failed", "LimitExceeded",
          "archive_libarchive"),
-    Case("encrypted.rar", "RAR whose entry carries the password flag", 
+    Case("encrypted.rar", "RAR whose entry carries the password flag",
          _one(lambda p: libarchives.rar(p, [("secret.txt", b"secret\n")], encrypted=True)), "failed",
          "UnsupportedInput", "archive_libarchive"),
     Case("encrypted.7z", "7z whose content is coded with AES-256 (built byte by byte; the header is plain)",
