@@ -155,11 +155,15 @@ def _filters(archive: Any) -> list[str]:
     return [name for name in map(_text, archive.filter_names) if name != "none"]
 
 
+#: an empty tar is at most this many zero bytes (GNU tar pads to a 10 KiB record)
+_EMPTY_TAR_BYTES = 10240
+
+
 class _Reader:
     """libarchive with every format, every filter, and 'raw' for a lone compressed stream."""
 
-    def __init__(self, src: Path) -> None:
-        self.src = src
+    def __init__(self, src: Path, raw_only: bool = False) -> None:
+        self.src, self.raw_only = src, raw_only
 
     def __enter__(self):
         libarchive = require("libarchive", "libarchive-c", "libarchive13")
@@ -169,7 +173,8 @@ class _Reader:
         self._p = ffi.read_new()
         try:
             ffi.read_support_filter_all(self._p)
-            ffi.read_support_format_all(self._p)
+            if not self.raw_only:
+                ffi.read_support_format_all(self._p)
             ffi.read_support_format_raw(self._p)  # bids last: only when no real format matches
             ffi.read_open_filename_w(self._p, str(self.src), _BLOCK)
         except libarchive.ArchiveError as exc:
@@ -290,6 +295,29 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
             fmt = _format(archive)
             filters = _filters(archive)
             compressed = archive.bytes_read
+        if fmt == "tar" and entries == 0 and filters:
+            # A compressed stream whose first 512 bytes are zeros reads as an empty tar (its
+            # end-of-archive block), so a gzip'd file of zeros (a single-file bomb) came out as
+            # "no members" without its bytes ever being counted: read it again as the lone
+            # compressed file it may be, under the same guards. Only an empty tar's few blocks of
+            # zeros stay an empty tar.
+            with _Reader(src, raw_only=True) as archive:
+                state = {"total": 0, "archive": archive}
+                entry = next(iter(archive), None)
+                if entry is not None:
+                    name = _display_name(_gzip_name(src) or "content")
+                    members_dir.mkdir(exist_ok=True)
+                    rel = f"{MEMBERS_DIR}/000001"
+                    try:
+                        size = _write(entry, name, out_dir / rel, None, opts, state)
+                    except libarchive.ArchiveError as exc:
+                        raise _archive_error(exc, f"entry {_shown(name)}") from None
+                    if size > _EMPTY_TAR_BYTES or (out_dir / rel).read_bytes().strip(b"\0"):
+                        members.append(Member(name=name, path=rel, size=size))
+                        fmt, entries = "raw", 1
+                    else:
+                        (out_dir / rel).unlink()
+                compressed = archive.bytes_read
     except MemoryError:
         shutil.rmtree(members_dir, ignore_errors=True)
         raise LimitExceeded("the archive needs more memory to read than allowed") from None

@@ -205,3 +205,18 @@ def test_tarfile_writes_what_the_hostile_tests_claim(tmp_path: Path) -> None:
     assert kinds["link-to-passwd"] == tarfile.SYMTYPE and kinds["null"] == tarfile.CHRTYPE
     with tarfile.open(gen.tar_named(tmp_path / "n.tar.gz", "../../evil.txt")) as tf:
         assert "../../evil.txt" in tf.getnames()
+
+
+def test_single_gzip_of_zeros_is_a_file_not_an_empty_tar(tmp_path: Path) -> None:
+    # its first 512 bytes are zeros, which libarchive reads as an empty tar's end-of-archive block
+    result = expand(gen.gz(tmp_path / "zeros.bin.gz", bytes(1024 * 1024), "zeros.bin"), tmp_path / "out")
+    assert members_of(result, tmp_path / "out") == {"zeros.bin": bytes(1024 * 1024)}
+    assert result.metadata["format"] == "raw"
+    with pytest.raises(LimitExceeded, match="archive bomb"):  # a single-gzip bomb, refused by ratio
+        expand(gen.gz(tmp_path / "bomb.gz", bytes(64 * 1024 * 1024), "zeros.bin"), tmp_path / "out2")
+    assert not (tmp_path / "out2" / "members").exists() or not any((tmp_path / "out2" / "members").iterdir())
+    empty = tmp_path / "empty.tar.gz"  # a real empty tar stays an empty tar
+    with tarfile.open(empty, "w:gz"):
+        pass
+    result = expand(empty, tmp_path / "out3")
+    assert result.metadata["format"] == "tar" and result.members == []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fileflow.testing.samplegen import SAMPLES, archives, audio, documents, emails, images, libarchives, markup, media
+from fileflow.testing.samplegen import SAMPLES, archives, audio, documents, emails, images, libarchives, markup, media, msg
 
 GOOD_TEXT = (
     "The inspection of the north pump found no leaks and the filters were replaced on Monday.\n"
@@ -199,6 +199,14 @@ CASES: tuple[Case, ...] = (
     Case("declared-huge.tar", "tar entry declaring 5 GiB (limit 1 GiB)",
          _one(lambda p: libarchives.tar_declaring(p, 5 * 1024 * MiB)), "failed", "LimitExceeded",
          "archive_libarchive"),
+    Case("bomb.gz", "single-gzip bomb: one file of 64 MiB of zeros gzipped (64 KiB)",
+         _one(lambda p: libarchives.gz(p, bytes(64 * MiB), "zeros.bin")), "failed", "LimitExceeded",
+         "archive_libarchive"),
+    Case("encrypted.rar", "RAR whose entry carries the password flag",
+         _one(lambda p: libarchives.rar(p, [("secret.txt", b"secret\n")], encrypted=True)), "failed",
+         "UnsupportedInput", "archive_libarchive"),
+    Case("encrypted.7z", "7z whose content is coded with AES-256 (built byte by byte; the header is plain)",
+         _one(libarchives.seven_zip_aes), "failed", "UnsupportedInput", "archive_libarchive"),
     Case("encrypted-by-libarchive.zip", "ZipCrypto ZIP written by libarchive",
          _one(libarchives.zip_encrypted), "failed", "UnsupportedInput", "archive_expand"),
     # e-mail
@@ -212,13 +220,34 @@ CASES: tuple[Case, ...] = (
          member="/level 1.eml"),
     Case("traversal-attachment.eml", "e-mail whose attachment is named ../../escaped.txt",
          _one(lambda p: emails.named_attachment(p, "../../escaped.txt")), "failed", "CorruptInput", "email_parse"),
+    Case("traversal-attachment.msg", "Outlook .msg whose attachment is named ../../escaped.txt",
+         _one(lambda p: msg.message(p, subject="Figures", sender_name="Anna Weber", sender_email="anna@example.com",
+                                    to=[("Board", "board@example.com")], body="See the attachment.",
+                                    message_id="<f@example.com>", filetime=133_600_000_000_000_000,
+                                    attachments=[("../../escaped.txt", "text/plain", b"owned\n")])),
+         "failed", "CorruptInput", "email_parse"),
+    Case("not-a-message.msg", "a Compound File (the container of .msg) holding one binary stream, no message",
+         _one(msg.not_a_message), "failed", "UnsupportedInput", "route"),
     Case("not-a-mail.eml", "random bytes named .eml", _one(lambda p: images.garbage(p, seed=12)), "failed",
          "UnsupportedInput", "route"),
     # audio
     Case("truncated.flac", "FLAC cut after 200 bytes",
          lambda p, s: p.write_bytes(audio.rising_tone(s / "whole.flac").read_bytes()[:200]), "failed",
          "CorruptInput", "audio_probe"),
+    Case("truncated.mp3", "MP3 cut after 200 bytes",
+         lambda p, s: p.write_bytes(audio.rising_tone(s / "whole.mp3").read_bytes()[:200]), "failed",
+         "CorruptInput", "audio_probe"),
+    Case("truncated.m4a", "M4A cut in half",
+         lambda p, s: media.truncated(audio.rising_tone(s / "whole.m4a"), p, 0.5), "failed", "CorruptInput",
+         "audio_probe"),
     # markup
+    Case("remote-and-local.html", "HTML page with <script>, remote <img>/<iframe>/CSS and file:///etc/passwd "
+         "<img>: completes, nothing fetched or read", _one(markup.html_page), "completed"),
+    Case("deep.json", "JSON nested 100,000 arrays deep (detected as plain text: its text is taken as is)",
+         _one(markup.deep_json), "completed"),
+    Case("bomb.epub", "EPUB whose zip also holds 64 MiB of zeros outside the spine: completes, the bomb is "
+         "never inflated", _one(lambda p: markup.epub(p, extra=[("OEBPS/zeros.bin", bytes(64 * MiB))])),
+         "completed"),
     Case("billion-laughs.xml", "XML billion laughs (10 levels of 10 entity references)",
          _one(markup.billion_laughs), "failed", "CorruptInput", "markup_text"),
     Case("external-entity.xml", "XML external entity reading file:///etc/passwd",

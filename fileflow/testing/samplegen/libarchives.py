@@ -123,8 +123,9 @@ def _rar_block(head_type: int, flags: int, body: bytes) -> bytes:
     return struct.pack("<H", zlib.crc32(rest) & 0xFFFF) + rest
 
 
-def rar(path: Path, files: list[tuple[str, bytes]]) -> Path:
-    """A RAR 4.x archive of stored (uncompressed) entries with the raw names as given."""
+def rar(path: Path, files: list[tuple[str, bytes]], encrypted: bool = False) -> Path:
+    """A RAR 4.x archive of stored (uncompressed) entries with the raw names as given; ``encrypted``
+    sets each file header's password flag (0x04), as a password-protected RAR's headers say."""
     out = bytearray(_RAR_MARKER)
     out += _rar_block(0x73, 0x0000, b"\0" * 6)
     for name, data in files:
@@ -134,7 +135,33 @@ def rar(path: Path, files: list[tuple[str, bytes]]) -> Path:
             len(data), len(data), 3, zlib.crc32(data), 0x58B15A00,  # packed, unpacked, Unix, CRC, DOS time
             20, 0x30, len(raw_name), 0o100644,  # version 2.0, method "store", name length, mode
         ) + raw_name
-        out += _rar_block(0x74, 0x8000, body) + data  # 0x8000: data follows the header
+        out += _rar_block(0x74, 0x8004 if encrypted else 0x8000, body) + data  # 0x8000: data follows the header
     out += _RAR_END
     Path(path).write_bytes(bytes(out))
+    return Path(path)
+
+
+# --- 7z with AES-256 content, built byte by byte ------------------------------------------------
+
+
+def seven_zip_aes(path: Path, name: str = "secret.txt") -> Path:
+    """A 7z whose one folder is coded with 7-Zip's AES-256 + SHA-256 coder (id 06F10701), as
+    ``7z a -p`` writes it (libarchive's writer cannot encrypt). The header is plain, so the entry's
+    name is readable; the 32 packed bytes are not real ciphertext (no password opens them)."""
+    packed = bytes(range(32))
+    raw_name = name.encode("utf-16-le") + b"\0\0"
+    props = bytes([0x13 | 0x40, 0x0F]) + bytes(16)  # 2^19 SHA-256 rounds, a 16-byte IV, no salt
+    coder = bytes([0x04 | 0x20]) + bytes.fromhex("06f10701") + bytes([len(props)]) + props
+    header = (
+        b"\x01\x04"  # Header, MainStreamsInfo
+        + b"\x06\x00\x01\x09" + bytes([len(packed)]) + b"\x00"  # PackInfo: at 0, 1 stream, its size
+        + b"\x07\x0b\x01\x00\x01" + coder + b"\x0c\x10\x00"  # UnPackInfo: 1 folder of 1 coder, 16 bytes out
+        + b"\x08\x00"  # SubStreamsInfo: the defaults (one stream per folder)
+        + b"\x00"  # end of MainStreamsInfo
+        + b"\x05\x01\x11" + bytes([len(raw_name) + 1]) + b"\x00" + raw_name + b"\x00"  # FilesInfo: 1 name
+        + b"\x00"
+    )
+    start = struct.pack("<QQL", len(packed), len(header), zlib.crc32(header))
+    signature = b"7z\xbc\xaf\x27\x1c\x00\x04" + struct.pack("<L", zlib.crc32(start)) + start
+    Path(path).write_bytes(signature + packed + header)
     return Path(path)

@@ -38,6 +38,12 @@ def json_doc(path: Path) -> Path:
     return Path(path)
 
 
+def deep_json(path: Path, levels: int = 100_000) -> Path:
+    """``levels`` nested arrays: valid JSON, deeper than any recursive parser's stack."""
+    Path(path).write_text("[" * levels + "]" * levels)
+    return Path(path)
+
+
 def billion_laughs(path: Path, levels: int = 10) -> Path:
     entities = ['<!ENTITY lol0 "lol">'] + [
         f'<!ENTITY lol{i} "{("&lol%d;" % (i - 1)) * 10}">' for i in range(1, levels)
@@ -64,8 +70,10 @@ def _zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     return Path(path)
 
 
-def epub(path: Path, cover: bool = True, chapters: tuple[str, ...] = (BODY_EN, archives.ENGLISH)) -> Path:
-    """An EPUB 3 with a spine of XHTML chapters and (optionally) a PNG cover picture."""
+def epub(path: Path, cover: bool = True, chapters: tuple[str, ...] = (BODY_EN, archives.ENGLISH),
+         extra: list[tuple[str, bytes]] = ()) -> Path:
+    """An EPUB 3 with a spine of XHTML chapters, (optionally) a PNG cover picture and ``extra``
+    zip entries (hostile variants: a bomb, a traversal name)."""
     items = "".join(
         f'<item id="c{i}" href="text/ch{i}.xhtml" media-type="application/xhtml+xml"/>' for i in range(len(chapters))
     )
@@ -94,7 +102,7 @@ def epub(path: Path, cover: bool = True, chapters: tuple[str, ...] = (BODY_EN, a
         ).encode()))
     if cover:
         entries.append(("OEBPS/images/cover.png", archives.make_png("HANDBOOK")))
-    return _zip(path, entries)
+    return _zip(path, entries + list(extra))
 
 
 SVG_HEAD = '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="400" height="200" viewBox="0 0 400 200">'

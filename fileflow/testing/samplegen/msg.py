@@ -106,6 +106,14 @@ def message(
     return Path(path)
 
 
+def not_a_message(path: Path) -> Path:
+    """A valid Compound File (the container of .msg, .doc, .xls) holding one binary stream and no
+    message properties."""
+    root = _Node("Root Entry", kids=[_Node("Contents", bytes(range(256)) * 8)])
+    Path(path).write_bytes(_compound_file(root))
+    return Path(path)
+
+
 # --- CFB v3 -------------------------------------------------------------------------------------
 
 
