@@ -371,6 +371,9 @@ def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float =
             manifests = _tried(lambda: [json.loads(store.get_bytes(k)) for k in store.keys("manifests/")], [])
             result["manifests_out"] = len(manifests)
             result["statuses"] = {st: sum(m["status"] == st for m in manifests) for st in {m["status"] for m in manifests}}
+            result["failed"] = [{"name": m["name"], "error": next(({**s["error"], "step": s["name"]} for s in m["steps"]
+                                                                  if s.get("error")), None)}
+                                for m in manifests if m["status"] != "completed"]  # which, and why
             s.down()
             time.sleep(2)
             result["orphan_processes"] = members(home)
