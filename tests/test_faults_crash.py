@@ -250,7 +250,7 @@ def audit_clean(stack) -> None:
 def test_fault1_sigkilled_converter_worker_its_step_runs_again_elsewhere(stack, tmp_path):
     """A warm converter worker SIGKILLed while it transcodes, with its keeper (the machine is
     lost): nobody reports the death; the step run's heartbeats stop, the liveness automation marks it Crashed, the mediator retries
-    the step (attempt 2, a new run) and the other worker completes it."""
+    the step (started again within its attempt: a new run) and the other worker completes it."""
     files = make_batch(tmp_path, "f1", 1280)
     video = files[0]
     submit(stack, files)

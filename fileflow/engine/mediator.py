@@ -331,9 +331,13 @@ async def step_task(converter: str, rt: Runtime, cache_key: str):
     delay = rt.pipeline.retry_delay_s
     delays = [delay * 2**i for i in range(max(spec.retries, 1))]
     # the lock on the step's cache key outlives every attempt (each up to its timeout, a pool
-    # step also waiting for a worker) and the waits between them; then it expires, so a holder
-    # that died never blocks the file's resumed run for good
-    hold_s = (spec.retries + 1) * (spec.timeout_s + rt.pipeline.pool_queue_timeout_s) + sum(delays) + 60
+    # step also waiting for a worker, and started again when its run's process is lost) and the
+    # waits between them; then it expires, so a holder that died never blocks the file's
+    # resumed run for good
+    from fileflow.engine.pools import INFRA_RESTARTS
+
+    starts = (spec.retries + 1) * (INFRA_RESTARTS + 1 if rt.pipeline.placement_of(converter) == "pool" else 1)
+    hold_s = starts * (spec.timeout_s + rt.pipeline.pool_queue_timeout_s) + sum(delays) + 60
     # SERIALIZABLE: the same file processed twice at once runs the step once; the second run
     # waits for the first one's result and takes it from the cache (fileflow/engine/locks.py)
     policy = CacheKeyFnPolicy(cache_key_fn=lambda *_: cache_key).configure(

@@ -4,8 +4,15 @@ The mediator starts the converter's deployment with ``run_deployment`` and an id
 made of the file, the step's cache key and the attempt, so a restarted mediator re-attaches to
 the run it already started instead of starting a second one. The run's outcome (result or
 typed error) comes back through storage, at a key under ``tmp/`` (expired by the bucket's
-lifecycle rule). A Crashed run (segfault past the child, worker killed) is a ``ToolCrashed``,
-retried by the step task like any transient failure.
+lifecycle rule).
+
+A converter that crashes (a segfault in its isolated child) ends its run ``Failed`` with a
+``ToolCrashed`` outcome, which the step task retries per the converter's ``retries``. A run that
+ends ``Crashed`` lost the process running it (its worker killed, its pod or machine gone, or
+never started by the worker that claimed it): that says nothing of the file, so the step is
+started again at once, up to ``INFRA_RESTARTS`` times within the same attempt, before it counts
+as a ``ToolCrashed`` of the attempt. Each start has its own idempotency key and outcome key, so
+a mediator that resumes the file re-attaches to the latest one.
 
 Waiting: ``run_deployment``'s own wait polls at a fixed interval (5 s by default). Here the run
 is created without waiting, and the mediator waits for the run's end event (one event stream
@@ -32,6 +39,11 @@ from fileflow.engine.step import StepOutcome, StepRequest
 from fileflow.errors import ToolCrashed, ToolError, ToolTimeout, rebuild
 from fileflow.names import pool_name, step_deployment
 
+#: a step's run whose process was lost (``Crashed``) is started again this many times within
+#: one attempt of the step, before the attempt fails as ``ToolCrashed``
+INFRA_RESTARTS = 2
+
+
 async def run_on_pool(
     converter: str,
     label: str,
@@ -47,30 +59,37 @@ async def run_on_pool(
     work_queue_name: str | None = None,
     scope: str = "",
 ) -> StepOutcome:
-    outcome_key = f"tmp/steps/{cache_key}-{attempt}.json"
-    flow_run = await arun_deployment(
-        deployment or step_deployment(converter),
-        parameters={
-            "converter": converter,
-            "label": label,
-            "payload": replace(request, storage=None).to_dict(),  # the worker's own storage
-            "outcome_key": outcome_key,
-        },
-        idempotency_key=f"{file_id}:{converter}:{cache_key}:{attempt}" + (f":{scope}" if scope else ""),
-        flow_run_name=f"{converter}:{label}",  # named while it waits, not only once it starts
-        work_queue_name=work_queue_name,  # None: the deployment's own (default) queue
-        timeout=0,
-        tags=[f"converter:{converter}"],
-    )
-    flow_run = await _wait(flow_run, timeout_s=timeout_s, poll_s=poll_s)
-    state = flow_run.state
-    if state is None or not state.is_final():
-        raise ToolTimeout(
-            f"the step on pool {pool_name(converter)} did not finish within {timeout_s:g} s "
-            f"(run {flow_run.name} is {state.name if state else 'unknown'})"
+    lost: list[str] = []
+    for start in range(INFRA_RESTARTS + 1):
+        again = f"-r{start}" if start else ""  # the first start keeps the keys it always had
+        outcome_key = f"tmp/steps/{cache_key}-{attempt}{again}.json"
+        flow_run = await arun_deployment(
+            deployment or step_deployment(converter),
+            parameters={
+                "converter": converter,
+                "label": label,
+                "payload": replace(request, storage=None).to_dict(),  # the worker's own storage
+                "outcome_key": outcome_key,
+            },
+            idempotency_key=f"{file_id}:{converter}:{cache_key}:{attempt}" + (f":{scope}" if scope else "") + again,
+            flow_run_name=f"{converter}:{label}",  # named while it waits, not only once it starts
+            work_queue_name=work_queue_name,  # None: the deployment's own (default) queue
+            timeout=0,
+            tags=[f"converter:{converter}"],
         )
-    if state.is_crashed():
-        raise ToolCrashed(f"the step's run {flow_run.name} on {pool_name(converter)} crashed: {state.message}")
+        flow_run = await _wait(flow_run, timeout_s=timeout_s, poll_s=poll_s)
+        state = flow_run.state
+        if state is None or not state.is_final():
+            raise ToolTimeout(
+                f"the step on pool {pool_name(converter)} did not finish within {timeout_s:g} s "
+                f"(run {flow_run.name} is {state.name if state else 'unknown'})"
+            )
+        if not state.is_crashed():
+            break
+        lost.append(state.message or "crashed")
+    else:
+        raise ToolCrashed(f"the step's run {flow_run.name} on {pool_name(converter)} crashed "
+                          f"{len(lost)} times in a row: {'; '.join(lost)}")
     record = None
     if await asyncio.to_thread(store.exists, outcome_key):
         record = json.loads(await asyncio.to_thread(store.get_bytes, outcome_key))
