@@ -403,7 +403,7 @@ def test_the_charts_helm_test_pod_passes_against_a_real_exporter(client, exporte
     from tests.test_helm import MINIMAL, of_kind, render
 
     (pod,) = of_kind(render(MINIMAL), "Pod").values()
-    command = pod["spec"]["containers"][0]["command"]
+    command = pod["spec"]["containers"][0]["args"]
     assert command[:2] == ["python", "-c"]
     client.create_work_pool(WorkPoolCreate(name="fileflow-mediator", type="process"), overwrite=True)
     try:
