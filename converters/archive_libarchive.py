@@ -188,6 +188,18 @@ class _Reader:
         ffi.read_free(self._p)
 
 
+def _store(entry: Any, name: str, out_dir: Path, rel: str, declared: int | None, opts: dict[str, int],
+           state: dict) -> int:
+    """Write one member at ``out_dir/rel`` under the guards of :func:`_write`; its size. A read
+    error of libarchive in the middle of the entry is the archive's fault, typed as such."""
+    libarchive = require("libarchive", "libarchive-c", "libarchive13")
+    (out_dir / rel).parent.mkdir(exist_ok=True)
+    try:
+        return _write(entry, name, out_dir / rel, declared, opts, state)
+    except libarchive.ArchiveError as exc:
+        raise _archive_error(exc, f"entry {_shown(name)}") from None
+
+
 def _write(entry: Any, name: str, dest: Path, declared: int | None, opts: dict[str, int], state: dict) -> int:
     """Stream one entry's blocks into ``dest`` (created exclusively), counting real bytes."""
     import os
@@ -285,12 +297,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
                         f"entry {_shown(name)} declares {declared} bytes; the limit is "
                         f"{opts['max_entry_bytes']} (option max_entry_bytes)"
                     )
-                members_dir.mkdir(exist_ok=True)
                 rel = f"{MEMBERS_DIR}/{len(members) + 1:06d}"
-                try:
-                    size = _write(entry, name, out_dir / rel, declared, opts, state)
-                except libarchive.ArchiveError as exc:
-                    raise _archive_error(exc, f"entry {_shown(name)}") from None
+                size = _store(entry, name, out_dir, rel, declared, opts, state)
                 members.append(Member(name=name, path=rel, size=size))
             fmt = _format(archive)
             filters = _filters(archive)
@@ -306,12 +314,8 @@ def convert(src: Path, out_dir: Path, options: Mapping[str, Any]) -> ConversionR
                 entry = next(iter(archive), None)
                 if entry is not None:
                     name = _display_name(_gzip_name(src) or "content")
-                    members_dir.mkdir(exist_ok=True)
                     rel = f"{MEMBERS_DIR}/000001"
-                    try:
-                        size = _write(entry, name, out_dir / rel, None, opts, state)
-                    except libarchive.ArchiveError as exc:
-                        raise _archive_error(exc, f"entry {_shown(name)}") from None
+                    size = _store(entry, name, out_dir, rel, None, opts, state)
                     if size > _EMPTY_TAR_BYTES or (out_dir / rel).read_bytes().strip(b"\0"):
                         members.append(Member(name=name, path=rel, size=size))
                         fmt, entries = "raw", 1

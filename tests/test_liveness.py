@@ -12,6 +12,7 @@ import pytest
 
 from deployments.liveness import HEARTBEAT, STATE_EVENTS, crash_spec, left, pending_spec, resume_spec
 from fileflow.settings import LivenessSettings
+from fileflow.testing.api import call_api
 
 SETTINGS = LivenessSettings()
 
@@ -42,16 +43,7 @@ def test_a_heartbeat_keeps_a_running_run_alive_and_a_retry_opens_a_new_window():
     assert left() == STATE_EVENTS
 
 
-def _call(api_url: str, make):
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    async def go():
-        with temporary_settings({PREFECT_API_URL: api_url}):
-            async with get_client() as client:
-                return await make(client)
-
-    return asyncio.run(go())
+_call = call_api  # fileflow/testing/api.py
 
 
 def test_resume_sets_scheduled_a_run_still_crashed_and_leaves_one_that_moved_on(prefect_server):
