@@ -168,6 +168,39 @@ def test_a_lock_left_by_a_killed_process_is_taken_at_once(where, tmp_path, reque
     locks.release_lock(key, resumed)
     assert not locks.is_locked(key)
 
+
+@pytest.mark.parametrize("where", ["files", "redis"])
+def test_a_lock_whose_pid_now_names_another_process_is_taken_at_once(where, tmp_path, request):
+    """A mediator container restarted in its pod keeps the pod's host name and often its pid: the
+    lock its predecessor left names a live pid, but a process that started later. The pid's start
+    time tells them apart, so the lock is broken; a lock of the live process itself is kept."""
+    import json
+    import socket
+    import uuid
+
+    from fileflow.engine.locks import Bounded, lock_manager, lock_name, own_holder
+
+    redis_url = request.getfixturevalue("redis_url") if where == "redis" else ""
+    key = f"video_transcode-1.1.0-{uuid.uuid4().hex}"
+    this = own_holder("x").split(":")[1]  # <pid>@<start> of this process
+    pid, start = this.split("@")
+    assert start, "no start time read from /proc"
+    predecessor = f"{socket.gethostname()}:{pid}@{int(start) - 1}:{uuid.uuid4()}"  # same pid, earlier start
+    locks = Bounded(lock_manager(redis_url or None, tmp_path), hold_s=3600)
+    if where == "redis":
+        client = locks.inner.client
+        client.set(f"lock:{lock_name(key)}", predecessor, ex=3600)
+    else:
+        (tmp_path / f"{lock_name(key)}.lock").write_text(json.dumps({"holder": predecessor, "expiration": None}))
+    assert locks.is_locked(key)  # what it left
+    resumed = str(uuid.uuid4())
+    assert locks.acquire_lock(key, resumed, acquire_timeout=2)
+    # the lock now names this process, pid and start time: nobody breaks it while it lives
+    other = Bounded(lock_manager(redis_url or None, tmp_path), hold_s=3600)
+    assert not other.acquire_lock(key, str(uuid.uuid4()), acquire_timeout=0.3)
+    locks.release_lock(key, resumed)
+    assert not locks.is_locked(key)
+
 _HOLD_ON_A_LEASE = """
 import socket, sys, time, uuid
 socket.gethostname = lambda: "mediator-pod-on-another-node"  # its pid cannot be judged from here

@@ -17,8 +17,9 @@ Prefect takes these locks without a hold timeout: a mediator killed while it hel
 leave it held for good (and its resumed run, a new holder, waiting on it forever). So
 (:class:`Bounded`):
 
-- every lock is held under ``<host>:<pid>:<holder>``, and a lock whose holder is a process of this
-  host that is gone is broken at once (:func:`break_dead_lock`);
+- every lock is held under ``<host>:<pid>@<start>:<holder>`` (``<start>`` the process's start time,
+  so that a new process given a dead one's pid is not taken for it), and a lock whose holder is a
+  process of this host that is gone is broken at once (:func:`break_dead_lock`);
 - a Redis lock, shared by machines that cannot see each other's processes, is a lease: taken for
   ``REDIS_LEASE_S`` and renewed by a thread of the holding process while it holds it
   (:class:`_Leases`), so the lock of a pod that died expires within a lease;
@@ -28,6 +29,7 @@ leave it held for good (and its resumed run, a new holder, waiting on it forever
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -65,10 +67,23 @@ def _tolerant(call, *args):
             time.sleep(0.02)
 
 
+def _start_of(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, field 22 of ``/proc/<pid>/stat``), or None
+    where there is no such process or no ``/proc``. A pid is reused once its process is gone (a
+    mediator container restarted in its pod starts again under the same host name and, often, the
+    same pid); the pair of pid and start time is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # the fields after the command's name start at field 3
+
+
 def _holder_is_dead(holder: str) -> bool:
-    """Whether ``holder`` (Prefect's ``host:pid:thread...``) is a process of this host that is gone."""
+    """Whether ``holder`` (``host:pid@start:...``, or Prefect's bare ``host:pid:thread...``) is a
+    process of this host that is gone."""
     host, _, rest = holder.partition(":")
-    pid = rest.split(":", 1)[0]
+    pid, _, start = rest.split(":", 1)[0].partition("@")
     if host != socket.gethostname() or not pid.isdigit():
         return False  # another machine's: its lock expires (hold_s)
     try:
@@ -77,7 +92,15 @@ def _holder_is_dead(holder: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    # alive: the holder itself, or a later process given its pid
+    return bool(start) and _start_of(int(pid)) not in (None, start)
+
+
+@functools.lru_cache(maxsize=4)
+def _as_holder(pid: int) -> str:
+    """Process ``pid`` as a lock holder, ``<pid>@<start>`` (asked with ``os.getpid()``, so that a
+    forked child names itself)."""
+    return f"{pid}@{_start_of(pid) or ''}"
 
 
 #: deletes a Redis lock only while it still names the holder that was judged dead
@@ -85,10 +108,10 @@ _DELETE_IF_HELD_BY = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis
 
 
 def own_holder(holder: str) -> str:
-    """The holder a lock is taken under: ``<host>:<pid>:<holder>``. Prefect's transactions name
-    their holder with a bare UUID, which says nothing of who holds the lock; with the process in
-    it, :func:`break_dead_lock` can tell a holder that is gone."""
-    return f"{socket.gethostname()}:{os.getpid()}:{holder}"
+    """The holder a lock is taken under: ``<host>:<pid>@<start>:<holder>``. Prefect's transactions
+    name their holder with a bare UUID, which says nothing of who holds the lock; with the process
+    in it, :func:`break_dead_lock` can tell a holder that is gone."""
+    return f"{socket.gethostname()}:{_as_holder(os.getpid())}:{holder}"
 
 
 def break_dead_lock(inner: Any, name: str) -> bool:
