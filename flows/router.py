@@ -305,19 +305,33 @@ async def process_members(m: Mediation) -> None:
     level deeper each time, until the converter's depth limit refuses them. The file's run
     carries a progress artifact (``members-<sha256[:32]>``): the share of members finished."""
     members = m.members
-    m.rt.tracker.expect(len(members))
+    # a resumed run of this file (its mediator crashed while the members ran) finds some members'
+    # uploads already at their end: they keep their manifest and are not run again
+    ended = await asyncio.to_thread(_ended_uploads, m.rt.store, members)
+    m.rt.tracker.expect(len(members) - len(ended))
     gate = asyncio.Semaphore(m.rt.pipeline.max_active_members)
     progress = Progress(len(members), m.file)
     await progress.start()
 
     async def member(file: FileRef) -> None:
-        async with gate:  # a failed member is its own manifest's business
-            with file_tags():  # the member's run tags itself with its own kind
-                await process_to_terminal(file, file.name, delay_s=m.rt.pipeline.retry_delay_s)
+        if file.upload_id not in ended:
+            async with gate:  # a failed member is its own manifest's business
+                with file_tags():  # the member's run tags itself with its own kind
+                    await process_to_terminal(file, file.name, delay_s=m.rt.pipeline.retry_delay_s)
         await progress.advance()
 
     await asyncio.gather(*(member(f) for f in members))
     m.children = [f.file_id for f in members]
+
+
+def _ended_uploads(store: Any, files: list[FileRef]) -> set[str]:
+    """The upload ids of ``files`` whose uploads have reached their terminal status."""
+    return {f.upload_id for f in files if f.upload_id and _upload_ended(store, f.upload_id)}
+
+
+def _upload_ended(store: Any, upload_id: str) -> bool:
+    record = uploads.read(store, upload_id)
+    return record is not None and record.status in uploads.TERMINAL
 
 
 class Progress:
@@ -350,25 +364,32 @@ async def process_to_terminal(file: FileRef, name: str, *, attempts: int = 3, de
     again (its finished steps come back from the cache); after the last attempt it gets a
     failed manifest that says why, so no file is ever left without one.
     """
-    tracker = current().tracker
+    rt = current()
 
-    async def run() -> str:
-        """One run of the router on the file: why it ended as it did."""
+    async def ended() -> bool:
+        """Whether the file has its manifest: written by this process, or (a run that found the
+        upload another run's and did nothing) by the upload's own run."""
+        return rt.tracker.has_finished(file.token) or bool(
+            file.upload_id and await asyncio.to_thread(_upload_ended, rt.store, file.upload_id))
+
+    async def run() -> tuple[str, bool]:
+        """One run of the router on the file: why it ended as it did, and whether the file has its manifest."""
         try:
             state = await process_file(
                 key=file.key, file_id=file.file_id, name=name, size=file.size, parent=file.parent,
                 depth=file.depth, upload_id=file.upload_id, parent_upload=file.parent_upload, batch=file.batch,
                 callback_url=file.callback_url, options=file.options, return_state=True,
             )
-            return state.message or state.name
+            reason = state.message or state.name
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
+            reason = f"{type(exc).__name__}: {exc}"
+        return reason, await ended()
 
-    reason = await retry.acall(
-        run, retry=retry.retry_if_result(lambda _: not tracker.has_finished(file.token)),
+    reason, done = await retry.acall(
+        run, retry=retry.retry_if_result(lambda result: not result[1]),
         wait=retry.doubling(delay_s), stop=retry.stop_after_attempt(attempts),
     )
-    if tracker.has_finished(file.token):
+    if done:
         return
     m = Mediation(file)
     m.fail("router", RuntimeError(f"the file's run ended without a manifest ({attempts} attempts): {reason}"))

@@ -143,6 +143,52 @@ def test_the_same_upload_routed_twice_is_processed_by_one_run(prefect_server, tm
                 if json.loads(p.read_text())["url"].startswith("ftp")]
 
 
+def test_an_archive_run_again_does_not_run_its_finished_members_again(prefect_server, tmp_path):
+    """What a resumed archive run meets (its mediator crashed while its members ran): members
+    whose uploads already reached their terminal status are not run again (no new flow run, no
+    new manifest); a member without one is."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from fileflow.engine.mediator import Runtime, runtime
+    from flows.router import process_file
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "resumed.zip", "w") as archive:
+        archive.writestr("a.txt", TEXT)
+        archive.writestr("b.txt", TEXT.upper())
+    storage = StorageConfig(basepath=str(tmp_path / "out"))
+    store = Store(storage)
+    digest, size = ingest(folder / "resumed.zip", store)
+
+    async def route():
+        with runtime(Runtime(settings(), storage)):
+            return await process_file(key=original_key(digest), file_id=digest, name="resumed.zip", size=size,
+                                      upload_id="resumed-1", return_state=True)
+
+    async def member_runs(name: str) -> int:
+        async with get_client() as client:
+            return len(await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"file:resumed.zip/{name}"]))))
+
+    assert asyncio.run(route()).is_completed()
+    a_id, b_id = (uploads.member_upload_id("resumed-1", f"resumed.zip/{n}") for n in ("a.txt", "b.txt"))
+    a_before = uploads.read(store, a_id)
+    assert a_before.status == uploads.read(store, b_id).status == "completed"
+    # the archive's run again, as a resume does: the same upload, a member left unfinished
+    (tmp_path / "out" / "uploads" / "resumed-1.run").unlink()
+    b_record = uploads.read(store, b_id)
+    uploads.write(store, b_record.model_copy(update={"status": "processing", "finished_at": None}))
+    (tmp_path / "out" / "uploads" / f"{b_id}.run").unlink()
+    assert asyncio.run(route()).is_completed()
+    assert asyncio.run(member_runs("a.txt")) == 1 and asyncio.run(member_runs("b.txt")) == 2
+    a_after = uploads.read(store, a_id)
+    assert a_after == a_before  # untouched: same run, same finish
+    assert uploads.read(store, b_id).status == "completed"
+    assert uploads.read(store, "resumed-1").status == "completed"
+
+
 def steps_of(manifest: dict) -> dict[str, bool]:
     return {s["name"]: s["cached"] for s in manifest["steps"]}
 
