@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set everything up first.
-.PHONY: setup demo test test-parallel test-fast schema bench clean images test-images
+.PHONY: setup demo test test-serial test-fast schema bench clean images test-images
 
 OUT ?= fileflow-out
 
@@ -9,14 +9,14 @@ setup:
 demo: setup
 	.venv/bin/fileflow process tests/samples --out $(OUT)
 
+# The whole suite, its modules side by side on three pytest-xdist workers: a module (or a group of
+# tests/conftest.py) per worker at a time, the four stack modules one after the other on one of them
 test: setup
-	.venv/bin/pytest
-
-# The same suite with its modules side by side on three pytest-xdist workers, a module (or a group
-# of tests/conftest.py) per worker at a time. Not the default yet: its one run so far, on a machine
-# at load 24-35, ended modules' batch fixtures in errors that are not explained (docs/architecture.md).
-test-parallel: setup
 	.venv/bin/pytest -n 3 --dist loadfile --no-loadscope-reorder
+
+# The same suite in one process (what `make test` was until 2026-12-06: 26 minutes against 17)
+test-serial: setup
+	.venv/bin/pytest
 
 # The quick tier to run while working: the import rule, every converter, the engine (isolation,
 # mediator) and the CLI on the embedded default; no stack, no PostgreSQL, no Redis

@@ -11,7 +11,7 @@ os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 import pytest
 
-#: ``make test-parallel`` runs modules side by side (pytest-xdist, ``-n 3 --dist loadfile``): each module is
+#: ``make test`` runs modules side by side (pytest-xdist, ``-n 3 --dist loadfile``): each module is
 #: one unit of work on one worker, so its module-scoped stack or batch is built once. Every worker
 #: is a pytest session of its own: its own Prefect test server, moto server, PostgreSQL database
 #: (``postgres_url``) and temporary folders, and every port is a free one; what a module leaves in
