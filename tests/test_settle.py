@@ -131,6 +131,69 @@ def test_a_starting_worker_settles_what_dead_holders_left_and_only_that(pool):
         live.wait()
 
 
+async def _subflow(client, parent, name: str, state):
+    """An in-process subflow run of ``parent`` (an archive member's ``process-file`` run: no
+    deployment; its parent task run in ``parent``), in ``state``."""
+    task = await _task(client, parent, f"{name}-parent-task")
+    return await client.create_flow_run(_noop_flow(), name=name, parent_task_run_id=task.id, state=state)
+
+
+def _noop_flow():
+    from prefect import flow
+
+    @flow(name="settle-member")
+    def member() -> None:
+        return None
+
+    return member
+
+
+def test_the_members_of_a_dead_mediators_archive_are_settled_with_it_and_pool_steps_are_not(pool):
+    """An archive's members run as subflows in the mediator's process: when it dies they are as
+    dead as the archive's run (and their step task runs), at any depth; a pool step's run,
+    a child with a deployment held by a worker of its own, is not settled here."""
+    from prefect.states import Running
+
+    dead = _dead_pid()
+    live = subprocess.Popen(["sleep", "120"])
+
+    async def scene(client):
+        archive = await _run(client, pool, "archive", Running(), f"{HOST}:{dead}:x")
+        member = await _subflow(client, archive, "archive/member.txt", Running())
+        nested = await _subflow(client, member, "archive/inner.zip/deep.txt", Running())
+        done = await _subflow(client, archive, "archive/done.txt", Running())
+        from prefect.states import Completed
+
+        await client.set_flow_run_state(done.id, Completed(), force=True)
+        # a pool step of the archive: a child with a deployment, held by a live worker
+        step_task = await _task(client, archive, "pool-step-parent")
+        pool_step = await client.create_flow_run_from_deployment(pool["deployment"], name="archive/pool-step",
+                                                                 parent_task_run_id=step_task.id, state=Running())
+        await client.update_flow_run(pool_step.id, infrastructure_pid=f"{HOST}:{live.pid}:x")
+        member_step = await _task(client, member, "member-step")
+        return {"archive": archive, "member": member, "nested": nested, "done": done, "pool_step": pool_step}, member_step
+
+    try:
+        runs, member_step = _on(pool["api"], scene)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: pool["api"]}):
+            flows, steps = asyncio.run(settling.settle([pool["name"]]))
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(flows) == ["archive", "archive/inner.zip/deep.txt", "archive/member.txt"]
+
+    async def states(client):
+        out = {name: (await client.read_flow_run(run.id)).state.type.value for name, run in runs.items()}
+        out["member-step"] = (await client.read_task_run(member_step.id)).state.type.value
+        return out
+
+    assert _on(pool["api"], states) == {"archive": "CRASHED", "member": "CRASHED", "nested": "CRASHED",
+                                        "done": "COMPLETED", "pool_step": "RUNNING", "member-step": "CRASHED"}
+    assert f"archive/member.txt/{member_step.name}" in steps
+
+
 def test_the_keepers_word_names_the_predecessor_even_on_a_pid_that_lives_again(pool):
     """The keeper's ``host:pid|how`` is believed as it is: the pid may already be another process."""
     from prefect.states import Running

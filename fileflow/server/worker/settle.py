@@ -26,8 +26,11 @@ a ``Running``/``Pending``/``Cancelling`` flow run of  ``Crashed`` (the mediator 
 the worker's pools whose holder is gone                the resume automation or the resumer
                                                       resumes a file, which re-attaches its
                                                       pool steps by their idempotency keys)
+a ``Running``/``Pending`` subflow run (an archive     ``Crashed`` (it ran in the dead process;
+member, no deployment of its own) of a flow run       the resumed archive takes its member over)
+crashed above, and its subflows, to any depth
 a ``Running``/``Pending`` task run of a flow run of   ``Crashed``
-the pools, started before its flow run left
+the pools or of such a subflow, started before its flow run left
 ``Running`` or before its flow run's current
 ``Running`` began (the attempt it belonged to is
 over)
@@ -107,14 +110,16 @@ def gone(holder: str, predecessor: str | None = None) -> str | None:
 
 
 async def settle(pools: list[str], predecessor: str | None = None) -> tuple[list[str], list[str]]:
-    """Crash the flow runs of ``pools`` whose holder is gone, then the task runs whose attempt is
-    over (see the module's table); the names of both. Call before the worker takes work."""
+    """Crash the flow runs of ``pools`` whose holder is gone and the subflow runs that ran in the
+    same process, then the task runs whose attempt is over (see the module's table); the names of
+    both. Call before the worker takes work."""
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        flows = await _settle_flow_runs(client, pools, predecessor)
-        tasks = await _settle_task_runs(client, pools)
-    return flows, tasks
+        crashed = await _settle_flow_runs(client, pools, predecessor)
+        members = await _settle_subflow_runs(client, [run.id for run in crashed])
+        tasks = await _settle_task_runs(client, pools, [run.id for run in members])
+    return [run.name for run in crashed + members], tasks
 
 
 async def _pages(read, **filters) -> list:
@@ -132,7 +137,7 @@ def _not_final(*types):
     return [StateType(t) for t in types]
 
 
-async def _settle_flow_runs(client, pools: list[str], predecessor: str | None) -> list[str]:
+async def _settle_flow_runs(client, pools: list[str], predecessor: str | None) -> list[Any]:
     from prefect.client.schemas.filters import (
         FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, WorkPoolFilter, WorkPoolFilterName)
     from prefect.states import Crashed
@@ -149,7 +154,31 @@ async def _settle_flow_runs(client, pools: list[str], predecessor: str | None) -
             continue
         message = f"its worker process {who} died ({how}); crashed by the worker started in its place"
         await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-        crashed.append(run.name)
+        crashed.append(run)
+    return crashed
+
+
+async def _settle_subflow_runs(client, parents: list[Any]) -> list[Any]:
+    """Crash the open in-process subflow runs of ``parents`` (an archive's members, each a
+    ``process-file`` run of its own), their subflows in turn: they ran in the process that died
+    with their parent. A child with a deployment is a pool step's run, held by a worker of its
+    own, and is left alone."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterParentFlowRunId, FlowRunFilterState,
+        FlowRunFilterStateType)
+    from prefect.states import Crashed
+
+    crashed: list[Any] = []
+    while parents:
+        children = await _pages(client.read_flow_runs, flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents),
+            deployment_id=FlowRunFilterDeploymentId(is_null_=True),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_not_final("RUNNING", "PENDING")))))
+        for run in children:
+            message = "the process running it died with its parent's; crashed by the worker started in its place"
+            await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+        crashed.extend(children)
+        parents = [run.id for run in children]
     return crashed
 
 
@@ -171,7 +200,7 @@ def attempt_over(task_started: datetime, flow_state: Any, now: datetime) -> bool
     return False  # Cancelling: its worker is ending it
 
 
-async def _settle_task_runs(client, pools: list[str]) -> list[str]:
+async def _settle_task_runs(client, pools: list[str], subflows: list[Any]) -> list[str]:
     from prefect.client.schemas.filters import (
         FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterState, TaskRunFilterStateType, WorkPoolFilter,
         WorkPoolFilterName)
@@ -181,6 +210,9 @@ async def _settle_task_runs(client, pools: list[str]) -> list[str]:
         any_=_not_final("RUNNING", "PENDING"))))
     flow_runs = await _pages(client.read_flow_runs, task_run_filter=open_tasks,
                              work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=pools)))
+    if subflows:  # crashed above, in no pool
+        flow_runs += await _pages(client.read_flow_runs, task_run_filter=open_tasks,
+                                  flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=subflows)))
     if not flow_runs:
         return []
     by_id = {run.id: run for run in flow_runs}
