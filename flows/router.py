@@ -305,28 +305,24 @@ async def process_members(m: Mediation) -> None:
     level deeper each time, until the converter's depth limit refuses them. The file's run
     carries a progress artifact (``members-<sha256[:32]>``): the share of members finished."""
     members = m.members
-    # a resumed run of this file (its mediator crashed while the members ran) finds some members'
-    # uploads already at their end: they keep their manifest and are not run again
-    ended = await asyncio.to_thread(_ended_uploads, m.rt.store, members)
-    m.rt.tracker.expect(len(members) - len(ended))
+    m.rt.tracker.expect(len(members))
     gate = asyncio.Semaphore(m.rt.pipeline.max_active_members)
     progress = Progress(len(members), m.file)
     await progress.start()
 
     async def member(file: FileRef) -> None:
-        if file.upload_id not in ended:
-            async with gate:  # a failed member is its own manifest's business
+        async with gate:  # a failed member is its own manifest's business
+            if file.upload_id and await asyncio.to_thread(_upload_ended, m.rt.store, file.upload_id):
+                # ended in an earlier run of this file (a resumed run: its mediator died while the
+                # members ran): the member keeps its manifest and is not run again
+                m.rt.tracker.expect(-1)
+            else:
                 with file_tags():  # the member's run tags itself with its own kind
                     await process_to_terminal(file, file.name, delay_s=m.rt.pipeline.retry_delay_s)
         await progress.advance()
 
     await asyncio.gather(*(member(f) for f in members))
     m.children = [f.file_id for f in members]
-
-
-def _ended_uploads(store: Any, files: list[FileRef]) -> set[str]:
-    """The upload ids of ``files`` whose uploads have reached their terminal status."""
-    return {f.upload_id for f in files if f.upload_id and _upload_ended(store, f.upload_id)}
 
 
 def _upload_ended(store: Any, upload_id: str) -> bool:

@@ -39,6 +39,7 @@ class Tracker:
         self._finished: OrderedDict[str, None] = OrderedDict()
 
     def expect(self, count: int = 1) -> None:
+        """``count`` more files to come (fewer, when negative: a member found already processed)."""
         with self._lock:
             self.total += count
 
