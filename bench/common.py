@@ -267,12 +267,19 @@ def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: in
               database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}", storage_path=storage,
               exporter_port=free_port(), mediator_type=mediator, mediator_limit=mediator_limit,
               server_workers=server_workers, redis_url=redis_url)
+    # this process's storage while the stack runs, and only then: a later item's `fileflow submit`
+    # inherits this environment, and a storage path in it outranks its own stack's stack.json
+    former = os.environ.get("FILEFLOW_STORAGE_PATH")
     os.environ["FILEFLOW_STORAGE_PATH"] = str(storage.resolve())
     try:
         s.up(progress=lambda msg: print(f"  stack: {msg}", flush=True, file=sys.stderr))
         with temporary_settings(updates={PREFECT_API_URL: s.api_url}):
             yield s
     finally:
+        if former is None:
+            os.environ.pop("FILEFLOW_STORAGE_PATH", None)
+        else:
+            os.environ["FILEFLOW_STORAGE_PATH"] = former
         # Prefect's process worker starts each flow run's engine in a session of its own, which
         # stopping the worker's process group does not reach: every descendant is noted first
         table = _proc_table()

@@ -102,7 +102,8 @@ def measure(placement: str, files: int, fileflow: Path, work: Path, idle_s: floa
     subprocess.run(["createdb", *PG, db], check=True, capture_output=True)
     env = {**os.environ, "PREFECT_SERVER_LOGGING_LEVEL": "INFO",
            "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"}
-    env.pop("PREFECT_API_URL", None)
+    for own in ("PREFECT_API_URL", "FILEFLOW_STORAGE_PATH"):  # the stack's, from its stack.json
+        env.pop(own, None)
     if PLACEMENTS[placement] is not None:
         env["FILEFLOW_PLACEMENT"] = PLACEMENTS[placement]
     cwd = fileflow.resolve().parents[2]  # <checkout>/.venv/bin/fileflow
