@@ -131,6 +131,37 @@ def test_a_lock_file_read_while_its_creator_writes_it_is_read_again(tmp_path):
     writer.join()
 
 
+def test_a_half_written_lock_file_met_after_a_long_wait_is_read_again(tmp_path):
+    """The window for a half-written lock file starts when one is met, not when the acquire began:
+    an acquire that waited longer than that window for a held lock, then met the file of the next
+    holder being written, failed the run (seen with 120 processes saving the results block)."""
+    import threading
+    import time
+
+    from prefect.locking.filesystem import FileSystemLockManager
+
+    from fileflow.engine.locks import HALF_WRITTEN_RETRY_S, Bounded, lock_name
+
+    locks = Bounded(FileSystemLockManager(lock_files_directory=tmp_path), hold_s=60)
+    key = "results-save"
+    path = tmp_path / f"{lock_name(key)}.lock"
+    path.write_text(json.dumps({"holder": "another process", "expiration": None}))
+
+    def next_holder():
+        time.sleep(HALF_WRITTEN_RETRY_S + 0.5)
+        path.write_text("")  # released, and created again by the next holder, not written yet
+        time.sleep(0.3)
+        path.unlink()  # that holder done
+
+    other = threading.Thread(target=next_holder)
+    other.start()
+    try:
+        assert locks.acquire_lock(key, "me", acquire_timeout=HALF_WRITTEN_RETRY_S + 5)
+    finally:
+        other.join()
+    assert locks.is_lock_holder(key, "me")
+
+
 _TAKE_AND_DIE = """
 import os, signal, sys, uuid
 from fileflow.engine.locks import Bounded, lock_manager

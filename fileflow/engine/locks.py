@@ -56,13 +56,19 @@ def lock_name(key: str) -> str:
 
 
 def _tolerant(call, *args):
-    """``call(*args)``, read again while the lock file it reads is half-written by its creator."""
-    deadline = time.monotonic() + HALF_WRITTEN_RETRY_S
+    """``call(*args)``, read again while the lock file it reads is half-written by its creator.
+    The window starts at the first half-written read: ``call`` may be an acquire that waited
+    minutes for the lock before it met one."""
+    deadline = None
     while True:
         try:
             return call(*args)
         except ValueError as exc:
-            if "EOF while parsing" not in str(exc) or time.monotonic() > deadline:
+            if "EOF while parsing" not in str(exc):
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + HALF_WRITTEN_RETRY_S
+            if now > deadline:
                 raise
             time.sleep(0.02)
 
