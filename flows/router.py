@@ -86,7 +86,18 @@ async def process_file(
         m.fail("router", ToolCrashed(f"the file's mediator crashed {crashes} times while processing it; "
                                      "it is not resumed again (FILEFLOW_LIVENESS_MEDIATOR_RESUMES)"))
         return outcome(await m.finish())
-    return await _route_through_api_failures(m, file)
+    try:
+        return await _route_through_api_failures(m, file)
+    except Exception as exc:
+        if m.rt.tracker.has_finished(file.token):
+            raise
+        # the run broke before the file had its manifest (a step's own errors are recorded by the
+        # step; this is the run's machinery failing, or the API for longer than its retries): the
+        # file ends failed saying why, never without a manifest, and the run ends Failed with it
+        broken = Mediation(file)
+        broken.fail("router", RuntimeError(f"the file's run broke: {type(exc).__name__}: {exc}"))
+        await broken.finish()
+        raise
 
 
 async def _claim_upload(m: Mediation) -> str | None:

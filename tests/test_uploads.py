@@ -143,6 +143,35 @@ def test_the_same_upload_routed_twice_is_processed_by_one_run(prefect_server, tm
                 if json.loads(p.read_text())["url"].startswith("ftp")]
 
 
+def test_a_run_that_breaks_outside_its_steps_still_ends_its_file_with_a_failed_manifest(prefect_server, tmp_path):
+    """Not a step's error but the run's own machinery failing (here its lock folder is a file, so
+    no lock can be taken): the file still ends with a manifest and its upload with a status,
+    both failed and saying why, and the run ends Failed."""
+    from fileflow.engine.mediator import Runtime, runtime
+    from flows.router import process_file
+
+    sample = tmp_path / "broken.txt"
+    sample.write_text(TEXT)
+    storage = StorageConfig(basepath=str(tmp_path / "out"))
+    store = Store(storage)
+    digest, size = ingest(sample, store)
+    not_a_folder = tmp_path / "locks"
+    not_a_folder.write_text("a file where the lock folder should be")
+
+    async def route():
+        with runtime(Runtime(settings(lock_dir=not_a_folder), storage)):
+            return await process_file(key=original_key(digest), file_id=digest, name="broken.txt", size=size,
+                                      upload_id="broken-1", return_state=True)
+
+    assert asyncio.run(route()).is_failed()
+    manifest = json.loads((tmp_path / "out" / "manifests" / f"{digest}.json").read_text())
+    [step] = [s for s in manifest["steps"] if s["status"] == "failed"]
+    assert manifest["status"] == "failed" and step["name"] == "router"
+    assert "the file's run broke" in step["error"]["message"], step
+    record = uploads.read(store, "broken-1")
+    assert record.status == "failed" and record.error["step"] == "router"
+
+
 def test_an_archive_run_again_does_not_run_its_finished_members_again(prefect_server, tmp_path):
     """What a resumed archive run meets (its mediator crashed while its members ran): members
     whose uploads already reached their terminal status are not run again (no new flow run, no
