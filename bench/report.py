@@ -164,13 +164,13 @@ def markdown(r: dict) -> str:
             "## 3. Orchestration throughput (distributed stack on PostgreSQL)",
             "",
             f"{t['files_per_run']} distinct small text files submitted at once per worker count (`bench/throughput.py`); "
-            "each is routed like any upload: `process-file` flow, `inspect`, the `text` subflow, `text_extract`, "
-            "`language`, i.e. three pool steps whose converter work is milliseconds (column 'converter ms/step'). "
+            "each is routed like any upload: one `process-file` flow run with its three steps `inspect`, `text_extract` "
+            "and `language`, whose converter work is milliseconds (column 'converter ms/step'). "
             "Steady state = completions between 20 % and 80 % of the batch.",
             "",
             "Placement `pool` runs all three on their pools (`FILEFLOW_PLACEMENT='{}'`); `light-local` runs them in the "
             "mediator's warm child processes (the design's placement of light steps and `fileflow up`'s default), "
-            "leaving the router and the `text` subflow as the file's only flow runs. `light-local-2api` is `light-local` "
+            "leaving the file's `process-file` run as its only flow run. `light-local-2api` is `light-local` "
             "on `fileflow up --redis ... --server-workers 2` (two API processes and one of loop services, sharing "
             "Redis); its server CPU is theirs together, and Redis's own CPU is in the raw figures.",
             "",
