@@ -166,3 +166,35 @@ def test_a_dead_childs_scratch_folder_is_swept_before_the_next_first_step(tmp_pa
     other.mkdir()
     assert sweep_stale_scratch(str(tmp_path)) == [stale.name]
     assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_a_pool_closed_under_running_steps_ends_them_crashed_and_closes_cleanly():
+    """The warm worker closes its pool while a step outlives the grace period: the step's own
+    thread and close() then kill the same child at once. Both must get through without closing
+    the child's pipe twice (which raised EBADF in close(), or could close a reused descriptor)."""
+    import threading
+
+    for _ in range(8):
+        pool = ChildPool(3)
+        outcomes: list[BaseException] = []
+        barrier = threading.Barrier(4)
+
+        def step():
+            barrier.wait()
+            try:
+                call(pool, "hang", timeout_s=30)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects what each step ended with
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=step) for _ in range(3)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        deadline = time.monotonic() + 20
+        while len(pool._busy) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the children are inside the hanging call
+        pool.close()
+        for t in threads:
+            t.join(30)
+        assert [type(e) for e in outcomes] == [ToolCrashed] * 3, outcomes

@@ -147,6 +147,10 @@ class _Child:
         self.proc.start()
         child_conn.close()
         self.calls = 0
+        # kill() runs from the step's thread and from ChildPool.close() at once when a pool
+        # closes under a running step; closing the pipe twice could close a reused descriptor
+        self._kill_lock = threading.Lock()
+        self._killed = False
         # wait until the child runs its loop, so that starting it is not charged to a step
         try:
             ready = self.conn.poll(START_TIMEOUT_S) and self.conn.recv() == ("ready",)
@@ -180,6 +184,13 @@ class _Child:
         return self.proc.is_alive()
 
     def kill(self) -> None:
+        with self._kill_lock:
+            if self._killed:
+                return
+            self._killed = True
+            self._kill()
+
+    def _kill(self) -> None:
         if self.proc.pid is not None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
