@@ -60,19 +60,8 @@ async def process_file(
     (``fileflow reprocess``: no upload record). ``options``: the upload's own options
     (``ocr_languages``, ``preview_sizes``), for the steps that read them.
     """
-    if upload_id == "":
-        upload_id = uploads.upload_id_for(file_id, display_name(name))
-    try:
-        options, bad_options = uploads.check_options(options), None
-    except ValueError as exc:  # a caller's mistake (REST, event, S3 metadata): the upload fails saying so
-        options, bad_options = {}, exc
-    try:
-        callback_url = uploads.check_callback_url(callback_url)
-    except ValueError as exc:  # never delivered to: the upload fails, told through the webhook and event
-        callback_url, bad_options = None, bad_options or exc
-    file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth,
-                   upload_id=upload_id, parent_upload=parent_upload, batch=batch or _batch_tag(),
-                   callback_url=callback_url or None, options=options)
+    file, bad_options = _file_of(key, file_id, name, size, parent, depth, upload_id, parent_upload, batch,
+                                 callback_url, options)
     m = Mediation(file)
     if upload_id is not None:
         owner = await _claim_upload(m)
@@ -98,6 +87,43 @@ async def process_file(
         broken.fail("router", RuntimeError(f"the file's run broke: {type(exc).__name__}: {exc}"))
         await broken.finish()
         raise
+
+
+def _file_of(
+    key: str, file_id: str, name: str, size: int, parent: str | None = None, depth: int = 0,
+    upload_id: str | None = "", parent_upload: str | None = None, batch: str | None = None,
+    callback_url: str | None = None, options: dict[str, Any] | None = None,
+) -> tuple[FileRef, ValueError | None]:
+    """The file a router run's parameters name, and what is wrong with its upload's parameters."""
+    if upload_id == "":
+        upload_id = uploads.upload_id_for(file_id, display_name(name))
+    try:
+        options, bad_options = uploads.check_options(options), None
+    except ValueError as exc:  # a caller's mistake (REST, event, S3 metadata): the upload fails saying so
+        options, bad_options = {}, exc
+    try:
+        callback_url = uploads.check_callback_url(callback_url)
+    except ValueError as exc:  # never delivered to: the upload fails, told through the webhook and event
+        callback_url, bad_options = None, bad_options or exc
+    file = FileRef(file_id=file_id, name=display_name(name), key=key, size=size, parent=parent, depth=depth,
+                   upload_id=upload_id, parent_upload=parent_upload, batch=batch or _batch_tag(),
+                   callback_url=callback_url or None, options=options)
+    return file, bad_options
+
+
+async def fail_unstartable(parameters: dict[str, Any], run_id: str, reason: str) -> bool:
+    """End the file of a router run that cannot even start (it crashed before the router's code
+    ran, more often than it is resumed) as the router ends a file whose mediator keeps crashing:
+    a failed manifest (step ``router``, ``ToolCrashed``), its upload ``failed`` and its sender
+    told. Called by the resumer, outside any flow run. False, and nothing written, when the
+    run's upload has already ended (another run of the same upload finished it)."""
+    file, _ = _file_of(**parameters)
+    m = Mediation(file)
+    if file.upload_id and await asyncio.to_thread(_upload_ended, m.rt.store, file.upload_id):
+        return False
+    m.fail("router", ToolCrashed(reason))
+    await m.finish(run_id=run_id)
+    return True
 
 
 async def _claim_upload(m: Mediation) -> str | None:

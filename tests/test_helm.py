@@ -343,7 +343,9 @@ def test_resumer_runs_once_in_the_mediator_image_and_can_be_disabled(default_obj
     assert container["resources"] == r["resources"]
     policy = of_kind(full_objects, "NetworkPolicy")["fileflow-prod-resumer"]["spec"]
     assert policy["podSelector"]["matchLabels"]["fileflow.io/role"] == "resumer"
-    assert policy["ingress"] == [] and len(policy["egress"]) == 2  # DNS and the Prefect API, no storage
+    # DNS, the Prefect API and storage (the failed manifest of a run past the resume cap)
+    assert policy["ingress"] == [] and len(policy["egress"]) == 3
+    assert policy["egress"][2] == of_kind(full_objects, "NetworkPolicy")["fileflow-prod-converter"]["spec"]["egress"][2]
     assert f"{RELEASE}-fileflow-resumer" in of_kind(default_objects, "Deployment")  # on by default
 
     disabled = render({**MINIMAL, "resumer": {"enabled": False}})

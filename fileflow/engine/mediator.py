@@ -497,9 +497,10 @@ class Mediation:
         else:
             self.steps[index] = record
 
-    async def finish(self) -> dict[str, Any]:
+    async def finish(self, run_id: str | None = None) -> dict[str, Any]:
         """Write the manifest to storage, leave it as an artifact on the run, emit the file's
-        terminal event (:mod:`fileflow.engine.events`), report progress."""
+        terminal event (:mod:`fileflow.engine.events`), report progress. ``run_id``: the file's
+        run, when this is called outside it (the resumer ending a run that cannot start)."""
         failed = any(s.status == "failed" for s in self.steps)
         manifest = Manifest(
             file_id=self.file.file_id,
@@ -526,7 +527,7 @@ class Mediation:
                 markdown=manifest.markdown(),
                 description=f"fileflow manifest of {self.file.name}",
             )
-        run_id = _flow_run_id()
+        run_id = run_id or _flow_run_id()
         if self.file.upload_id:
             record = uploads.finished(await asyncio.to_thread(self.upload_record), data, run_id)
             await asyncio.to_thread(uploads.write, self.rt.store, record)

@@ -11,8 +11,12 @@ automation's turn first), the same action as the automation's.
 
 A file whose run keeps crashing is not resumed forever: the router itself fails a file whose
 mediator crashed more than ``FILEFLOW_LIVENESS_MEDIATOR_RESUMES`` times (docs/reliability.md);
-a run that crashes before the router's code even starts (its engine cannot start) is left
-Crashed once it has crashed more than that many times plus one, for ``fileflow audit`` to report.
+a run that crashes before the router's code even starts (its engine cannot start, or the faults
+came before it could count them) is ended here once it has crashed more than that many times plus
+one: its file gets the failed manifest the router would have written (step ``router``,
+``ToolCrashed``), its upload a failed status and answer, and the run is set ``Failed``. Before,
+such a run stayed Crashed with no manifest, which ``fileflow audit`` counts as a lost file (11 of
+400 files in the fault soak of 2026-12-06, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ async def sweep(client, *, settle_s: float, max_crashes: int) -> list[str]:
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-    from prefect.states import Scheduled
+    from prefect.states import Failed, Scheduled
 
     runs = await client.read_flow_runs(
         deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[ROUTER_DEPLOYMENT.split("/")[1]])),
@@ -52,12 +56,28 @@ async def sweep(client, *, settle_s: float, max_crashes: int) -> list[str]:
         if run.state is None or run.state.timestamp > settled_before:
             continue
         crashes = sum(1 for state in await client.read_flow_run_states(run.id) if state.type == StateType.CRASHED)
-        if crashes > max_crashes + 1:
-            continue  # its engine cannot even start: left Crashed, `fileflow audit` names it
+        if crashes > max_crashes + 1:  # its engine cannot even start: the file ends failed, never left
+            reason = (f"the file's run crashed {crashes} times before its router could start; it is not "
+                      "resumed again (FILEFLOW_LIVENESS_MEDIATOR_RESUMES)")
+            ended = await _end_file(run, reason)
+            await client.set_flow_run_state(run.id, Failed(message=reason), force=True)
+            log.warning("failed %s: %s%s", run.name, reason, "" if ended else " (its upload had already ended)")
+            continue
         await client.set_flow_run_state(run.id, Scheduled(message=MESSAGE), force=True)
         log.warning("resumed %s (crashed %d time(s); its Crashed event was not acted on)", run.name, crashes)
         resumed.append(run.name)
     return resumed
+
+
+async def _end_file(run, reason: str) -> bool:
+    """The failed manifest and upload status of a run's file (storage from the environment, as
+    the mediator's); a storage failure raises, so the run stays Crashed for the next sweep."""
+    from fileflow.engine.mediator import Runtime, runtime
+    from fileflow.settings import PipelineSettings, StorageSettings
+    from flows.router import fail_unstartable
+
+    with runtime(Runtime(PipelineSettings(), StorageSettings().config())):
+        return await fail_unstartable(dict(run.parameters), str(run.id), reason)
 
 
 async def serve(every_s: float, settle_s: float) -> None:
