@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,19 @@ FILEFLOW = Path(sys.executable).parent / "fileflow"
 def fileflow(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([str(FILEFLOW), *map(str, args)], env={**env, "COLUMNS": "250"}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def _lease_expirations(redis_url: str) -> dict[str, float]:
+    """Every concurrency lease in the Redis of prefect-redis's lease storage, with its expiration
+    (its sorted set ``prefect:concurrency:expirations``: lease id -> expiry timestamp)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {lease.decode(): at for key in client.scan_iter(match="*prefect:concurrency:expirations")
+                for lease, at in client.zrange(key, 0, -1, withscores=True)}
+    finally:
+        client.close()
 
 
 def _clean_env() -> dict[str, str]:
@@ -133,9 +145,13 @@ def test_files_go_through_a_two_process_server_on_redis_and_keep_their_leases_ov
 
         restarted = fileflow("restart-server", "--home", home, env=env, timeout=300)
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-        # past a renewal of the 60 s leases: with leases in the server's memory they would be
-        # gone and renewing them refused (410); from Redis they are still there
-        time.sleep(70)
+        # until every lease was renewed through the restarted server (the mediator renews its
+        # 60 s leases every 45 s): with leases in the server's memory they would be gone and
+        # renewing them refused (410), so their expirations in Redis would never move again
+        before = _lease_expirations(redis_url)
+        assert len(before) >= 2, before
+        wait_until(lambda: all(_lease_expirations(redis_url).get(lease, 0) > at for lease, at in before.items()),
+                   120, "every lease renewed after the server's restart", interval_s=1)
         assert _active_files_slots(state["api_url"]) == 2
         mediator_log = (home / "logs" / "worker-mediator.log").read_text()
         assert "no longer reserved" not in mediator_log
