@@ -179,6 +179,23 @@ async def _still_owns(run_id: str) -> bool:
     return not (run.state and (run.state.is_failed() or run.state.is_crashed() or run.state.is_cancelled()))
 
 
+async def _owner_at_work(store: Any, upload_id: str) -> bool:
+    """Whether the run that claimed the upload is still in a state that is not final."""
+    from uuid import UUID
+
+    from prefect.exceptions import ObjectNotFound
+
+    run_id = await asyncio.to_thread(uploads.owner, store, upload_id)
+    if run_id is None:
+        return False
+    try:
+        async with _api() as client:
+            run = await client.read_flow_run(UUID(run_id))
+    except (ObjectNotFound, ValueError):
+        return False
+    return run.state is not None and not run.state.is_final()
+
+
 def _batch_tag() -> str | None:
     """The ``batch:<id>`` tag of this run (``fileflow process``, ``submit``), if any."""
     ctx = FlowRunContext.get()
@@ -389,13 +406,22 @@ class Progress:
             await aupdate_progress_artifact(self.artifact_id, float(percent))
 
 
-async def process_to_terminal(file: FileRef, name: str, *, attempts: int = 3, delay_s: float = 1.0) -> None:
+async def process_to_terminal(
+    file: FileRef, name: str, *, attempts: int = 3, delay_s: float = 1.0, owner_poll_s: float = 2.0,
+    owner_wait_s: float = 6 * 3600.0,
+) -> None:
     """Run the router on ``file`` (uploaded as ``name``) until the file has its manifest.
 
     A run can break without writing one: the Prefect API itself failed it (on SQLite, "database
     is locked" arrives as a 503 once the client's own retries are spent). Such a file is run
     again (its finished steps come back from the cache); after the last attempt it gets a
     failed manifest that says why, so no file is ever left without one.
+
+    A run that finds its upload claimed by another run still at work does nothing: then the
+    file's end is that run's, and it is waited for (every ``owner_poll_s``, at most
+    ``owner_wait_s``) instead of failing the upload under it, which would tell its sender
+    "failed" and then "completed". A dead owner is marked Crashed by the liveness automation
+    (or settled by its successor); the upload is then taken over by one more run.
     """
     rt = current()
 
@@ -422,6 +448,14 @@ async def process_to_terminal(file: FileRef, name: str, *, attempts: int = 3, de
         run, retry=retry.retry_if_result(lambda result: not result[1]),
         wait=retry.doubling(delay_s), stop=retry.stop_after_attempt(attempts),
     )
+    if not done and file.upload_id:
+        waited = 0.0
+        while not done and waited < owner_wait_s and await _owner_at_work(rt.store, file.upload_id):
+            await asyncio.sleep(owner_poll_s)
+            waited += owner_poll_s
+            done = await ended()
+        if not done and waited:  # the owner ended without finishing the upload: take it over, once
+            reason, done = await run()
     if done:
         return
     m = Mediation(file)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks.storage import StorageConfig, Store, original_key
+from blocks.storage import StorageConfig, Store, manifest_key, original_key
 from fileflow.engine import uploads
 from fileflow.ops.batch import ingest, run_batch
 from fileflow.settings import PipelineSettings
@@ -308,3 +308,67 @@ def test_every_converter_declares_the_shared_options_it_reads(name):
     source = inspect.getsource(module)
     read = {o for o in SHARED_OPTIONS if re.search(rf"[\"']{o}[\"']|\b{o}\(options", source)}
     assert read == set(module.SPEC.reads), f"{name} reads {sorted(read)}, declares {sorted(module.SPEC.reads)}"
+
+
+async def _held_upload_scenario(tmp_path, owner_ends: str) -> dict:
+    """A file whose upload another run claimed and still works on (``Running``); that run then
+    ends as ``owner_ends`` says: ``completed`` (it finished the upload) or ``crashed`` (it died
+    without finishing it). process_to_terminal is run on the file meanwhile."""
+    import time
+
+    from prefect import get_client
+    from prefect.states import Completed, Crashed, Running
+
+    from fileflow.engine.mediator import FileRef, Runtime, runtime
+    from flows.router import process_to_terminal
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "held.txt").write_text(TEXT)
+    storage = StorageConfig(basepath=str(tmp_path / "out"))
+    store = Store(storage)
+    digest, size = ingest(folder / "held.txt", store)
+    upload_id = f"held-{owner_ends}"
+    async with get_client() as client:
+        router = await client.create_deployment(flow_id=await client.create_flow_from_name("process-file"),
+                                                name="process-file", entrypoint="flows/router.py:process_file")
+        owner = await client.create_flow_run_from_deployment(router, parameters={}, name=f"file:held-{owner_ends}")
+        await client.set_flow_run_state(owner.id, Running(), force=True)
+        assert uploads.claim(store, upload_id, str(owner.id)) is None
+        uploads.write(store, uploads.received(upload_id, name="held.txt", file_id=digest, size=size).model_copy(
+            update={"status": "processing", "flow_run_id": str(owner.id)}))
+
+        async def owner_ends_later():
+            await asyncio.sleep(8)  # past the three quick attempts (about 3 s)
+            if owner_ends == "completed":
+                record = uploads.read(store, upload_id)
+                uploads.write(store, record.model_copy(update={"status": "completed", "finished_at": uploads.now()}))
+                await client.set_flow_run_state(owner.id, Completed(), force=True)
+            else:
+                await client.set_flow_run_state(owner.id, Crashed(message="its mediator died"), force=True)
+
+        file = FileRef(file_id=digest, name="held.txt", key=original_key(digest), size=size, upload_id=upload_id)
+        with runtime(Runtime(settings(), storage)):
+            ending = asyncio.create_task(owner_ends_later())
+            started = time.monotonic()
+            await process_to_terminal(file, "held.txt", owner_poll_s=0.5)
+            waited = time.monotonic() - started
+            await ending
+    manifest = store.get_bytes(manifest_key(digest)) if store.exists(manifest_key(digest)) else None
+    return {"waited": waited, "manifest": json.loads(manifest) if manifest else None,
+            "record": uploads.read(store, upload_id), "owner": str(owner.id)}
+
+
+def test_a_file_whose_upload_another_run_is_working_on_waits_for_it_instead_of_failing_it(prefect_server, tmp_path):
+    """Before, three quick attempts that each found the upload another run's ended in a failed
+    manifest and upload status under the live run (the sender told "failed", then "completed")."""
+    seen = asyncio.run(_held_upload_scenario(tmp_path, "completed"))
+    assert seen["waited"] >= 7, seen
+    assert seen["manifest"] is None  # nothing written over the owner's work
+    assert (seen["record"].status, seen["record"].flow_run_id) == ("completed", seen["owner"])
+
+
+def test_a_file_whose_upload_owner_dies_is_taken_over_and_completed(prefect_server, tmp_path):
+    seen = asyncio.run(_held_upload_scenario(tmp_path, "crashed"))
+    assert seen["manifest"]["status"] == "completed", seen["manifest"]
+    assert seen["record"].status == "completed" and seen["record"].flow_run_id != seen["owner"]

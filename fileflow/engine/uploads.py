@@ -181,6 +181,12 @@ def claim(store: Store, upload_id: str, flow_run_id: str) -> str | None:
     return None if owner == flow_run_id else owner
 
 
+def owner(store: Store, upload_id: str) -> str | None:
+    """The id of the run that claimed the upload, if one did."""
+    key = upload_claim_key(check_upload_id(upload_id))
+    return store.get_bytes(key).decode().strip() if store.exists(key) else None
+
+
 def take_over(store: Store, upload_id: str, flow_run_id: str) -> None:
     """Make ``flow_run_id`` the upload's run after its former run ended without processing it."""
     store.put_bytes(flow_run_id.encode(), upload_claim_key(check_upload_id(upload_id)))
