@@ -179,14 +179,16 @@ async def _still_owns(run_id: str) -> bool:
     return not (run.state and (run.state.is_failed() or run.state.is_crashed() or run.state.is_cancelled()))
 
 
-async def _owner_at_work(store: Any, upload_id: str) -> bool:
-    """Whether the run that claimed the upload is still in a state that is not final."""
+async def _owner_at_work(store: Any, upload_id: str, mine: set[str]) -> bool:
+    """Whether the run that claimed the upload is another than ``mine`` and still in a state
+    that is not final. (One of ``mine`` left claiming it, its final state unwritten because the
+    API failed it, would otherwise be waited for in vain.)"""
     from uuid import UUID
 
     from prefect.exceptions import ObjectNotFound
 
     run_id = await asyncio.to_thread(uploads.owner, store, upload_id)
-    if run_id is None:
+    if run_id is None or run_id in mine:
         return False
     try:
         async with _api() as client:
@@ -431,6 +433,9 @@ async def process_to_terminal(
         return rt.tracker.has_finished(file.token) or bool(
             file.upload_id and await asyncio.to_thread(_upload_ended, rt.store, file.upload_id))
 
+    mine: set[str] = set()  # the runs of these attempts: never waited for as another run
+    broke = [False]  # an attempt raised: which run it made (and perhaps left claiming the upload) is unknown
+
     async def run() -> tuple[str, bool]:
         """One run of the router on the file: why it ended as it did, and whether the file has its manifest."""
         try:
@@ -440,17 +445,20 @@ async def process_to_terminal(
                 callback_url=file.callback_url, options=file.options, return_state=True,
             )
             reason = state.message or state.name
+            if state.state_details.flow_run_id is not None:
+                mine.add(str(state.state_details.flow_run_id))
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
+            broke[0] = True
         return reason, await ended()
 
     reason, done = await retry.acall(
         run, retry=retry.retry_if_result(lambda result: not result[1]),
         wait=retry.doubling(delay_s), stop=retry.stop_after_attempt(attempts),
     )
-    if not done and file.upload_id:
+    if not done and file.upload_id and not broke[0]:
         waited = 0.0
-        while not done and waited < owner_wait_s and await _owner_at_work(rt.store, file.upload_id):
+        while not done and waited < owner_wait_s and await _owner_at_work(rt.store, file.upload_id, mine):
             await asyncio.sleep(owner_poll_s)
             waited += owner_poll_s
             done = await ended()
