@@ -170,14 +170,17 @@ def fresh_database(postgres_url: str, prefix: str) -> tuple[str, str]:
     return postgres_url.rsplit("/", 1)[0] + f"/{name}", name
 
 
-#: the Redis database the tests own: emptied before and after use (a stack's Prefect server
-#: keeps its event streams and leases there, and must not read another stack's)
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+#: the Redis databases the tests own, one per pytest-xdist worker (``gw0``, ``gw1``, ...; 15 in a
+#: serial run): each is emptied before and after use, and a stack's Prefect server keeps its event
+#: streams and leases there, so two workers sharing one would empty each other's under a running
+#: stack. 14 is bench/throughput.py's.
+REDIS_TEST_DBS = (15, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+REDIS_TEST_URL = f"redis://127.0.0.1:6379/{REDIS_TEST_DBS[int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:])]}"
 
 
 @pytest.fixture
 def redis_url():
-    """The tests' Redis database on 127.0.0.1:6379, empty; emptied again after the test."""
+    """This worker's Redis database on 127.0.0.1:6379, empty; emptied again after the test."""
     import redis
 
     client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
