@@ -11,22 +11,23 @@ os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 import pytest
 
-#: ``make test`` runs modules side by side (pytest-xdist, ``-n 3 --dist loadfile``): each module is
+#: ``make test`` runs modules side by side (pytest-xdist, ``-n 4 --dist loadfile``): each module is
 #: one unit of work on one worker, so its module-scoped stack or batch is built once. Every worker
 #: is a pytest session of its own: its own Prefect test server, moto server, PostgreSQL database
-#: (``postgres_url``) and temporary folders, and every port is a free one; what a module leaves in
-#: its session's server is seen only by the modules after it on that worker, as in a serial run.
-#: Modules named here share one unit of work, so they run one after the other on one worker:
+#: (``postgres_url``), Redis database (``redis_url``) and temporary folders, and every port is a free
+#: one; what a module leaves in its session's server is seen only by the modules after it on that
+#: worker, as in a serial run. Modules named here share one unit of work, so they run one after the
+#: other on one worker:
 SERIAL_GROUPS = {
-    # a whole `fileflow up` stack each (server, exporter, workers, mediator, LibreOffice): two at
-    # once beside the rest oversubscribe two cores until the stacks' own timeouts trip
-    "test_distributed": "stacks", "test_faults_crash": "stacks", "test_faults_stack": "stacks",
-    "test_stack_redis": "stacks",
+    # three that start a whole `fileflow up` stack each (server, exporter, workers, mediator,
+    # LibreOffice): with test_faults_crash, the longest module, on a worker of its own, at most two
+    # stacks run at once beside the rest, which two cores carry (docs/architecture.md, "Tests")
+    "test_distributed": "stacks", "test_faults_stack": "stacks", "test_stack_redis": "stacks",
 }
-#: units of work that take longest (the stacks about half the serial suite), handed out first so
-#: that no worker is left alone with one at the end; every other module follows in file order
-LONGEST_FIRST = ["stacks", "test_deployments_setup", "test_pipeline_dataroom", "test_hostile", "test_pipeline",
-                 "test_reprocess", "test_worker", "test_browser", "test_events", "test_audit",
+#: units of work that take longest (the two stack units about 800 and 600 s each), handed out first
+#: so that no worker is left alone with one at the end; every other module follows in file order
+LONGEST_FIRST = ["stacks", "test_faults_crash", "test_deployments_setup", "test_pipeline_dataroom", "test_hostile",
+                 "test_pipeline", "test_reprocess", "test_worker", "test_browser", "test_events", "test_audit",
                  "test_converters_media", "test_converters_documents", "test_exporter", "test_cli"]
 
 
