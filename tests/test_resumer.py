@@ -100,3 +100,41 @@ def test_a_run_at_the_cap_whose_upload_already_ended_is_failed_without_touching_
     assert state.is_failed()
     assert not store.exists(manifest_key(file_id))
     assert uploads.read(store, upload_id).status == "completed"
+
+
+def test_a_run_at_the_cap_leaves_the_manifest_another_upload_completed_for_the_same_bytes(
+        prefect_server, tmp_path, monkeypatch):
+    """Two uploads of the same bytes share one content manifest. The second upload's run crashes
+    past the cap: that upload ends failed, saying why, but the manifest the first upload's run
+    completed is every such upload's and stays as it was (the run broke, not the content)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Pending
+
+    from fileflow.server.resumer import sweep
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("FILEFLOW_STORAGE_PATH", str(out))
+    store = Store(StorageConfig(basepath=str(out)))
+    file_id, upload_id = uuid.uuid4().hex, f"u-{uuid.uuid4().hex}"
+    completed = json.dumps({"file_id": file_id, "name": "z.txt", "status": "completed", "steps": []}).encode()
+    store.put_bytes(completed, manifest_key(file_id))  # the first upload's run completed the content
+
+    async def scenario():
+        async with get_client() as client:
+            router = await client.create_deployment(flow_id=await client.create_flow_from_name("process-file"),
+                                                    name="process-file", entrypoint="flows/router.py:process_file")
+            params = {"key": f"originals/{file_id}", "file_id": file_id, "name": "z.txt", "size": 1,
+                      "upload_id": upload_id}
+            run = await client.create_flow_run_from_deployment(router, parameters=params, name="file:again-often.txt")
+            for _ in range(4):
+                await client.set_flow_run_state(run.id, Pending(), force=True)
+                await client.set_flow_run_state(run.id, Crashed(message="engine could not start"), force=True)
+            await sweep(client, settle_s=0, max_crashes=2)
+            return (await client.read_flow_run(run.id)).state, str(run.id)
+
+    state, run_id = asyncio.run(scenario())
+    assert state.is_failed()
+    record = uploads.read(store, upload_id)
+    assert (record.status, record.flow_run_id, record.error["step"]) == ("failed", run_id, "router")
+    assert "crashed 4 times" in record.error["message"]
+    assert store.get_bytes(manifest_key(file_id)) == completed

@@ -520,7 +520,11 @@ class Mediation:
         )
         data = manifest.model_dump(mode="json")
         body = json.dumps(data, indent=2, ensure_ascii=False).encode()
-        await asyncio.to_thread(self.rt.store.put_bytes, body, manifest_key(self.file.file_id))
+        key = manifest_key(self.file.file_id)
+        if not (self._only_the_run_broke() and await asyncio.to_thread(_completed_in, self.rt.store, key)):
+            await asyncio.to_thread(self.rt.store.put_bytes, body, key)
+        # else the run broke, not the content: the manifest another run completed for the same bytes
+        # (another upload of them) is every such upload's, and stays; this upload alone ends failed
         if FlowRunContext.get() is not None:  # the artifact belongs on the file's run
             await acreate_markdown_artifact(
                 key=f"manifest-{self.file.file_id[:32]}",
@@ -542,6 +546,11 @@ class Mediation:
         self.rt.tracker.finished(self.file.token, data)
         return data
 
+    def _only_the_run_broke(self) -> bool:
+        """Whether this file's steps are only the failed ``router`` step: its run broke (crashed
+        past its resumes, the API or storage failed it) before any step spoke for the content."""
+        return [(s.name, s.status) for s in self.steps] == [("router", "failed")]
+
     def upload_record(self) -> uploads.UploadRecord:
         """The upload's record in storage, or a new one (an upload the router was told of alone)."""
         f = self.file
@@ -551,6 +560,10 @@ class Mediation:
                                       parent_file_id=f.parent, batch=f.batch, callback_url=f.callback_url,
                                       options=f.options)
         return record
+
+
+def _completed_in(store: Store, key: str) -> bool:
+    return store.exists(key) and json.loads(store.get_bytes(key)).get("status") == "completed"
 
 
 def _flow_run_id() -> str | None:
