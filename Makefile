@@ -10,8 +10,7 @@ demo: setup
 	.venv/bin/fileflow process tests/samples --out $(OUT)
 
 # The whole suite, its modules side by side on four pytest-xdist workers: a module (or a group of
-# tests/conftest.py) per worker at a time, the four stack modules in two units (test_faults_crash
-# alone, the three others one after the other)
+# tests/conftest.py) per worker at a time, the four stack modules in two units of two
 test: setup
 	.venv/bin/pytest -n 4 --dist loadfile --no-loadscope-reorder
 

@@ -19,14 +19,15 @@ import pytest
 #: worker, as in a serial run. Modules named here share one unit of work, so they run one after the
 #: other on one worker:
 SERIAL_GROUPS = {
-    # three that start a whole `fileflow up` stack each (server, exporter, workers, mediator,
-    # LibreOffice): with test_faults_crash, the longest module, on a worker of its own, at most two
+    # the four modules that start a whole `fileflow up` stack each (server, exporter, workers,
+    # mediator, LibreOffice), in two units of about 780 and 600 s on a busy machine: at most two
     # stacks run at once beside the rest, which two cores carry (docs/architecture.md, "Tests")
-    "test_distributed": "stacks", "test_faults_stack": "stacks", "test_stack_redis": "stacks",
+    "test_faults_crash": "stacks-1", "test_stack_redis": "stacks-1",
+    "test_distributed": "stacks-2", "test_faults_stack": "stacks-2",
 }
-#: units of work that take longest (the two stack units about 800 and 600 s each), handed out first
-#: so that no worker is left alone with one at the end; every other module follows in file order
-LONGEST_FIRST = ["stacks", "test_faults_crash", "test_deployments_setup", "test_pipeline_dataroom", "test_hostile",
+#: units of work that take longest (the two stack units first), handed out first so that no
+#: worker is left alone with one at the end; every other module follows in file order
+LONGEST_FIRST = ["stacks-1", "stacks-2", "test_deployments_setup", "test_pipeline_dataroom", "test_hostile",
                  "test_pipeline", "test_reprocess", "test_worker", "test_browser", "test_events", "test_audit",
                  "test_converters_media", "test_converters_documents", "test_exporter", "test_cli"]
 

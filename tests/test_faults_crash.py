@@ -354,17 +354,13 @@ def test_fault3_a_file_that_kills_its_mediator_every_time_ends_failed_not_loopin
     audit_clean(stack)
 
 
-@pytest.mark.timeout(600)
-def test_a_run_claimed_by_a_worker_that_died_before_starting_it_is_crashed(stack):
-    """A worker claims a run (``Pending``) and dies before the run starts: no heartbeat ever
-    comes, so the heartbeat automation has nothing to miss, and nobody reports the death. The
-    ``fileflow-crash-stranded-pending`` automation sets the run ``Crashed`` after
-    ``FILEFLOW_LIVENESS_PENDING_AFTER_S`` (60 s in this stack), which the mediator retries like
-    any crash. Here the test is the worker: it claims a step run the way Prefect's workers do
-    (``set_state`` Pending) and never starts it. The run is scheduled an hour ahead, so the
-    stack's live workers leave it alone."""
-    from deployments.liveness import PENDING_AUTOMATION
-
+@pytest.fixture(scope="module", autouse=True)
+def stranded(stack):
+    """A run claimed (``Pending``) by a worker that dies before starting it, made before the
+    first test so that the automation's 60 s window passes while the other faults run (checked by
+    :func:`test_a_run_claimed_by_a_worker_that_died_before_starting_it_is_crashed`). The test is
+    the worker: it claims a step run the way Prefect's workers do (``set_state`` Pending) and
+    never starts it. The run is scheduled an hour ahead, so the stack's live workers leave it alone."""
     deployment = api(stack, "/deployments/name/converter-step/inspect")
     later = datetime.fromtimestamp(time.time() + 3600).astimezone().isoformat()
     run = api(stack, f"/deployments/{deployment['id']}/create_flow_run", {
@@ -375,7 +371,19 @@ def test_a_run_claimed_by_a_worker_that_died_before_starting_it_is_crashed(stack
     })
     claimed = api(stack, f"/flow_runs/{run['id']}/set_state", {"state": {"type": "PENDING", "name": "Pending"}})
     assert claimed["status"] == "ACCEPT", claimed
-    claimed_at = time.time()
+    return {"run": run, "claimed_at": time.time()}
+
+
+@pytest.mark.timeout(600)
+def test_a_run_claimed_by_a_worker_that_died_before_starting_it_is_crashed(stack, stranded):
+    """A worker claims a run (``Pending``) and dies before the run starts: no heartbeat ever
+    comes, so the heartbeat automation has nothing to miss, and nobody reports the death. The
+    ``fileflow-crash-stranded-pending`` automation sets the run ``Crashed`` after
+    ``FILEFLOW_LIVENESS_PENDING_AFTER_S`` (60 s in this stack), which the mediator retries like
+    any crash. The run is the ``stranded`` fixture's, claimed before the module's first test."""
+    from deployments.liveness import PENDING_AUTOMATION
+
+    run, claimed_at = stranded["run"], stranded["claimed_at"]
 
     def crashed():
         current = api(stack, f"/flow_runs/{run['id']}")
