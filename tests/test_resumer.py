@@ -66,15 +66,34 @@ def test_sweep_resumes_only_settled_crashed_router_runs_within_the_cap(prefect_s
     assert (record.status, record.flow_run_id, record.error["step"]) == ("failed", often_id, "router")
 
 
-def test_a_run_at_the_cap_whose_upload_already_ended_is_failed_without_touching_its_file(
-        prefect_server, tmp_path, monkeypatch):
-    """Another run of the same upload finished it: the capped run must not write a failed
-    manifest over the completed one."""
+def _crashed_past_the_cap(file_id: str, upload_id: str, name: str):
+    """A router run of one upload crashed 4 times (cap 2 + 1 exceeded), then one sweep of the
+    resumer: the run's state and id."""
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed, Pending
 
     from fileflow.server.resumer import sweep
 
+    async def scenario():
+        async with get_client() as client:
+            router = await client.create_deployment(flow_id=await client.create_flow_from_name("process-file"),
+                                                    name="process-file", entrypoint="flows/router.py:process_file")
+            params = {"key": f"originals/{file_id}", "file_id": file_id, "name": name, "size": 1,
+                      "upload_id": upload_id}
+            run = await client.create_flow_run_from_deployment(router, parameters=params, name=f"file:{name}")
+            for _ in range(4):
+                await client.set_flow_run_state(run.id, Pending(), force=True)
+                await client.set_flow_run_state(run.id, Crashed(message="engine could not start"), force=True)
+            await sweep(client, settle_s=0, max_crashes=2)
+            return (await client.read_flow_run(run.id)).state, str(run.id)
+
+    return asyncio.run(scenario())
+
+
+def test_a_run_at_the_cap_whose_upload_already_ended_is_failed_without_touching_its_file(
+        prefect_server, tmp_path, monkeypatch):
+    """Another run of the same upload finished it: the capped run must not write a failed
+    manifest over the completed one."""
     out = tmp_path / "out"
     monkeypatch.setenv("FILEFLOW_STORAGE_PATH", str(out))
     store = Store(StorageConfig(basepath=str(out)))
@@ -83,20 +102,7 @@ def test_a_run_at_the_cap_whose_upload_already_ended_is_failed_without_touching_
         update={"status": "completed", "finished_at": uploads.now()})
     uploads.write(store, done)
 
-    async def scenario():
-        async with get_client() as client:
-            router = await client.create_deployment(flow_id=await client.create_flow_from_name("process-file"),
-                                                    name="process-file", entrypoint="flows/router.py:process_file")
-            params = {"key": f"originals/{file_id}", "file_id": file_id, "name": "y.txt", "size": 1,
-                      "upload_id": upload_id}
-            run = await client.create_flow_run_from_deployment(router, parameters=params, name="file:ended-often.txt")
-            for _ in range(4):
-                await client.set_flow_run_state(run.id, Pending(), force=True)
-                await client.set_flow_run_state(run.id, Crashed(message="engine could not start"), force=True)
-            await sweep(client, settle_s=0, max_crashes=2)
-            return (await client.read_flow_run(run.id)).state
-
-    state = asyncio.run(scenario())
+    state, _ = _crashed_past_the_cap(file_id, upload_id, "ended-often.txt")
     assert state.is_failed()
     assert not store.exists(manifest_key(file_id))
     assert uploads.read(store, upload_id).status == "completed"
@@ -107,11 +113,6 @@ def test_a_run_at_the_cap_leaves_the_manifest_another_upload_completed_for_the_s
     """Two uploads of the same bytes share one content manifest. The second upload's run crashes
     past the cap: that upload ends failed, saying why, but the manifest the first upload's run
     completed is every such upload's and stays as it was (the run broke, not the content)."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed, Pending
-
-    from fileflow.server.resumer import sweep
-
     out = tmp_path / "out"
     monkeypatch.setenv("FILEFLOW_STORAGE_PATH", str(out))
     store = Store(StorageConfig(basepath=str(out)))
@@ -119,20 +120,7 @@ def test_a_run_at_the_cap_leaves_the_manifest_another_upload_completed_for_the_s
     completed = json.dumps({"file_id": file_id, "name": "z.txt", "status": "completed", "steps": []}).encode()
     store.put_bytes(completed, manifest_key(file_id))  # the first upload's run completed the content
 
-    async def scenario():
-        async with get_client() as client:
-            router = await client.create_deployment(flow_id=await client.create_flow_from_name("process-file"),
-                                                    name="process-file", entrypoint="flows/router.py:process_file")
-            params = {"key": f"originals/{file_id}", "file_id": file_id, "name": "z.txt", "size": 1,
-                      "upload_id": upload_id}
-            run = await client.create_flow_run_from_deployment(router, parameters=params, name="file:again-often.txt")
-            for _ in range(4):
-                await client.set_flow_run_state(run.id, Pending(), force=True)
-                await client.set_flow_run_state(run.id, Crashed(message="engine could not start"), force=True)
-            await sweep(client, settle_s=0, max_crashes=2)
-            return (await client.read_flow_run(run.id)).state, str(run.id)
-
-    state, run_id = asyncio.run(scenario())
+    state, run_id = _crashed_past_the_cap(file_id, upload_id, "again-often.txt")
     assert state.is_failed()
     record = uploads.read(store, upload_id)
     assert (record.status, record.flow_run_id, record.error["step"]) == ("failed", run_id, "router")
