@@ -94,10 +94,11 @@ DEFAULT_MIX = {"image": 0.40, "pdf": 0.25, "office": 0.20, "text": 0.05, "video"
 # with two API processes, 14 % more than one: the model's figures are for one process).
 SERVER_CPU_PER_FILE = 0.81
 SERVER_CPU_PER_POOL_STEP = 0.51
-# The images' sizes (uncompressed, as buildah reports them), measured by `make test-images` on
-# this machine on 2026-12-05 (docs/kubernetes.md): the compressed pull size is not measured here
-# (no registry), so a pull is modelled as moving these bytes, an upper bound.
-IMAGE_MB = {"mediator": 838.0, "base": 838.0, "ocr": 962.0, "office": 1390.0, "video": 1420.0}
+# The images' sizes (uncompressed, as buildah reports them), measured by `make test-images` in
+# the clean-clone .ci/run of 2026-12-05 20:16 UTC, with the data-room packages in
+# (docs/kubernetes.md, "Images built here"): the compressed pull size is not measured here (no
+# registry), so a pull is modelled as moving these bytes, an upper bound.
+IMAGE_MB = {"mediator": 956.0, "base": 956.0, "ocr": 1030.0, "office": 1590.0, "video": 1440.0}
 MAX_ACTIVE_MEMBERS = 2  # FILEFLOW_MAX_ACTIVE_MEMBERS default: members of one archive at once
 MEDIATOR = "fileflow-mediator"
 
