@@ -154,6 +154,12 @@ class Store:
         self.block = make_block(config)
         self._s3 = None
 
+    def connect(self) -> "Store":
+        """Build what this store's operations need (the S3 client) now, not at the first one."""
+        if self.config.kind == "s3":
+            self._client()
+        return self
+
     # -- local folder -------------------------------------------------------------------
     def _local(self, key: str) -> Path:
         return Path(self.block.basepath) / check_key(key)

@@ -53,3 +53,31 @@ def counted(payload: Any) -> dict:
     return {"pid": os.getpid()}
 
 
+
+
+_prepared: list = []
+
+
+def slow_prepare(payload: Any) -> None:
+    """Stands for a cold converter import: longer than the step's timeout in the tests."""
+    time.sleep(payload.get("prepare_s", 2))
+    _prepared.append(payload)
+
+
+def prepared_echo(payload: Any) -> dict:
+    """Says whether its ``prepare`` ran before it, in this child."""
+    return {"pid": os.getpid(), "prepared": payload in _prepared}
+
+
+prepared_echo.prepare = slow_prepare
+
+
+def refusing_prepare(payload: Any) -> None:
+    raise CorruptInput("refused before the step started")
+
+
+def never_run(payload: Any) -> None:
+    raise AssertionError("the step ran although its prepare failed")
+
+
+never_run.prepare = refusing_prepare

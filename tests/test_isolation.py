@@ -95,6 +95,57 @@ def test_starting_a_child_does_not_count_against_the_step_timeout():
         assert call(pool, "echo", {"n": 2}, timeout_s=1)["payload"] == {"n": 2}
 
 
+def test_a_targets_prepare_runs_first_and_does_not_count_against_the_step_timeout():
+    """run_step's prepare (the converter's import, the storage client) is paid by a new child
+    before its step's clock starts: a 2 s prepare under a 1 s step timeout."""
+    with ChildPool(1) as pool:
+        first = call(pool, "prepared_echo", {"n": 1}, timeout_s=1)
+        assert first["prepared"] is True
+        assert call(pool, "prepared_echo", {"n": 2}, timeout_s=1)["pid"] == first["pid"]  # the child stays warm
+
+
+def test_a_prepare_that_hangs_is_stopped_at_its_own_timeout_and_the_child_replaced():
+    with ChildPool(1, prepare_timeout_s=0.5) as pool:
+        before = call(pool, "echo")["pid"]
+        with pytest.raises(ToolTimeout, match="not ready to start within 0.5 s"):
+            call(pool, "prepared_echo", {"prepare_s": 30}, timeout_s=60)
+        assert _gone(before)
+        assert call(pool, "echo")["pid"] != before
+
+
+def test_a_prepare_that_refuses_ends_the_call_with_its_error_and_keeps_the_child():
+    with ChildPool(1) as pool:
+        before = call(pool, "echo")["pid"]
+        with pytest.raises(CorruptInput, match="refused before the step started"):
+            call(pool, "never_run")
+        assert call(pool, "echo")["pid"] == before
+
+
+def test_a_new_childs_first_step_does_not_pay_its_converters_import_inside_the_timeout(tmp_path):
+    """The real step: run_step's prepare imports the converter (2 s here) and builds the storage
+    client before the step's 1 s timeout starts; the step is then the converter's work alone."""
+    from blocks.storage import StorageConfig, Store, original_key
+    from converters.inspect import sha256_of
+    from fileflow.engine.step import StepRequest
+    from tests.extra_converters import slow_import
+
+    storage = StorageConfig(basepath=str(tmp_path / "storage"))
+    sample = tmp_path / "words.txt"
+    sample.write_text("A few words that the text step normalises for the test. " * 3)
+    digest = sha256_of(sample)
+    Store(storage).put_file(sample, original_key(digest))
+    request = StepRequest(converter="tests.extra_converters.slow_import", input_key=original_key(digest),
+                          input_ext="txt", output_prefix=f"derived/{digest}/text_extract", storage=storage,
+                          scratch_dir=str(tmp_path))
+    with ChildPool(1) as pool:
+        started = time.monotonic()
+        outcome = pool.call("fileflow.engine.execute:run_step", request, timeout_s=slow_import.SPEC.timeout_s,
+                            memory_mb=1024)
+        assert time.monotonic() - started > slow_import.IMPORT_S  # the import was paid, outside the timeout
+    assert outcome.converter == "text_extract" and outcome.renditions
+    assert (tmp_path / "storage" / outcome.renditions[0]["path"]).is_file()
+
+
 def test_a_child_that_dies_while_starting_is_a_tool_crash():
     with ChildPool(1, warmup="tests.crashers:dead_start") as pool:
         with pytest.raises(ToolCrashed, match="code 3"):

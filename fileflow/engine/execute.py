@@ -65,13 +65,22 @@ def sweep_stale_scratch(folder: str | None) -> list[str]:
     return removed
 
 
-def run_step(request: StepRequest) -> StepOutcome:
-    started = time.perf_counter()
+def prepare_step(request: StepRequest) -> None:
+    """What a child does once per converter and storage, before the step's clock starts
+    (:mod:`fileflow.engine.isolation`): stale scratch swept, the storage client built, the
+    converter's module imported. A warm child finds them done."""
     if request.scratch_dir not in _swept:
         _swept.add(request.scratch_dir)
         sweep_stale_scratch(request.scratch_dir)
     if request.storage is None:
         raise ToolError("a step request reached its child without storage")
+    _store(request.storage).connect()
+    converters.load(request.converter)
+
+
+def run_step(request: StepRequest) -> StepOutcome:
+    started = time.perf_counter()
+    prepare_step(request)  # done already when a child pool ran it first; at once otherwise
     store = _store(request.storage)
     module = converters.load(request.converter)
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=request.scratch_dir) as tmp:
@@ -99,3 +108,6 @@ def run_step(request: StepRequest) -> StepOutcome:
         renditions=tuple(dict(r.__dict__) for r in renditions), metadata=result.metadata,
         language=result.language, language_confidence=result.language_confidence, members=tuple(members),
     )
+
+
+run_step.prepare = prepare_step  # type: ignore[attr-defined]  # run by the child pool outside the step's timeout

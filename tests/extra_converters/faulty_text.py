@@ -3,9 +3,9 @@
 It replaces the built-in through the documented setting, as an operator would try a fixed
 build: ``FILEFLOW_CONVERTER_MODULES='{"text_extract": "tests.extra_converters.faulty_text"}'``.
 So one file of a batch can crash or hang its step on the distributed stack while every other
-file goes through the real converter. Its timeout is short, to keep the hang test quick, yet twice what a good file's step took in a
-fresh child on a loaded machine (6.6 s, the first step of a replacement child paying its converter
-import and storage client: a 6 s timeout failed a good file once, on four test workers at once).
+file goes through the real converter. Its timeout is short, to keep the hang test quick, with room
+for a loaded machine: a 6 s timeout once failed a good file whose step took 6.6 s in a replacement
+child, which then paid its converter's import inside the step (now outside: the step's prepare).
 """
 
 from dataclasses import replace
