@@ -148,7 +148,8 @@ def test_status_shows_a_waiting_step_then_counts_the_failure(prefect_server, tmp
     failed = next(s for s in manifest["steps"] if s["status"] == "failed")
     assert failed["name"] == "text_extract" and failed["error"]["type"] == "ToolError"
 
-    status = _poll(lambda s: s["finished"]["failures"].get("ToolError", 0) > before["failures"].get("ToolError", 0))
+    status = _poll(lambda s: s["finished"]["failed"] > before["failed"]
+                   and s["finished"]["failures"].get("ToolError", 0) > before["failures"].get("ToolError", 0))
     assert status["finished"]["failed"] == before["failed"] + 1
     assert status["finished"]["failures"].get("ToolError", 0) == before["failures"].get("ToolError", 0) + 1
     assert all(f["name"] != sample.name for f in status["in_flight"]["longest"])

@@ -16,7 +16,8 @@ What is read, with one client (the embedded default's ephemeral server, or ``PRE
   its pid, restarts and crashes and how it last ended (:mod:`fileflow.server.supervise`).
 - **last hour** (``window``): ``fileflow.file.completed`` / ``fileflow.file.failed`` events
   (:mod:`fileflow.engine.events`) counted by the events API, failures by the ``error.type`` of their
-  payload (paged through the failed events only).
+  payload (paged through the failed events only; the failed count is the pages' sum unless the
+  breakdown is partial, so the two agree).
 - **callbacks** (when given the storage): deliveries waiting in the outbox and those that finally
   failed (:mod:`fileflow.engine.callbacks`), read from storage.
 """
@@ -188,7 +189,11 @@ async def finished(client, now: datetime, window: timedelta) -> dict[str, Any]:
                 break
             page = await client.read_events_page(page.next_page)
             pages += 1
-    return {"since": since.isoformat(), "completed": counts[COMPLETED], "failed": counts[FAILED], "shared": shared,
+    # The count and the pages are two reads, and the server persists events in batches: a failure
+    # persisted between them would show in the breakdown but not in the count. A complete breakdown
+    # is the later read, so it gives the count; only a partial one leaves the count as read.
+    failed = counts[FAILED] if partial else sum(failures.values())
+    return {"since": since.isoformat(), "completed": counts[COMPLETED], "failed": failed, "shared": shared,
             "failures": dict(failures.most_common()), "failures_partial": partial}
 
 
