@@ -98,6 +98,13 @@ def test_realistic_corpus_is_deterministic_distinct_and_upload_sized(tmp_path):
     assert one[3].read_bytes().count(b"/Type /Page ") == 12
 
 
+def test_light_corpus_clips_stay_distinct_past_their_repeating_sizes(tmp_path):
+    # the soak counts distinct manifests: two equal clips would be one file id, and it would wait for good
+    (first,) = common.make_files(tmp_path / "a", {"video": 1}, offset=0)
+    (later,) = common.make_files(tmp_path / "b", {"video": 1}, offset=40)  # same size and rate as clip 0
+    assert first.read_bytes() != later.read_bytes()
+
+
 def test_ocr_accuracy_counts_each_found_word_at_most_as_often_as_it_occurs():
     import ocr_accuracy
 

@@ -60,8 +60,10 @@ def drawing(path: Path, i: int) -> Path:
 
 
 def video(path: Path, i: int) -> Path:
-    # testsrc draws a frame counter; a different size per file makes every clip distinct
-    return media.video(path, width=160 + 16 * (i % 8), height=120, seconds=1.0, fps=10 + i % 5)
+    # testsrc draws a frame counter; sizes and rates repeat every 40 clips, so the index written
+    # into the container's metadata is what makes every clip distinct (one file id, one manifest)
+    return media.video(path, width=160 + 16 * (i % 8), height=120, seconds=1.0, fps=10 + i % 5,
+                       extra=["-metadata", f"comment=corpus clip {i}"])
 
 
 def archive(path: Path, i: int) -> Path:
