@@ -101,3 +101,37 @@ def test_a_step_lost_every_time_fails_its_attempt_as_tool_crashed(deployment, tm
     assert isinstance(error, ToolCrashed), error
     assert f"crashed {INFRA_RESTARTS + 1} times in a row" in str(error) and "vm:4242" in str(error)
     assert len(runs) == INFRA_RESTARTS + 1
+
+
+def test_a_step_re_attached_to_its_earlier_run_leaves_no_task_run_pending(deployment, tmp_path):
+    """A resumed file's step finds its run by the idempotency key: the task run ``run_deployment``
+    made for it again is deleted, not left ``Pending`` for good (the 3,000-file fault soak left two)."""
+    from prefect import flow, get_client, task
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.context import FlowRunContext
+
+    from fileflow.engine.pools import PLACEHOLDER_KEY_PREFIX, REATTACH_MARGIN_S
+
+    store = Store(StorageConfig(basepath=str(tmp_path)))
+
+    @task(name="ocr-step")
+    async def step() -> StepOutcome:
+        return await _step(deployment, store, "re-attached")
+
+    @flow(name="pools-reattach")
+    async def file_run():
+        first = await asyncio.gather(step(), _play_worker(deployment, store, crashes=0))
+        await asyncio.sleep(REATTACH_MARGIN_S + 1)  # the resumed attempt comes later
+        again = await step()  # same file, step, attempt: the same idempotency key
+        return FlowRunContext.get().flow_run.id, first[0], again, first[1]
+
+    async def placeholders(flow_run_id):
+        async with get_client() as client:
+            tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        return [t for t in tasks if t.task_key.startswith(PLACEHOLDER_KEY_PREFIX)]
+
+    flow_run_id, first, again, runs = asyncio.run(file_run())
+    assert len(runs) == 1 and first.metadata == again.metadata == {"started": 1}  # one run, its outcome twice
+    left = asyncio.run(placeholders(flow_run_id))
+    assert [t.state.type.value for t in left] == ["COMPLETED"], [(t.id, t.state) for t in left]
+    assert left[0].state.state_details.child_flow_run_id == runs[0].id

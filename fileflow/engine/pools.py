@@ -14,6 +14,13 @@ started again at once, up to ``INFRA_RESTARTS`` times within the same attempt, b
 as a ``ToolCrashed`` of the attempt. Each start has its own idempotency key and outcome key, so
 a mediator that resumes the file re-attaches to the latest one.
 
+Re-attaching: ``run_deployment`` called from a step's task first makes a ``Pending`` task run in
+the file's flow run to stand for the step's run, then creates the run. When the idempotency key
+finds an earlier run (a resumed file, an archive member taken over), the server returns that run,
+linked to the task run made the first time, and the new one would stay ``Pending`` for good:
+:func:`_drop_unlinked_placeholder` deletes it. A run created more than
+``REATTACH_MARGIN_S`` before the call tells the re-attach apart, so a first start costs no read.
+
 Waiting: ``run_deployment``'s own wait polls at a fixed interval (5 s by default). Here the run
 is created without waiting, and the mediator waits for the run's end event (one event stream
 per mediator process, :class:`_RunEnds`), reading the run back when woken, at 0.25, 0.5 and 1 s,
@@ -27,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -39,9 +48,15 @@ from fileflow.engine.step import StepOutcome, StepRequest
 from fileflow.errors import ToolCrashed, ToolError, ToolTimeout, rebuild
 from fileflow.names import pool_name, step_deployment
 
+logger = logging.getLogger("fileflow.engine.pools")
+
 #: a step's run whose process was lost (``Crashed``) is started again this many times within
 #: one attempt of the step, before the attempt fails as ``ToolCrashed``
 INFRA_RESTARTS = 2
+#: a step's run created this long before ``run_deployment`` was called is one re-attached by its
+#: idempotency key (a margin for the clocks of mediator and server; a resumed file comes back
+#: tens of seconds after its crash at the earliest)
+REATTACH_MARGIN_S = 2.0
 
 
 async def run_on_pool(
@@ -63,6 +78,7 @@ async def run_on_pool(
     for start in range(INFRA_RESTARTS + 1):
         again = f"-r{start}" if start else ""  # the first start keeps the keys it always had
         outcome_key = f"tmp/steps/{cache_key}-{attempt}{again}.json"
+        called = datetime.now(timezone.utc)
         flow_run = await arun_deployment(
             deployment or step_deployment(converter),
             parameters={
@@ -77,6 +93,8 @@ async def run_on_pool(
             timeout=0,
             tags=[f"converter:{converter}"],
         )
+        if flow_run.created is not None and flow_run.created < called - timedelta(seconds=REATTACH_MARGIN_S):
+            await _drop_unlinked_placeholder(flow_run)
         flow_run = await _wait(flow_run, timeout_s=timeout_s, poll_s=poll_s)
         state = flow_run.state
         if state is None or not state.is_final():
@@ -98,6 +116,46 @@ async def run_on_pool(
     if record and "error" in record:
         raise rebuild(record["error"]["type"], record["error"]["message"])
     raise ToolError(f"the step's run {flow_run.name} ended {state.name}: {state.message}")
+
+
+async def _drop_unlinked_placeholder(flow_run) -> None:
+    """Delete the ``Pending`` task run ``run_deployment`` just made for ``flow_run`` when the
+    server handed back an earlier run instead (see the module's docstring): the task run of the
+    calling step's, in the same flow run, standing for this deployment, linked to no run. The
+    step's own task run still records the step; the earlier task run still links the run."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterState, TaskRunFilterStateType,
+        TaskRunFilterSubFlowRuns)
+    from prefect.client.schemas.objects import StateType
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    step = TaskRunContext.get()
+    flow = FlowRunContext.get()
+    owner = step.task_run.flow_run_id if step else (flow.flow_run.id if flow and flow.flow_run else None)
+    if owner is None:
+        return  # called outside any run: run_deployment made no task run
+    parents = [step.task_run.id] if step else []
+    try:
+        async with get_client() as client:
+            unlinked = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[owner])),
+                task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(
+                    any_=[StateType.PENDING])), subflow_runs=TaskRunFilterSubFlowRuns(exists_=False)))
+            for task in unlinked:
+                if (task.id == flow_run.parent_task_run_id
+                        or not task.task_key.startswith(PLACEHOLDER_KEY_PREFIX)
+                        or [p.id for p in task.task_inputs.get("__parents__", [])] != parents
+                        or (task.state and task.state.state_details.child_flow_run_id is not None)):
+                    continue
+                await client.delete_task_run(task.id)
+                logger.info("step run %s re-attached: deleted the task run %s made for it again", flow_run.name,
+                            task.id)
+    except Exception as exc:  # cosmetic: the step goes on; the task run stays Pending
+        logger.warning("could not delete the task run made again for re-attached run %s: %s", flow_run.name, exc)
+
+
+#: how ``run_deployment`` keys the task run that stands for a deployment's run in the calling flow
+PLACEHOLDER_KEY_PREFIX = "prefect.deployments.flow_runs.run_deployment."
 
 
 #: states that end a run: their events wake the mediator waiting on it
