@@ -19,9 +19,11 @@ server     SIGKILL the Prefect server's supervisor and with it the server, 5 s d
 s3         the S3 endpoint refuses every connection for ``--s3-outage-s`` seconds
 =========  ==================================================================================
 
-Every ``--sample-s`` seconds each long-running process's RSS is read from /proc (each process
-under its supervisor, found again after a restart, which shows as a new pid; the supervisors as
-``<name>/supervisor``). The end: every file's manifest (or the
+Every ``--sample-s`` seconds each long-running process's RSS and CPU seconds are read from /proc
+(each process under its supervisor, found again after a restart, which shows as a new pid; the
+supervisors as ``<name>/supervisor``). Every ``QUEUE_EVERY_S`` the files done and the mediator
+pool's runs by state (``Running``, ``Pending``, ``Scheduled`` and ``Late``) are logged, to tell a
+slow stretch's cause (a starved mediator, a slow server). The end: every file's manifest (or the
 timeout), then up to 5 minutes for every flow and task run to end, ``fileflow audit``, ``fileflow
 down``, and the leftovers: processes of the stack still alive after ``down`` (anything that
 inherited its ``PREFECT_HOME``), ``fileflow-step-*`` scratch folders in the stack's own temporary
@@ -54,6 +56,8 @@ BUCKET = "fileflow-soak"
 #: 18-30 % of a core in the 3,000-file soak; of its work, the listing is the part that grows with
 #: the files done, and a 2 s loop listed 1,800 times an hour
 COUNT_EVERY_S = 15.0
+#: seconds between two logs of the progress and the mediator pool's runs by state
+QUEUE_EVERY_S = 60.0
 
 
 def say(msg: str) -> None:
@@ -106,6 +110,14 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of the process so far (its children not counted)."""
+    fields = _stat(pid)
+    if not fields:
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def _rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -144,12 +156,13 @@ class RssLog:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        row = {"s": round(time.monotonic() - self.started, 1), "rss_mib": {}}
+        row = {"s": round(time.monotonic() - self.started, 1), "rss_mib": {}, "cpu_s": {}}
         for name, pid in long_running(self.processes()).items():
             rss = _rss_mib(pid)
             if rss is None:
                 continue
             row["rss_mib"][name] = rss
+            row["cpu_s"][name] = [pid, _cpu_s(pid)]
             seen = self.pids.setdefault(name, [])
             if pid not in seen:
                 seen.append(pid)
@@ -173,8 +186,14 @@ class RssLog:
         out = {}
         for name in self.pids:
             series = [row["rss_mib"][name] for row in self.samples if name in row["rss_mib"]]
+            last_cpu: dict[int, float] = {}  # each pid's CPU seconds at its last sample
+            for row in self.samples:
+                pid, cpu = row.get("cpu_s", {}).get(name, (None, None))
+                if cpu is not None:
+                    last_cpu[pid] = cpu
             out[name] = {"first_mib": series[0], "peak_mib": max(series), "final_mib": series[-1],
-                         "samples": len(series), "pids": len(self.pids[name])}
+                         "samples": len(series), "pids": len(self.pids[name]),
+                         "cpu_s": round(sum(last_cpu.values()), 1)}
         return out
 
 
@@ -245,6 +264,23 @@ async def _unfinished() -> dict[str, int]:
                  f"{' (mirrors ' + str(t.state.state_details.child_flow_run_id) + ')' if t.state and t.state.state_details.child_flow_run_id else ''}"
                  for t in tasks[:50]]
     return {"flow_runs": flows, "task_runs": len(tasks), "open_task_runs": names}
+
+
+async def _mediator_runs() -> dict[str, int]:
+    """The mediator pool's runs by state name, of those not final."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName, WorkPoolFilter, WorkPoolFilterName)
+
+    from fileflow.names import MEDIATOR_POOL
+
+    pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[MEDIATOR_POOL]))
+    out = {}
+    async with get_client() as client:
+        for name in ("Running", "Pending", "Scheduled", "Late", "AwaitingRetry"):
+            out[name] = await client.count_flow_runs(work_pool_filter=pool, flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(name=FlowRunFilterStateName(any_=[name]))))
+    return out
 
 
 def unfinished(timeout_s: float) -> dict[str, int]:
@@ -346,6 +382,8 @@ def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float =
                 t0 = time.monotonic()
                 done = 0
                 next_count = 0.0
+                next_queue = 0.0
+                progress: list[dict] = []
                 while done < files and time.monotonic() - started < timeout_s:
                     if submitted < files and submitted - done < wave:  # keep about a wave in flight
                         batch = [str(p) for p in paths[submitted:submitted + wave]]
@@ -367,8 +405,15 @@ def run(work: Path, *, files: int = 300, wave: int = 100, fault_every_s: float =
                             next_count = time.monotonic() + COUNT_EVERY_S
                         except Exception:
                             pass  # S3 cut: count again later
+                    if time.monotonic() >= next_queue:
+                        next_queue = time.monotonic() + QUEUE_EVERY_S
+                        row = {"s": round(now, 1), "done": done, "submitted": submitted,
+                               "mediator_runs": _tried(lambda: asyncio.run(_mediator_runs()), None)}
+                        progress.append(row)
+                        say(f"{now:.0f} s: {done} done of {submitted} submitted; mediator pool {row['mediator_runs']}")
                     time.sleep(2)
                 result["wall_s_to_last_manifest"] = round(time.monotonic() - t0, 1)
+                result["progress"] = progress
                 if proxy is not None:
                     proxy.restore()
                 result["unfinished_runs"] = unfinished(300)
@@ -427,12 +472,12 @@ def table(r: dict) -> str:
         f"{left.get('flow_runs', '?')} flow, {left.get('task_runs', '?')} task | {len(r['orphan_processes'])} | "
         f"{len(r['scratch_left'])} | {r['wall_s']:.0f} s |",
         "",
-        "| process | RSS first (MiB) | peak | final | final / first | samples | pids seen |",
-        "|---|---|---|---|---|---|---|",
+        "| process | RSS first (MiB) | peak | final | final / first | samples | pids seen | CPU s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, p in sorted(r["rss"].items()):
         lines.append(f"| {name} | {p['first_mib']} | {p['peak_mib']} | {p['final_mib']} | "
-                     f"{p['final_mib'] / p['first_mib']:.2f} | {p['samples']} | {p['pids']} |")
+                     f"{p['final_mib'] / p['first_mib']:.2f} | {p['samples']} | {p['pids']} | {p.get('cpu_s', '?')} |")
     return "\n".join(lines)
 
 

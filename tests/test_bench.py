@@ -132,12 +132,13 @@ def test_soak_with_faults_plans_its_mix_and_schedule_and_reports_leftovers():
         "restarts": {"worker-mediator": 2, "worker-warm-0": 0}, "audit": {"exit_code": 0, "report": {
             "submitted": 3, "terminal": 3, "lost": 0, "findings": []}},
         "unfinished_runs": {"flow_runs": 0, "task_runs": 0}, "orphan_processes": [], "scratch_left": ["fileflow-step-1-x"],
-        "rss": {"server": {"first_mib": 200.0, "peak_mib": 260.0, "final_mib": 220.0, "samples": 7, "pids": 2}},
+        "rss": {"server": {"first_mib": 200.0, "peak_mib": 260.0, "final_mib": 220.0, "samples": 7, "pids": 2,
+                           "cpu_s": 12.5}},
     }
     lines = soak_faults.table(figures).splitlines()
     assert lines[2] == ("| 3 | 3 | completed 3 | mediator 2, s3 1 | worker-mediator 2 | exit 0 (3 submitted, 3 terminal, "
                         "0 lost, 0 findings) | 0 flow, 0 task | 0 | 1 | 61 s |")
-    assert lines[-1] == "| server | 200.0 | 260.0 | 220.0 | 1.10 | 7 | 2 |"
+    assert lines[-1] == "| server | 200.0 | 260.0 | 220.0 | 1.10 | 7 | 2 | 12.5 |"
 
 
 def test_soak_with_faults_sees_the_long_running_processes_and_their_memory():
@@ -163,6 +164,21 @@ def test_soak_with_faults_sees_the_long_running_processes_and_their_memory():
             pass
         figures = rss.per_process()
         assert figures["server"]["pids"] == 1 and figures["server/supervisor"]["peak_mib"] > 5
+        busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+        for _ in range(200):  # CPU seconds from /proc: they grow while it spins (a loaded machine: slower)
+            if soak_faults._cpu_s(busy.pid) >= 0.3:
+                break
+            time.sleep(0.1)
+        assert soak_faults._cpu_s(busy.pid) >= 0.3 and soak_faults._cpu_s(server.pid) < 0.3  # a sleeper: little
+        busy.kill()
+        busy.wait()
+        # a pid's CPU seconds, summed over the pids a name had: a restart does not reset the figure
+        log = soak_faults.RssLog(lambda: {}, interval_s=1)
+        log.pids = {"mediator": [1, 2]}
+        log.samples = [{"rss_mib": {"mediator": 100.0}, "cpu_s": {"mediator": [1, 5.0]}},
+                       {"rss_mib": {"mediator": 101.0}, "cpu_s": {"mediator": [1, 7.5]}},
+                       {"rss_mib": {"mediator": 90.0}, "cpu_s": {"mediator": [2, 1.5]}}]
+        assert log.per_process()["mediator"]["cpu_s"] == 9.0
     finally:
         for process in (mediator, server):
             process.kill()
