@@ -239,3 +239,66 @@ def test_a_task_of_a_finished_run_waits_for_late_events():
     assert not settling.attempt_over(task_started, Completed(timestamp=now - timedelta(seconds=5)), now)
     assert settling.attempt_over(task_started, Completed(timestamp=now - timedelta(seconds=35)), now)
     assert not settling.attempt_over(now, Running(timestamp=now - timedelta(seconds=0.5)), now)
+
+
+def _states(api_url: str, run_id) -> list:
+    return _on(api_url, lambda c: c.read_flow_run_states(run_id))
+
+
+def test_the_process_mediator_settles_its_predecessors_claims_names_its_own_and_stops_cleanly(pool, tmp_path):
+    """``python -m fileflow.server.worker.process`` (``fileflow up --mediator-type process``): a run
+    its dead predecessor had claimed and not started is crashed before it polls (not after the
+    stranded-Pending window); a run it takes is claimed in its name and its engine recorded as
+    ``host:pid``; SIGTERM ends it with exit 0."""
+    import os
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+
+    from prefect.states import Pending
+
+    from fileflow.server.supervise import PREDECESSOR_ENV
+
+    root = Path(__file__).resolve().parents[1]
+    dead = _dead_pid()
+    left = _on(pool["api"], lambda c: _run(c, pool, "claimed-by-the-dead",
+                                            Pending(message=f"{settling.CLAIMED_BY}{HOST}:{dead}")))
+
+    async def deployment_to_run(client):  # as prefect.yaml's: the repository as the working directory
+        flow_id = await client.create_flow_from_name("converter-step")
+        deployment = await client.create_deployment(
+            flow_id=flow_id, name=f"{pool['name']}-run", work_pool_name=pool["name"],
+            entrypoint="flows/step.py:converter_step",
+            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(root)}}])
+        # an empty payload: the step fails in its engine, which is all this needs of it
+        return await client.create_flow_run_from_deployment(deployment, name="to-run", parameters={
+            "converter": "inspect", "label": "to-run", "payload": {}, "outcome_key": "tmp/steps/to-run.json"})
+
+    env = {**os.environ, "PREFECT_API_URL": pool["api"], "PREFECT_WORKER_QUERY_SECONDS": "1",
+           PREDECESSOR_ENV: f"{HOST}:{dead}|signal SIGKILL"}
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "fileflow.server.worker.process", "--pool", pool["name"],
+                                   "--limit", "2", "--grace", "20"], env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while _on(pool["api"], lambda c: c.read_flow_run(left.id)).state.type.value != "CRASHED":
+            assert time.monotonic() < deadline and worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert "crashed by the worker started in its place" in _on(
+            pool["api"], lambda c: c.read_flow_run(left.id)).state.message
+        run = _on(pool["api"], deployment_to_run)
+        while not (current := _on(pool["api"], lambda c: c.read_flow_run(run.id))).state.is_final():
+            assert time.monotonic() < deadline + 120 and worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        claims = [s.message for s in _states(pool["api"], run.id) if s.type.value == "PENDING"]
+        assert f"{settling.CLAIMED_BY}{HOST}:{worker.pid}" in claims, claims
+        host, _, engine = (current.infrastructure_pid or "").partition(":")
+        assert host == HOST and engine.isdigit() and int(engine) != worker.pid, current.infrastructure_pid
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

@@ -161,7 +161,7 @@ def up(
     mediator_type: Annotated[
         str,
         typer.Option(help="'warm' (fileflow.server.worker: every file's flow in one warm process) or 'process' "
-                          "(Prefect's process worker: two fresh processes per file)"),
+                          "(Prefect's process worker, claiming in its own name: a fresh engine process per file)"),
     ] = "warm",
     mediator_limit: Annotated[int, typer.Option(help="files the mediator processes at once")] = 32,
     port: Annotated[int, typer.Option(help="Prefect server port (the UI is there too)")] = 4200,

@@ -11,7 +11,8 @@ Started, each in a session of its own with its log under ``<home>/logs/``:
 - a warm LibreOffice (unoserver) shared by the office workers;
 - one mediator worker (pool ``fileflow-mediator``): a warm worker (:mod:`fileflow.server.worker`) that
   runs up to ``mediator_limit`` files' flows in its own process, or with
-  ``mediator_type="process"`` Prefect's process worker (two fresh processes per file);
+  ``mediator_type="process"`` Prefect's process worker naming itself in its claims
+  (:mod:`fileflow.server.worker.process`; a fresh engine process per file);
 - N workers per converter pool: N warm workers, each serving every converter pool, or with
   ``worker_type="process"`` N of Prefect's process workers per pool;
 - the pending-work exporter;
@@ -318,9 +319,10 @@ class Stack:
             if self.mediator_type == "warm":  # every file's flow runs in this one warm process
                 self._start("worker-mediator", [*warm, "--pool", MEDIATOR_POOL, "--limit", str(self.mediator_limit),
                                                 "--grace", str(MEDIATOR_GRACE_S)], env, PREDECESSOR_ENV)
-            else:  # Prefect's process worker: two fresh processes per file
-                self._start("worker-mediator", [*worker, "--pool", MEDIATOR_POOL, "--limit",
-                                                str(self.mediator_limit)], env)
+            else:  # Prefect's process worker, naming itself in its claims: a fresh engine process per file
+                self._start("worker-mediator", [python, "-m", "fileflow.server.worker.process", "--pool", MEDIATOR_POOL,
+                                                "--limit", str(self.mediator_limit), "--grace", str(MEDIATOR_GRACE_S)],
+                            env, PREDECESSOR_ENV)
             pools = [pool_name(converter) for converter in converters.BUILTINS]
             for i in range(self.workers_per_pool):
                 if self.worker_type == "warm":

@@ -65,7 +65,7 @@ from fileflow.engine.isolation import ChildPool
 from fileflow.names import MEDIATOR_POOL, STEP_FLOW
 from fileflow.server.prefect_private import HookedWorker, described
 from fileflow.server.supervise import PREDECESSOR_ENV
-from fileflow.server.worker.settle import claim_message, settle as settle_left_runs
+from fileflow.server.worker.settle import claim as claim_named, settle as settle_left_runs
 
 logger = logging.getLogger("fileflow.server.worker")
 
@@ -157,22 +157,8 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
                          "or `fileflow audit` will find it", flow_run.name, give_up_s, again)
 
     async def claim(self, flow_run: FlowRun) -> bool:
-        """Prefect's claim (``Pending`` proposed; only one worker wins) with this process named in
-        the state's message, so that a worker starting after this one died finds the runs it had
-        claimed and not yet started (:mod:`fileflow.server.worker.settle`)."""
-        from prefect.exceptions import Abort
-        from prefect.states import Pending
-        from prefect.utilities.engine import propose_state
-
-        try:
-            state = await propose_state(self.client, Pending(message=claim_message()), flow_run_id=flow_run.id)
-        except Abort as exc:
-            logger.info("claim of run %s aborted by the server: %s", flow_run.id, exc)
-            return False
-        except Exception:
-            logger.exception("could not claim run %s", flow_run.id)
-            return False
-        return state.is_pending()
+        """Prefect's claim, with this process named in the ``Pending`` state (:func:`settle.claim`)."""
+        return await claim_named(self.client, flow_run)
 
     async def kill_infrastructure(self, infrastructure_pid: str, configuration, grace_seconds: int = 30) -> None:
         from prefect.exceptions import InfrastructureNotFound

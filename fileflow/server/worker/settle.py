@@ -75,6 +75,25 @@ def claim_message() -> str:
     return f"{CLAIMED_BY}{identity()}"
 
 
+async def claim(client: Any, flow_run: Any) -> bool:
+    """Prefect's claim of a run for a worker (``Pending`` proposed; only one worker wins), with
+    this process named in the state's message (:func:`claim_message`), so that a worker starting
+    after this one died finds the runs it had claimed and not yet started. Whether it won."""
+    from prefect.exceptions import Abort
+    from prefect.states import Pending
+    from prefect.utilities.engine import propose_state
+
+    try:
+        state = await propose_state(client, Pending(message=claim_message()), flow_run_id=flow_run.id)
+    except Abort as exc:
+        logger.info("claim of run %s aborted by the server: %s", flow_run.id, exc)
+        return False
+    except Exception:
+        logger.exception("could not claim run %s", flow_run.id)
+        return False
+    return state.is_pending()
+
+
 def holder_of(run: Any) -> str | None:
     """The ``host:pid`` holding a flow run: from its infrastructure pid, else from the message of
     the ``Pending`` state a warm worker claimed it with; None when neither names one."""
