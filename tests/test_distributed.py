@@ -464,4 +464,6 @@ def test_every_trigger_path_ends_with_a_signed_answer_to_a_receiver_down_at_firs
     # down for the first two attempts of each delivery, then delivered; every POST signed
     assert [r["code"] for r in receiver.received if r["path"] == "/cb/api"][:3] == [503, 503, 204]
     for r in receiver.received:
-        assert verify(SECRET, r["headers"], r["body"]), r["path"]
+        # checked as the receiver would have on arrival: the module's receiver also holds webhooks
+        # of earlier tests, older than the signature's 5 minutes by now on a loaded machine
+        assert verify(SECRET, r["headers"], r["body"], now=r["at"]), r["path"]

@@ -55,7 +55,8 @@ class Receiver:
             else:
                 before = len(self.received)
             code = self.status if before < self.refuse else 204
-            self.received.append({"path": path, "headers": headers, "body": body, "code": code})
+            # "at": when it arrived, the moment a real receiver checks its signature's age
+            self.received.append({"path": path, "headers": headers, "body": body, "code": code, "at": time.time()})
             return code
 
     def accepted(self, path: str | None = None) -> list[dict]:
