@@ -248,7 +248,8 @@ def test_a_killed_job_carries_on_where_it_stopped(processed):
 @pytest.mark.slow
 def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_server, tmp_path):
     """One worker on a converter pool is busy with a large reprocessing; an upload's step submitted
-    after it starts before every reprocess step still waiting (start times from Prefect's API)."""
+    after it is claimed before every reprocess step still waiting when the upload's run was made
+    (claim times are the runs' Pending states in Prefect's API)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 
@@ -298,10 +299,10 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
 
     async def scenario():
         nonlocal worker
-        bulk = [asyncio.create_task(step(f"prio-bulk-{i}.txt", REPROCESS_QUEUE)) for i in range(5)]
+        bulk = [asyncio.create_task(step(f"prio-bulk-{i}.txt", REPROCESS_QUEUE)) for i in range(6)]
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and len(await runs()) < len(bulk):  # all five queued first:
-            await asyncio.sleep(0.2)  # a worker already polling finished two before the fifth existed (CI)
+        while time.monotonic() < deadline and len(await runs()) < len(bulk):  # all six queued first:
+            await asyncio.sleep(0.2)  # a worker already polling finished two before the last existed (CI)
         worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit",
                                    "1"], env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -310,18 +311,28 @@ def test_a_new_upload_step_is_served_before_waiting_reprocess_steps(prefect_serv
             if len(states) == len(bulk) and "RUNNING" in states.values():
                 break
             await asyncio.sleep(0.2)
-        waiting = {n for n, s in states.items() if s == "SCHEDULED"}
         upload = await step("prio-upload.txt", None)
-        return waiting, upload, bulk
+        return upload, bulk
+
+    async def claimed_at(found) -> dict:
+        """When the worker claimed each run (its first Pending state), None if it never did."""
+        async with get_client() as client:
+            history = {n: await client.read_flow_run_states(r.id) for n, r in found.items()}
+        return {n: min((s.timestamp for s in states if s.type.value == "PENDING"), default=None)
+                for n, states in history.items()}
 
     try:
-        waiting, upload, bulk = asyncio.run(scenario())
+        upload, bulk = asyncio.run(scenario())
         found = asyncio.run(runs())
         assert upload.renditions, upload
-        assert len(waiting) >= 3, waiting
-        started = found["prio-upload.txt"].start_time
-        later = [n for n in waiting if found[n].start_time is None or found[n].start_time > started]
-        assert sorted(later) == sorted(waiting), {n: found[n].start_time for n in waiting}
+        claims = asyncio.run(claimed_at(found))
+        made, upload_claimed = found["prio-upload.txt"].created, claims["prio-upload.txt"]
+        # Waiting = not yet claimed when the upload's run was made. Judged then, not when the test
+        # saw a bulk step running: on a slow machine the next bulk step is claimed in between.
+        waiting = {n for n in found if n.startswith("prio-bulk-") and (claims[n] is None or claims[n] > made)}
+        assert len(waiting) >= 3, claims
+        later = [n for n in waiting if claims[n] is None or claims[n] > upload_claimed]
+        assert sorted(later) == sorted(waiting), {"upload made": made, "claims": claims}
         assert found["prio-upload.txt"].work_queue_name == "default"
         assert {found[n].work_queue_name for n in waiting} == {REPROCESS_QUEUE}
     finally:

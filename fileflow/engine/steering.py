@@ -42,9 +42,13 @@ from fileflow.names import (
 )
 
 REFRESH_S = 1.0
-LEASE_S = 60
-"""A slot's lease, renewed while its holder lives: a killed holder's slot is free again after it
-(60 s is the shortest Prefect accepts)."""
+LEASE_S = 300
+"""A slot's lease, renewed while its holder lives (by Prefect, at 3/4 of it): a killed holder's slot
+is free again after it. Prefect's own default: a renewal that falls while the API is down must land
+before the lease ends, and with 60 s leases (the shortest Prefect accepts) a server restart of
+15-40 s on a loaded machine let the services process revoke the slots of live files, so the cap
+was exceeded until they ended (tests/test_stack_redis.py). The price: a killed mediator's slots
+come back after up to 5 minutes, not 1."""
 
 log = logging.getLogger("fileflow.engine.steering")
 

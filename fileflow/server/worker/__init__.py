@@ -73,8 +73,8 @@ DEFAULT_FALLBACK_POLL_S = 10.0
 #: runs claimed per poll. Prefect's worker sets each claimed run Pending, then starts them all at
 #: once, each with about six API calls before it runs: a large claim on a saturated server stays
 #: Pending past the grace of the stranded-Pending automation, which then crashes runs that were
-#: about to start. Claiming a few at a time, the next few once these have started, keeps a
-#: claimed run's wait short whatever the limit
+#: about to start. Claiming a few at a time, the next few once these are Running (or ended),
+#: keeps a claimed run's wait short whatever the limit
 CLAIM_BATCH = 8
 #: longest wait for a claimed batch to start before the next claim (an API outage mid-submission)
 CLAIM_WAIT_S = 60.0
@@ -94,6 +94,8 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
         self._wake = asyncio.Event()
         self._steps: dict[str, anyio.CancelScope] = {}
         self._flows: dict[str, Any] = {}
+        #: runs handed to ``run`` whose engine has not yet set them Running: the next claim waits
+        self._starting: set[str] = set()
 
     # -- the pools are `process` pools: this worker serves them alongside Prefect's own workers
     def on_work_pool(self, work_pool) -> None:
@@ -111,11 +113,17 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
                 deployment = await client.read_deployment(flow_run.deployment_id)
             path, _, name = deployment.entrypoint.rpartition(":")
             module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-            self._flows[key] = getattr(module, name)
+            flow = getattr(module, name)
+            # told by the engine once the run is Running: a public hook, no API call of its own
+            self._flows[key] = flow.with_options(on_running=[*flow.on_running_hooks, self._now_running])
         return self._flows[key]
+
+    def _now_running(self, flow, flow_run: FlowRun, state) -> None:
+        self._starting.discard(str(flow_run.id))
 
     async def run(self, flow_run: FlowRun, configuration: BaseJobConfiguration, task_status=None) -> BaseWorkerResult:
         identifier = f"{socket.gethostname()}:{os.getpid()}:{flow_run.id}"
+        self._starting.add(str(flow_run.id))
         if task_status is not None:
             task_status.started(identifier)
         state = None
@@ -132,6 +140,7 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
             raise
         finally:
             self._steps.pop(str(flow_run.id), None)
+            self._starting.discard(str(flow_run.id))  # never Running: rejected, or the engine failed
             self._wake.set()  # a slot is free: look for the next run at once
         return BaseWorkerResult(identifier=identifier, status_code=0 if state is not None else 1)
 
@@ -200,9 +209,10 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
 
     async def _claimed_started(self) -> None:
         """Until every run claimed by the last poll has been handed to ``run`` (Prefect drops it
-        from ``submitting`` then), at most ``CLAIM_WAIT_S``."""
+        from ``submitting`` then) and its engine has set it Running or ended it, at most
+        ``CLAIM_WAIT_S``."""
         deadline = asyncio.get_running_loop().time() + CLAIM_WAIT_S
-        while self.submitting and asyncio.get_running_loop().time() < deadline:
+        while (self.submitting or self._starting) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
 
     # -- the loops --------------------------------------------------------------------------
