@@ -239,6 +239,15 @@ class StackSampler(ProcSampler):
 PG = ["-h", "127.0.0.1", "-U", "postgres"]
 
 
+def db_sessions(db_name: str) -> int:
+    """Sessions PostgreSQL has opened on ``db_name`` since its statistics were reset: each is a
+    backend started and, for Prefect's asyncpg driver, its type introspection run again."""
+    out = subprocess.run(["psql", *PG, "-At", "-v", f"db={db_name}"],  # psql quotes the name (:'db', stdin only)
+                         input="SELECT sessions FROM pg_stat_database WHERE datname = :'db'", check=True,
+                         capture_output=True, text=True).stdout.strip()
+    return int(out or 0)
+
+
 @contextlib.contextmanager
 def stack(home: Path, *, workers: int = 1, db_name: str, storage: Path, port: int | None = None,
           mediator: str = "warm", mediator_limit: int = 32, server_workers: int = 1,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, StackSampler, count_manifests, make_files, manifests_in, stack
+from common import ROOT, StackSampler, count_manifests, db_sessions, make_files, manifests_in, stack
 
 import converters
 
@@ -107,10 +107,14 @@ def _frame(frame: str) -> str:
 #: certifi's CA bundle, Prefect's default, instead of the stack's one-certificate bundle
 #: (``FILEFLOW_STACK_PLAIN_HTTP_CA=0``, docs/distributed.md): the price of those SSL contexts
 #: ``light-local-2api`` is ``light-local`` on ``fileflow up --redis ... --server-workers 2``: the
-#: server's API in two processes and its loop services in a third, sharing Redis
+#: server's API in two processes and its loop services in a third, sharing Redis;
+#: ``pool-dbpool`` is ``pool`` with the server keeping 20 database connections instead of
+#: Prefect's 5 (its 10 overflow connections are closed on return, so a busy server connects to
+#: PostgreSQL again several times a second, each a backend start and asyncpg's type introspection)
 PLACEMENTS = {"pool": {}, "light-local": converters.design_placement(), "pool-certifi": {},
-              "light-local-2api": converters.design_placement()}
-VARIANT_ENV = {"pool-certifi": {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"}}
+              "light-local-2api": converters.design_placement(), "pool-dbpool": {}}
+VARIANT_ENV = {"pool-certifi": {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"},
+               "pool-dbpool": {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20"}}
 #: the bench's own Redis database (emptied before each stack that uses it)
 BENCH_REDIS_URL = "redis://127.0.0.1:6379/14"
 VARIANT_STACK = {"light-local-2api": {"server_workers": 2, "redis_url": BENCH_REDIS_URL}}
@@ -151,7 +155,8 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
     storage = work / f"storage-{tag}"
     corpus = work / f"text-{tag}"
     paths = make_files(corpus, {"text": files}, offset=offset)
-    with stack(work / f"home-{tag}", workers=workers, db_name="bench_throughput_" + tag.replace("-", "_"),
+    db_name = "bench_throughput_" + tag.replace("-", "_")
+    with stack(work / f"home-{tag}", workers=workers, db_name=db_name,
                storage=storage, mediator=mediator, mediator_limit=in_flight or 32, **(stack_args or {})) as s:
         if in_flight:
             raised = subprocess.run([str(Path(sys.executable).parent / "fileflow"), "limits", "set", "active-files",
@@ -172,6 +177,7 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
         with StackSampler(s.processes) as sampler:
             self_cpu = resource.getrusage(resource.RUSAGE_SELF)
             redis_before = redis_server_cpu() if (stack_args or {}).get("redis_url") else None
+            sessions_before = db_sessions(db_name)
             started = time.perf_counter()
             held_since = [started if in_flight else None]
 
@@ -230,6 +236,7 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
             wall = time.perf_counter() - started
             after = resource.getrusage(resource.RUSAGE_SELF)
             redis_after = redis_server_cpu() if redis_before is not None else None
+            sessions = db_sessions(db_name) - sessions_before
         done.set()
         for _, _, proc in profiles:
             proc.wait()
@@ -250,6 +257,7 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
         "steps": len(steps), "converter_s_total": round(converter_s, 2),
         "converter_ms_per_step_median": round(statistics.median([st.get("duration_s") or 0 for st in steps]) * 1000, 1)
         if steps else None,
+        "db_sessions": sessions, "db_sessions_per_s": round(sessions / wall, 2) if wall else None,
         "idle_cpu_s_per_s": idle_cpu, "cpu_s": cpu, "cpu_s_per_file": {k: round(v / max(files, 1), 3) for k, v in cpu.items()},
         "memory": sampler.memory_mib(),
         **({"in_flight_limit": in_flight, "routers_running_peak": max(running, default=0),
@@ -326,7 +334,8 @@ def run(work: Path, *, workers: list[int], files: int, timeout_s: float = 3600, 
             print(f"    {mediator}/{w}/{placement} failed: {type(exc).__name__}: {exc}", flush=True, file=sys.stderr)
             continue
         print(f"    steady {result['steady_files_per_hour']} files/h, {result['manifests_out']}/{files} "
-              f"manifests, CPU s/file {result['cpu_s_per_file']}", flush=True, file=sys.stderr)
+              f"manifests, CPU s/file {result['cpu_s_per_file']}, {result['db_sessions_per_s']} new database "
+              f"sessions/s", flush=True, file=sys.stderr)
         results.append(result)
         if on_result:
             on_result({"files_per_run": files, "runs": results})

@@ -62,6 +62,8 @@ def test_throughput_configurations_compare_mediators_and_placements_at_the_first
     assert {"inspect", "text_extract", "language"} <= throughput.PLACEMENTS["light-local"].keys()  # a text file's
     assert throughput.PLACEMENTS["pool-certifi"] == {}  # the same steps as `pool`, only Prefect's CA bundle
     assert throughput.VARIANT_ENV["pool-certifi"] == {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"}
+    assert throughput.PLACEMENTS["pool-dbpool"] == {}  # the same steps as `pool`, only the server's database pool
+    assert throughput.VARIANT_ENV["pool-dbpool"] == {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20"}
     # light-local on a server of two API processes sharing Redis: the same steps, another server
     assert throughput.PLACEMENTS["light-local-2api"] == throughput.PLACEMENTS["light-local"]
     assert throughput.VARIANT_STACK["light-local-2api"] == {"server_workers": 2, "redis_url": throughput.BENCH_REDIS_URL}

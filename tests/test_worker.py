@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,6 +175,9 @@ def test_health_port_answers_200_while_the_pool_is_polled_and_503_when_polling_s
     try:
         wait_until(lambda: _health(port) == 200, 90, "the worker's health endpoint answering 200")
         assert _health(port, "/ready") == 200  # the chart's readiness probe
+        # fileflow's INFO lines reach the log, under Prefect's logging setup (fileflow/server/logs.py)
+        assert re.search(r"INFO.*fileflow\.server\.worker.*warm worker serving", ctx["log"].read_text()), \
+            ctx["log"].read_text()[-3000:]
         relay.cut()
         wait_until(lambda: _health(port) == 503, 60, "503 once the worker cannot poll the API")
         assert _health(port, "/ready") == 503

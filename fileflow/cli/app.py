@@ -366,12 +366,12 @@ def deliver(
 ) -> None:
     """Run the deliverer: POST the callback outbox (signed, retried with backoff) until stopped."""
     use_stack(home)
-    import logging
     import signal
     import threading
 
     from blocks.storage import Store
     from fileflow.engine.callbacks import retry_failed as put_back
+    from fileflow.server.logs import setup_logging
     from fileflow.server.deliverer import run
     from fileflow.settings import CallbackSettings, NotifySettings
 
@@ -385,7 +385,7 @@ def deliver(
         moved = put_back(store)
         console.print(f"{len(moved)} failed deliveries back in the outbox")
         raise typer.Exit(0)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -17,6 +17,7 @@ import threading
 from blocks.storage import Store
 from fileflow.engine.callbacks import Deliverer
 from fileflow.settings import CallbackSettings, NotifySettings, StorageSettings
+from fileflow.server.logs import setup_logging
 
 log = logging.getLogger("fileflow.server.deliverer")
 
@@ -38,7 +39,7 @@ def run(store: Store, settings: CallbackSettings, notify: NotifySettings, stop: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fileflow.server.deliverer", description=__doc__.split("\n")[0])
     parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

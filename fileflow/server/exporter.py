@@ -56,6 +56,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fileflow.server.file_metrics import FileEventCounters, FileFigures
 from fileflow.server.file_metrics import families as file_metric_families
 from fileflow.names import MEDIATOR_POOL
+from fileflow.server.logs import setup_logging
 
 log = logging.getLogger("fileflow.server.exporter")
 
@@ -627,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-timeout-s", type=float, default=settings.api_timeout_s, help="longest wait for the API")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         serve(
             host=args.host,

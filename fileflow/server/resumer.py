@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 
 from fileflow.settings import LivenessSettings
 from fileflow.names import ROUTER_DEPLOYMENT
+from fileflow.server.logs import setup_logging
 
 log = logging.getLogger("fileflow.server.resumer")
 MESSAGE = "resumed by fileflow's resumer: its Crashed event found no automation (finished steps come from their stored results)"
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settle", type=float, default=30.0,
                         help="a run Crashed for less than this is left to the automation")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
     asyncio.run(serve(args.every, args.settle))
 

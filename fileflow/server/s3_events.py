@@ -51,6 +51,7 @@ from urllib.parse import unquote_plus
 from blocks.storage import StorageConfig, original_key
 from fileflow.names import ROUTER_DEPLOYMENT
 from fileflow.settings import S3EventsSettings, StorageSettings
+from fileflow.server.logs import setup_logging
 
 log = logging.getLogger("fileflow.server.s3_events")
 
@@ -293,7 +294,7 @@ class Consumer:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fileflow.server.s3_events", description=__doc__.split("\n")[0])
     parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     consumer = Consumer(StorageSettings().config(), S3EventsSettings())
 
     async def go() -> None:

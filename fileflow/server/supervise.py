@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fileflow.home import write_supervised
+from fileflow.server.logs import setup_logging
 
 logger = logging.getLogger("fileflow.server.supervise")
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command to supervise")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     raise SystemExit(supervise(command, name=args.name, home=args.home, predecessor_env=args.predecessor_env,
                                max_backoff_s=args.max_backoff))
 

@@ -63,6 +63,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseWorkerResult
 from fileflow import retry
 from fileflow.engine.isolation import ChildPool
 from fileflow.names import MEDIATOR_POOL, STEP_FLOW
+from fileflow.server.logs import setup_logging
 from fileflow.server.prefect_private import HookedWorker, described
 from fileflow.server.supervise import PREDECESSOR_ENV
 from fileflow.server.worker.settle import claim as claim_named, settle as settle_left_runs
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="run the worker as a child and start it again whenever it dies (SIGKILL, OOM, "
                              "a crash); SIGTERM/SIGINT stop both")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.keep_alive:
         raise SystemExit(keep_alive([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--keep-alive"]))
     _block_stop_signals()

@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker, ProcessWorkerResult
 
+from fileflow.server.logs import setup_logging
 from fileflow.server.prefect_private import HookedWorker, described
 from fileflow.server.supervise import PREDECESSOR_ENV
 from fileflow.server.worker.settle import claim as claim_named, settle as settle_left_runs
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grace", type=float, default=120.0,
                         help="seconds the runs in progress get to finish after SIGTERM")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     _block_stop_signals()
 
     async def run() -> None:
