@@ -83,6 +83,9 @@ def stack(postgres_url, s3_endpoint, tmp_path_factory):
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads((root / "home" / "stack.json").read_text())
     env["PREFECT_API_URL"] = state["api_url"]
+    # the single-process server on PostgreSQL keeps 20 connections open (Prefect's default is 5)
+    server_env = Path(f"/proc/{state['processes']['server']}/environ").read_bytes().split(b"\0")
+    assert b"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE=20" in server_env
     storage = StorageConfig(kind="s3", bucket=BUCKET, prefix="prod", endpoint_url=s3_endpoint, region="us-east-1",
                             access_key_id="testing", secret_access_key="testing")
     yield {"root": root, "env": env, "exporter": f"http://127.0.0.1:{exporter_port}", "state": state,

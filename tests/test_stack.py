@@ -93,3 +93,20 @@ def test_a_plain_http_stack_gives_prefect_clients_a_one_certificate_bundle(prefe
                             env={**os.environ, "PREFECT_API_URL": prefect_server, **env})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[0] == "200"
+
+
+def test_the_single_process_server_on_postgresql_keeps_a_larger_database_pool(tmp_path):
+    """Prefect keeps 5 connections and closes the 10 of a burst on return: a busy server opened
+    8-9 PostgreSQL sessions a second (bench/throughput.py, placement pool-dbpool). `fileflow up`
+    gives its single-process server on PostgreSQL 20; an operator's own value, SQLite and several
+    API processes (each with its own pool) keep theirs."""
+    from fileflow.server.stack import DB_POOL_SIZE
+
+    name = "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE"
+    pg = "postgresql+asyncpg://postgres@127.0.0.1:5432/fileflow"
+    assert Stack(home=tmp_path, database_url=pg).server_env({})[name] == str(DB_POOL_SIZE) == "20"
+    assert Stack(home=tmp_path).server_env({"PREFECT_API_DATABASE_CONNECTION_URL": pg})[name] == "20"
+    assert Stack(home=tmp_path, database_url=pg).server_env({name: "7"})[name] == "7"
+    assert name not in Stack(home=tmp_path).server_env({})  # SQLite, the embedded default
+    assert name not in Stack(home=tmp_path, database_url=pg, server_workers=2,
+                             redis_url="redis://127.0.0.1:6379/0").server_env({})

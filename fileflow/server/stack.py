@@ -56,6 +56,9 @@ from fileflow.server.supervise import PREDECESSOR_ENV
 #: after that ends Crashed and is resumed by the next mediator (its finished steps are cached)
 MEDIATOR_GRACE_S = 10
 
+#: database connections the single-process Prefect server on PostgreSQL keeps open (Prefect: 5)
+DB_POOL_SIZE = 20
+
 # Latency: a worker asks for due runs every second and may claim them up to 2 s early; Prefect's
 # default of 10 s would add up to 10 s before every step on a pool starts.
 WORKER_ENV = {
@@ -236,14 +239,26 @@ class Stack:
         finally:
             client.close()
 
-    def _start_server(self, env: dict[str, str]) -> None:
+    def server_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The Prefect server's environment: ``env`` with the stack's database, Redis and pool."""
         server_env = dict(env)
         if self.database_url:
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
+        if server_env.get("PREFECT_API_DATABASE_CONNECTION_URL", "").startswith("postgresql") and \
+                self.server_workers == 1:
+            # connections kept open: with Prefect's 5 (and 10 more closed on return) a busy server
+            # opened 8-9 PostgreSQL sessions a second; with 20, 0.2 a second and 8-53 % more files
+            # an hour (bench/analysis.md). Several API processes would each keep their own 20
+            # (PostgreSQL allows 100 in all by default), so they keep Prefect's
+            server_env.setdefault("PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE", str(DB_POOL_SIZE))
         if self.redis_url:
             server_env.update(redis_env(self.redis_url))
         # the UI's own API address: Prefect's default is port 4200 whatever --port says
         server_env.setdefault("PREFECT_UI_API_URL", self.api_url)
+        return server_env
+
+    def _start_server(self, env: dict[str, str]) -> None:
+        server_env = self.server_env(env)
         if self.server_workers > 1:
             # each API process would migrate the database and register block types as it starts,
             # and on a new database two at once collide: done once here, then switched off
