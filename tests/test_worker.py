@@ -85,6 +85,16 @@ def _state(ctx, run_id) -> str:
     return _client_call(ctx["api"], read)
 
 
+def _run_log(ctx, run_id) -> list[str]:
+    """The messages of a run's log lines in the API, oldest first."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read(client):
+        return await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+
+    return [log.message for log in _client_call(ctx["api"], read)]
+
+
 def _wait_state(ctx, run_id, wanted: set[str], timeout_s: float = 120) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -109,6 +119,12 @@ def test_sigterm_finishes_the_step_in_progress_and_takes_no_new_one(sleepy_pool)
             worker.kill()
     assert _state(ctx, first.id) == "COMPLETED"
     assert ctx["done"].read_text().split() == ["done"]  # the step ran to its end, once
+    # the run's log in the API (flushed as the worker stopped) and the worker's own output: the
+    # engine's lines, and none of the two it writes around the worker's bookkeeping hook per run
+    logged, output = _run_log(ctx, first.id), ctx["log"].read_text()
+    assert any("Finished in state Completed" in m for m in logged), logged
+    assert "Beginning flow run" in output and "Finished in state Completed" in output, output[-3000:]
+    assert not [line for line in [*logged, *output.splitlines()] if "hook" in line.lower()], output[-3000:]
     assert _state(ctx, second.id) == "SCHEDULED"  # submitted after SIGTERM: left for another worker
 
     # another worker picks up what the stopped one left

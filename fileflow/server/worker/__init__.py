@@ -81,6 +81,17 @@ CLAIM_BATCH = 8
 CLAIM_WAIT_S = 60.0
 
 
+class _QuietRunStartedHook(logging.Filter):
+    """Drops the two INFO lines Prefect's engine logs around every hook it calls ("Running hook
+    '<name>' in response to entering state 'Running'", "Hook '<name>' finished running
+    successfully") when the hook is this worker's own :meth:`WarmWorker._fileflow_run_started`:
+    two lines per step in the worker's output (a mediator pod's log) that say nothing about the
+    file. An error in the hook is still logged (ERROR is above INFO)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "'_fileflow_run_started'" not in record.getMessage()
+
+
 @described("Runs fileflow converter steps in warm child processes; woken by events.")
 class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
     type = "fileflow-warm"
@@ -97,6 +108,12 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
         self._flows: dict[str, Any] = {}
         #: runs handed to ``run`` whose engine has not yet set them Running: the next claim waits
         self._starting: set[str] = set()
+        # the engine logs a hook call on its own logger before the run's context exists, on the
+        # run's logger after (a logger's filter sees only what is logged on that very logger)
+        for name in ("prefect.engine", "prefect.flow_runs"):
+            engine_logger = logging.getLogger(name)
+            if not any(isinstance(f, _QuietRunStartedHook) for f in engine_logger.filters):
+                engine_logger.addFilter(_QuietRunStartedHook())
 
     # -- the pools are `process` pools: this worker serves them alongside Prefect's own workers
     def on_work_pool(self, work_pool) -> None:
@@ -116,10 +133,10 @@ class WarmWorker(HookedWorker[BaseJobConfiguration, Any, BaseWorkerResult]):
             module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
             flow = getattr(module, name)
             # told by the engine once the run is Running: a public hook, no API call of its own
-            self._flows[key] = flow.with_options(on_running=[*flow.on_running_hooks, self._now_running])
+            self._flows[key] = flow.with_options(on_running=[*flow.on_running_hooks, self._fileflow_run_started])
         return self._flows[key]
 
-    def _now_running(self, flow, flow_run: FlowRun, state) -> None:
+    def _fileflow_run_started(self, flow, flow_run: FlowRun, state) -> None:
         self._starting.discard(str(flow_run.id))
 
     async def run(self, flow_run: FlowRun, configuration: BaseJobConfiguration, task_status=None) -> BaseWorkerResult:
