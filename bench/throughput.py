@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import subprocess
@@ -110,14 +111,19 @@ def _frame(frame: str) -> str:
 #: server's API in two processes and its loop services in a third, sharing Redis;
 #: ``pool-dbpool`` is ``pool`` with the server keeping 20 database connections instead of
 #: Prefect's 5 (its 10 overflow connections are closed on return, so a busy server connects to
-#: PostgreSQL again several times a second, each a backend start and asyncpg's type introspection)
+#: PostgreSQL again several times a second, each a backend start and asyncpg's type introspection);
+#: ``light-local-2api-dbpool`` is ``light-local-2api`` with each of the server's processes keeping
+#: 10 database connections instead of Prefect's 5 (``fileflow up`` sets 20 only for one process)
 PLACEMENTS = {"pool": {}, "light-local": converters.design_placement(), "pool-certifi": {},
-              "light-local-2api": converters.design_placement(), "pool-dbpool": {}}
+              "light-local-2api": converters.design_placement(), "pool-dbpool": {},
+              "light-local-2api-dbpool": converters.design_placement()}
 VARIANT_ENV = {"pool-certifi": {"FILEFLOW_STACK_PLAIN_HTTP_CA": "0"},
-               "pool-dbpool": {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20"}}
+               "pool-dbpool": {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20"},
+               "light-local-2api-dbpool": {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10"}}
 #: the bench's own Redis database (emptied before each stack that uses it)
 BENCH_REDIS_URL = "redis://127.0.0.1:6379/14"
-VARIANT_STACK = {"light-local-2api": {"server_workers": 2, "redis_url": BENCH_REDIS_URL}}
+VARIANT_STACK = {"light-local-2api": {"server_workers": 2, "redis_url": BENCH_REDIS_URL},
+                 "light-local-2api-dbpool": {"server_workers": 2, "redis_url": BENCH_REDIS_URL}}
 
 
 def run_one(work: Path, workers: int, files: int, offset: int, timeout_s: float, py_spy: str | None = None,
@@ -154,6 +160,10 @@ def _run_one(work: Path, tag: str, workers: int, files: int, offset: int, timeou
 
     storage = work / f"storage-{tag}"
     corpus = work / f"text-{tag}"
+    # a run is timed until its storage holds ``files`` manifests: an earlier run's storage (the same
+    # --work and tag) would end it early, and its own files, made again, would be cache hits
+    for left in (storage, corpus):
+        shutil.rmtree(left, ignore_errors=True)
     paths = make_files(corpus, {"text": files}, offset=offset)
     db_name = "bench_throughput_" + tag.replace("-", "_")
     with stack(work / f"home-{tag}", workers=workers, db_name=db_name,

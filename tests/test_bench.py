@@ -67,6 +67,10 @@ def test_throughput_configurations_compare_mediators_and_placements_at_the_first
     # light-local on a server of two API processes sharing Redis: the same steps, another server
     assert throughput.PLACEMENTS["light-local-2api"] == throughput.PLACEMENTS["light-local"]
     assert throughput.VARIANT_STACK["light-local-2api"] == {"server_workers": 2, "redis_url": throughput.BENCH_REDIS_URL}
+    # the same stack and steps, only each server process's database pool
+    assert throughput.PLACEMENTS["light-local-2api-dbpool"] == throughput.PLACEMENTS["light-local-2api"]
+    assert throughput.VARIANT_STACK["light-local-2api-dbpool"] == throughput.VARIANT_STACK["light-local-2api"]
+    assert throughput.VARIANT_ENV["light-local-2api-dbpool"] == {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10"}
     assert "light-local" not in throughput.VARIANT_STACK  # the single-process server of fileflow up
 
 
